@@ -1,0 +1,86 @@
+//! The settings the actors need. The node's config file embeds this as its `[actors]` and
+//! `[auth]` parts; every field has a default that suits a laptop.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Limits and timings for the actors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActorsConfig {
+    /// The node id in a cluster (0 on a single node).
+    pub node_id: u16,
+    /// The most members a group may have; a group may choose a lower cap.
+    pub max_group_members: u32,
+    /// The longest text body, in UTF-8 bytes.
+    pub max_text_bytes: usize,
+    /// Events queued for one connection before it counts as a slow consumer and is closed.
+    pub outbox_max_events: usize,
+    /// A group actor with no request for this long stops; it restarts from the store on use.
+    #[serde(with = "seconds")]
+    pub group_idle_after: Duration,
+    /// Recent `client_msg_id`s each group actor remembers in memory; older ones are looked up
+    /// in the store, which keeps them as long as the message.
+    pub dedupe_cache_per_group: usize,
+    /// Password hashing cost.
+    pub password_cost: PasswordCost,
+    /// How long a session token from `login` stays valid.
+    #[serde(with = "seconds")]
+    pub session_ttl: Duration,
+    /// Password hashes computed at once; argon2id's memory cost is per hash.
+    pub max_concurrent_hashes: usize,
+}
+
+impl Default for ActorsConfig {
+    fn default() -> Self {
+        ActorsConfig {
+            node_id: 0,
+            max_group_members: 500,
+            max_text_bytes: 4096,
+            outbox_max_events: 8192,
+            group_idle_after: Duration::from_secs(300),
+            dedupe_cache_per_group: 4096,
+            password_cost: PasswordCost::Default,
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
+            max_concurrent_hashes: 4,
+        }
+    }
+}
+
+/// Argon2id cost presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PasswordCost {
+    /// OWASP's recommendation: 19 MiB, 2 passes, 1 lane (~20-40 ms a hash here).
+    Default,
+    /// The cheapest argon2id allows (8 KiB, 1 pass): for tests and benches only, never for
+    /// real passwords.
+    Test,
+}
+
+impl PasswordCost {
+    /// (memory KiB, passes, lanes).
+    pub fn params(self) -> (u32, u32, u32) {
+        match self {
+            PasswordCost::Default => (19 * 1024, 2, 1),
+            PasswordCost::Test => (8, 1, 1),
+        }
+    }
+}
+
+/// Durations in config files are whole seconds.
+pub mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    /// Writes a duration as seconds.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    /// Reads seconds (fractions allowed) as a duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}

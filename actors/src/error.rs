@@ -1,0 +1,97 @@
+//! Errors of the actor layer. Each maps to one stable wire code in [`ApiError::code`], the
+//! one exhaustive match between behaviour and protocol.
+
+use crate::store::StoreError;
+use schema::ErrorCode;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A field's value is out of range (lengths, limits, ...).
+    #[error("{0}")]
+    InvalidField(String),
+    /// The operation needs an authenticated connection.
+    #[error("authenticate first (auth or login)")]
+    Unauthenticated,
+    /// The connection is authenticated already.
+    #[error("this connection is already authenticated")]
+    AlreadyAuthenticated,
+    /// Wrong username or password.
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    /// Unknown, expired or revoked token.
+    #[error("the token is unknown, expired or revoked")]
+    InvalidToken,
+    /// The username is taken.
+    #[error("the username is taken")]
+    UsernameTaken,
+    /// Nothing the caller may see by that id.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The caller lacks the role.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The group is at its cap.
+    #[error("the group is full")]
+    GroupFull,
+    /// Already a member.
+    #[error("already a member")]
+    AlreadyMember,
+    /// The owner must transfer ownership before leaving.
+    #[error("the owner cannot leave; transfer ownership or dissolve the group")]
+    OwnerCannotLeave,
+    /// The text is over the node's limit.
+    #[error("text is {len} bytes; the limit is {limit}")]
+    TextTooLong {
+        /// The body's length.
+        len: usize,
+        /// The node's limit.
+        limit: usize,
+    },
+    /// A reserved message type.
+    #[error("message type `{0}` is not accepted yet")]
+    UnsupportedType(&'static str),
+    /// A transient failure; safe to retry.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// A bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The stable wire code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::InvalidField(_) => ErrorCode::InvalidField,
+            ApiError::Unauthenticated => ErrorCode::Unauthenticated,
+            ApiError::AlreadyAuthenticated => ErrorCode::AlreadyAuthenticated,
+            ApiError::InvalidCredentials => ErrorCode::InvalidCredentials,
+            ApiError::InvalidToken => ErrorCode::InvalidToken,
+            ApiError::UsernameTaken => ErrorCode::UsernameTaken,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::GroupFull => ErrorCode::GroupFull,
+            ApiError::AlreadyMember => ErrorCode::AlreadyMember,
+            ApiError::OwnerCannotLeave => ErrorCode::OwnerCannotLeave,
+            ApiError::TextTooLong { .. } => ErrorCode::TextTooLong,
+            ApiError::UnsupportedType(_) => ErrorCode::UnsupportedType,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The one answer for an unknown group and a group the caller is not in.
+    pub fn group_not_found() -> Self {
+        ApiError::NotFound("group")
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) | StoreError::Conflict(m) => ApiError::Unavailable(m),
+            StoreError::Corrupt(m) => ApiError::Internal(m),
+        }
+    }
+}

@@ -1,0 +1,742 @@
+//! The group actor: one per active group on the node that owns it.
+//!
+//! Its mailbox is the group's serialization point. Membership changes are handled one at a
+//! time and written through before the next is looked at, which is what makes the member
+//! cap exact under any concurrency. Messages get their seq here, in mailbox order, and are
+//! committed in batches: while one batch is being made durable, new sends queue up and go
+//! together in the next commit (group commit), so a busy group does not pay one fsync per
+//! message. After a commit the actor acks each sender, encodes each message event once,
+//! and hands the shared bytes to the fan-out step with the member list.
+//!
+//! Reads of committed history do not come here; sessions read the store directly after a
+//! membership check, so a slow reader never delays a group's writes.
+
+pub mod dedupe;
+pub mod rules;
+
+use crate::directory::MailboxGauge;
+use crate::error::ApiError;
+use crate::store::{AddMemberOutcome, StoreError};
+use crate::{System, now_ms, views};
+use bytes::Bytes;
+use dedupe::{Recent, RecentIds};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+use schema::cluster::{GroupCommand, GroupEnvelope, ReplyTo};
+use schema::frames::server::{
+    self as wire, AddMemberOutcome as AddLine, AddStatus, Event, LeaveReason,
+};
+use schema::frames::{MessageKind, Role};
+use schema::records::{GroupRecord, MemberRecord, MessageRecord, UserGroupRecord};
+use schema::{GroupId, Seq, UserId};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// What a group actor handles.
+pub enum GroupMsg {
+    /// A request from a member (counted in the mailbox gauge).
+    Command(GroupEnvelope),
+    /// The outcome of the commit started for the in-flight batch.
+    Committed(Result<(), StoreError>),
+    /// The idle sweeper asks the actor to stop if it has nothing to do.
+    Retire,
+    /// The debug console asks what the actor holds.
+    Inspect(oneshot::Sender<GroupSnapshot>),
+}
+
+/// What the debug console shows of a group actor.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupSnapshot {
+    /// The group.
+    pub group: GroupId,
+    /// Its name.
+    pub name: String,
+    /// Its members and roles.
+    pub members: Vec<(UserId, Role)>,
+    /// Its cap.
+    pub max_members: u32,
+    /// The last durable seq.
+    pub last_seq: Seq,
+    /// Messages waiting for the next commit.
+    pub queued: usize,
+    /// Messages in the commit under way.
+    pub in_flight: usize,
+    /// Remembered client_msg_ids.
+    pub recent_ids: usize,
+}
+
+/// The group actor's behaviour (its data is [`GroupState`]).
+pub struct GroupActor;
+
+/// Everything a group actor holds.
+pub struct GroupState {
+    system: Arc<System>,
+    gauge: Arc<MailboxGauge>,
+    record: GroupRecord,
+    members: BTreeMap<UserId, Role>,
+    /// The member list handed to the fan-out step; rebuilt only when membership changes.
+    recipients: Arc<[UserId]>,
+    committed_seq: Seq,
+    queued: Vec<Pending>,
+    in_flight: Vec<Pending>,
+    recent: RecentIds,
+    dissolved: bool,
+}
+
+struct Pending {
+    record: MessageRecord,
+    reply_to: ReplyTo,
+    /// Resends of the same message that arrived while it was uncommitted.
+    waiters: Vec<ReplyTo>,
+}
+
+/// Loads a group from the store and starts its actor. `NotFound` if there is no such group.
+pub async fn activate(
+    system: Arc<System>,
+    group: GroupId,
+    gauge: Arc<MailboxGauge>,
+    supervisor: Option<ActorCell>,
+) -> Result<ActorRef<GroupMsg>, ApiError> {
+    let store = &system.store;
+    let record = store
+        .group(group)
+        .await?
+        .filter(|g| !g.dissolved)
+        .ok_or_else(ApiError::group_not_found)?;
+    let mut members = BTreeMap::new();
+    let mut after = None;
+    loop {
+        let page = store.members(group, after, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.user);
+        members.extend(page.iter().map(|m| (m.user, m.role)));
+    }
+    let committed_seq = store.last_seq(group).await?;
+    gauge.touch();
+    let state = GroupState {
+        recent: RecentIds::new(system.config.dedupe_cache_per_group),
+        system: system.clone(),
+        gauge,
+        record,
+        recipients: members.keys().copied().collect(),
+        members,
+        committed_seq,
+        queued: Vec::new(),
+        in_flight: Vec::new(),
+        dissolved: false,
+    };
+    let spawned = match supervisor {
+        Some(supervisor) => Actor::spawn_linked(None, GroupActor, state, supervisor).await,
+        None => Actor::spawn(None, GroupActor, state).await,
+    };
+    spawned
+        .map(|(actor, _)| actor)
+        .map_err(|e| ApiError::Internal(format!("spawn group actor: {e}")))
+}
+
+impl Actor for GroupActor {
+    type Msg = GroupMsg;
+    type State = GroupState;
+    type Arguments = GroupState;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<GroupMsg>,
+        state: GroupState,
+    ) -> Result<GroupState, ActorProcessingErr> {
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<GroupMsg>,
+        message: GroupMsg,
+        state: &mut GroupState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            GroupMsg::Command(envelope) => {
+                state.gauge.leave();
+                let reply_to = envelope.reply_to;
+                let op = envelope.command.op();
+                if let Err(error) = state.command(&myself, envelope).await {
+                    state.reply_error(&reply_to, &error);
+                    if let ApiError::Internal(_) | ApiError::Unavailable(_) = error {
+                        tracing::warn!(group = %state.record.id, op, %error, "group request failed");
+                    }
+                }
+            }
+            GroupMsg::Committed(result) => state.committed(&myself, result),
+            GroupMsg::Retire => {
+                let idle = state.queued.is_empty() && state.in_flight.is_empty();
+                if idle
+                    && state
+                        .system
+                        .groups
+                        .retire_if_idle(&state.record.id, myself.get_id())
+                {
+                    myself.stop(None);
+                }
+            }
+            GroupMsg::Inspect(reply) => {
+                let _ = reply.send(state.snapshot());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl GroupState {
+    async fn command(
+        &mut self,
+        myself: &ActorRef<GroupMsg>,
+        envelope: GroupEnvelope,
+    ) -> Result<(), ApiError> {
+        let to = envelope.reply_to;
+        let from = to.user;
+        match envelope.command {
+            GroupCommand::Send {
+                client_msg_id,
+                kind,
+                body,
+            } => self.send(myself, to, client_msg_id, kind, body).await,
+            GroupCommand::Info => {
+                self.role_of(from)?;
+                self.reply(&to, "group_info", &self.info());
+                Ok(())
+            }
+            GroupCommand::Members { after, limit } => {
+                self.role_of(from)?;
+                let page = self.members_page(after, limit as usize);
+                self.reply(&to, "members", &page);
+                Ok(())
+            }
+            GroupCommand::Join => self.join(to).await,
+            GroupCommand::AddMembers { users } => self.add_members(to, users).await,
+            GroupCommand::Leave => {
+                if self.role_of(from)? == Role::Owner {
+                    return Err(ApiError::OwnerCannotLeave);
+                }
+                let count = self.remove(from, LeaveReason::Left).await?;
+                self.reply(
+                    &to,
+                    "leave",
+                    &wire::MemberCountResult {
+                        member_count: count,
+                    },
+                );
+                Ok(())
+            }
+            GroupCommand::RemoveMember { user } => {
+                let actor = self.role_of(from)?;
+                let target = *self
+                    .members
+                    .get(&user)
+                    .ok_or(ApiError::NotFound("member"))?;
+                if user == from {
+                    return Err(ApiError::Forbidden("to remove yourself, leave"));
+                }
+                if !rules::may_remove(actor, target) {
+                    return Err(ApiError::Forbidden("your role may not remove this member"));
+                }
+                let count = self.remove(user, LeaveReason::Removed).await?;
+                self.reply(
+                    &to,
+                    "remove_member",
+                    &wire::MemberCountResult {
+                        member_count: count,
+                    },
+                );
+                Ok(())
+            }
+            GroupCommand::SetRole { user, role } => self.set_role(to, user, role).await,
+            GroupCommand::TransferOwnership { user } => self.transfer(to, user).await,
+            GroupCommand::Update { name, open } => self.update(to, name, open).await,
+            GroupCommand::Dissolve => self.dissolve(to).await,
+        }
+    }
+
+    /// The caller's role; `not_found` for non-members, exactly as for a missing group.
+    fn role_of(&self, user: UserId) -> Result<Role, ApiError> {
+        if self.dissolved {
+            return Err(ApiError::group_not_found());
+        }
+        self.members
+            .get(&user)
+            .copied()
+            .ok_or_else(ApiError::group_not_found)
+    }
+
+    fn info(&self) -> wire::GroupInfo {
+        views::group_info(&self.record, self.committed_seq)
+    }
+
+    fn members_page(&self, after: Option<schema::UserId>, limit: usize) -> wire::MembersPage {
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut members: Vec<wire::MemberView> = self
+            .members
+            .range((start, Bound::Unbounded))
+            .take(limit + 1)
+            .map(|(&user, &role)| wire::MemberView { user, role })
+            .collect();
+        let next = if members.len() > limit {
+            members.truncate(limit);
+            members.last().map(|m| m.user)
+        } else {
+            None
+        };
+        wire::MembersPage { members, next }
+    }
+
+    // ---- messages ------------------------------------------------------------------
+
+    async fn send(
+        &mut self,
+        myself: &ActorRef<GroupMsg>,
+        to: ReplyTo,
+        client_msg_id: String,
+        kind: MessageKind,
+        body: String,
+    ) -> Result<(), ApiError> {
+        let sender = to.user;
+        self.role_of(sender)?;
+        match self.recent.get(sender, &client_msg_id) {
+            Some(Recent::Committed { seq, ts }) => {
+                self.ack(&to, seq, ts, true);
+                return Ok(());
+            }
+            Some(Recent::Pending) => {
+                let pending = self
+                    .queued
+                    .iter_mut()
+                    .chain(self.in_flight.iter_mut())
+                    .find(|p| p.record.sender == sender && p.record.client_msg_id == client_msg_id);
+                if let Some(pending) = pending {
+                    pending.waiters.push(to);
+                    return Ok(());
+                }
+            }
+            None => {}
+        }
+        let group = self.record.id;
+        if let Some((seq, ts)) = self
+            .system
+            .store
+            .message_by_client_id(group, sender, &client_msg_id)
+            .await?
+        {
+            self.recent
+                .insert_committed(sender, &client_msg_id, seq, ts);
+            self.ack(&to, seq, ts, true);
+            return Ok(());
+        }
+        self.recent.insert_pending(sender, &client_msg_id);
+        let record = MessageRecord {
+            group,
+            seq: 0,
+            sender,
+            client_msg_id,
+            kind,
+            body,
+            ts: now_ms(),
+        };
+        self.queued.push(Pending {
+            record,
+            reply_to: to,
+            waiters: Vec::new(),
+        });
+        self.flush(myself);
+        Ok(())
+    }
+
+    /// Starts committing everything queued, unless a commit is under way (its completion
+    /// calls this again).
+    fn flush(&mut self, myself: &ActorRef<GroupMsg>) {
+        if self.queued.is_empty() || !self.in_flight.is_empty() {
+            return;
+        }
+        self.in_flight = std::mem::take(&mut self.queued);
+        let after = self.committed_seq;
+        for (i, pending) in self.in_flight.iter_mut().enumerate() {
+            pending.record.seq = after + 1 + i as Seq;
+        }
+        let records: Vec<MessageRecord> = self.in_flight.iter().map(|p| p.record.clone()).collect();
+        let store = self.system.store.clone();
+        let group = self.record.id;
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let result = store.append_messages(group, after, &records).await;
+            // If the actor is gone, nobody was acked; the senders retry.
+            let _ = myself.send_message(GroupMsg::Committed(result));
+        });
+    }
+
+    fn committed(&mut self, myself: &ActorRef<GroupMsg>, result: Result<(), StoreError>) {
+        let batch = std::mem::take(&mut self.in_flight);
+        if let Err(error) = result {
+            // The log may or may not hold the batch (a timeout is ambiguous). Fail every
+            // uncommitted send and restart from the store, which knows; senders retry with
+            // the same client_msg_id and are deduplicated if the batch did land.
+            tracing::error!(group = %self.record.id, %error, "commit failed; restarting the group actor");
+            let failed = ApiError::Unavailable("commit failed; retry".into());
+            for pending in batch.iter().chain(self.queued.iter()) {
+                self.recent
+                    .remove(pending.record.sender, &pending.record.client_msg_id);
+                for to in std::iter::once(&pending.reply_to).chain(&pending.waiters) {
+                    self.reply_error(to, &failed);
+                }
+            }
+            self.queued.clear();
+            myself.stop(Some(format!("commit failed: {error}")));
+            return;
+        }
+        let mut events = Vec::with_capacity(batch.len());
+        let mut marks: HashMap<UserId, Seq> = HashMap::new();
+        for pending in &batch {
+            let record = &pending.record;
+            self.recent.insert_committed(
+                record.sender,
+                &record.client_msg_id,
+                record.seq,
+                record.ts,
+            );
+            self.ack(&pending.reply_to, record.seq, record.ts, false);
+            for to in &pending.waiters {
+                self.ack(to, record.seq, record.ts, true);
+            }
+            events.push(Bytes::from(wire::encode_event(&Event::Message(
+                views::message_view(record),
+            ))));
+            marks.insert(record.sender, record.seq);
+        }
+        if let Some(last) = batch.last() {
+            self.committed_seq = last.record.seq;
+        }
+        self.system.fanout.deliver(&self.recipients, &events);
+        // Sending moves the sender's read mark; it is a separate partition, so a crash here
+        // only leaves a mark behind (more unread), never a message.
+        let store = self.system.store.clone();
+        let group = self.record.id;
+        tokio::spawn(async move {
+            for (user, seq) in marks {
+                if let Err(error) = store.advance_read_mark(user, group, seq).await {
+                    tracing::warn!(%group, %user, %error, "could not move the sender's read mark");
+                }
+            }
+        });
+        self.flush(myself);
+    }
+
+    fn ack(&self, to: &ReplyTo, seq: Seq, ts: u64, duplicate: bool) {
+        let ack = wire::SendAck {
+            group: self.record.id,
+            seq,
+            ts,
+            duplicate,
+        };
+        self.reply(to, "send", &ack);
+    }
+
+    // ---- membership ----------------------------------------------------------------
+
+    async fn join(&mut self, to: ReplyTo) -> Result<(), ApiError> {
+        if self.dissolved {
+            return Err(ApiError::group_not_found());
+        }
+        if self.members.contains_key(&to.user) {
+            return Err(ApiError::AlreadyMember);
+        }
+        if !self.record.open {
+            // A closed group is invisible to outsiders, exactly like a missing one.
+            return Err(ApiError::group_not_found());
+        }
+        match self.admit(to.user, Role::Member).await? {
+            AddStatus::Added => {
+                self.reply(&to, "join", &self.info());
+                Ok(())
+            }
+            AddStatus::AlreadyMember => Err(ApiError::AlreadyMember),
+            AddStatus::GroupFull => Err(ApiError::GroupFull),
+            AddStatus::NotFound => Err(ApiError::group_not_found()),
+        }
+    }
+
+    async fn add_members(&mut self, to: ReplyTo, users: Vec<UserId>) -> Result<(), ApiError> {
+        if !rules::may_manage(self.role_of(to.user)?) {
+            return Err(ApiError::Forbidden("only the owner and admins add members"));
+        }
+        let mut results = Vec::with_capacity(users.len());
+        for user in users {
+            let status = if self.members.contains_key(&user) {
+                AddStatus::AlreadyMember
+            } else if self.system.store.user(user).await?.is_none() {
+                AddStatus::NotFound
+            } else {
+                self.admit(user, Role::Member).await?
+            };
+            results.push(AddLine { user, status });
+        }
+        let member_count = self.record.member_count;
+        self.reply(
+            &to,
+            "add_members",
+            &wire::AddMembersResult {
+                results,
+                member_count,
+            },
+        );
+        Ok(())
+    }
+
+    /// Makes `user` a member if the cap allows. The user's index is written first, so it
+    /// never misses a group the user is in.
+    async fn admit(&mut self, user: UserId, role: Role) -> Result<AddStatus, ApiError> {
+        if self.members.len() >= self.record.max_members as usize {
+            return Ok(AddStatus::GroupFull);
+        }
+        let group = self.record.id;
+        let now = now_ms();
+        let store = &self.system.store;
+        let link = UserGroupRecord {
+            group,
+            read_seq: self.committed_seq,
+            joined_at: now,
+        };
+        store.link_user_group(user, &link).await?;
+        let member = MemberRecord {
+            user,
+            role,
+            joined_at: now,
+        };
+        match store.add_member_if_below_cap(group, &member).await? {
+            AddMemberOutcome::Added(count) => {
+                self.members.insert(user, role);
+                self.record.member_count = count;
+                self.membership_changed();
+                let event = Event::MemberJoined {
+                    group,
+                    user,
+                    role,
+                    member_count: count,
+                };
+                self.broadcast(&event);
+                Ok(AddStatus::Added)
+            }
+            AddMemberOutcome::AlreadyMember => {
+                // Memory was behind the store (it cannot be, with one actor per group); trust
+                // the store.
+                if let Some(member) = store.member(group, user).await? {
+                    self.members.insert(user, member.role);
+                    self.membership_changed();
+                }
+                Ok(AddStatus::AlreadyMember)
+            }
+            AddMemberOutcome::Full => {
+                store.unlink_user_group(user, group).await?;
+                Ok(AddStatus::GroupFull)
+            }
+            AddMemberOutcome::NoGroup => {
+                store.unlink_user_group(user, group).await?;
+                self.dissolved = true;
+                Ok(AddStatus::NotFound)
+            }
+        }
+    }
+
+    /// Removes a member; they stop receiving at once (the next fan-out leaves them out),
+    /// and get the `member_left` event as the last thing from this group.
+    async fn remove(&mut self, user: UserId, reason: LeaveReason) -> Result<u32, ApiError> {
+        let group = self.record.id;
+        let store = self.system.store.clone();
+        let count = match store.remove_member(group, user).await? {
+            Some(count) => count,
+            None => self.record.member_count,
+        };
+        self.members.remove(&user);
+        self.record.member_count = count;
+        self.membership_changed();
+        // The index entry goes after the membership row, so it never misses a group.
+        store.unlink_user_group(user, group).await?;
+        let event = Bytes::from(wire::encode_event(&Event::MemberLeft {
+            group,
+            user,
+            reason,
+            member_count: count,
+        }));
+        self.system
+            .fanout
+            .deliver(&self.recipients, std::slice::from_ref(&event));
+        self.system
+            .fanout
+            .deliver(&[user], std::slice::from_ref(&event));
+        Ok(count)
+    }
+
+    async fn set_role(&mut self, to: ReplyTo, user: UserId, role: Role) -> Result<(), ApiError> {
+        if !rules::is_owner(self.role_of(to.user)?) {
+            return Err(ApiError::Forbidden("only the owner sets roles"));
+        }
+        if role == Role::Owner {
+            return Err(ApiError::InvalidField(
+                "role must be admin or member; use transfer_ownership".into(),
+            ));
+        }
+        let current = *self
+            .members
+            .get(&user)
+            .ok_or(ApiError::NotFound("member"))?;
+        if current == Role::Owner {
+            return Err(ApiError::Forbidden(
+                "the owner's role changes only by transfer_ownership",
+            ));
+        }
+        if current != role {
+            self.system
+                .store
+                .set_member_role(self.record.id, user, role)
+                .await?;
+            self.members.insert(user, role);
+            self.broadcast(&Event::RoleChanged {
+                group: self.record.id,
+                user,
+                role,
+            });
+        }
+        self.reply(&to, "set_role", &wire::Done {});
+        Ok(())
+    }
+
+    async fn transfer(&mut self, to: ReplyTo, user: UserId) -> Result<(), ApiError> {
+        let from = to.user;
+        if !rules::is_owner(self.role_of(from)?) {
+            return Err(ApiError::Forbidden("only the owner transfers ownership"));
+        }
+        if user == from {
+            return Err(ApiError::InvalidField("you own this group already".into()));
+        }
+        if !self.members.contains_key(&user) {
+            return Err(ApiError::NotFound("member"));
+        }
+        let group = self.record.id;
+        if !self
+            .system
+            .store
+            .transfer_ownership(group, from, user)
+            .await?
+        {
+            return Err(ApiError::Internal(
+                "store membership disagrees with the group actor".into(),
+            ));
+        }
+        self.members.insert(user, Role::Owner);
+        self.members.insert(from, Role::Admin);
+        self.record.owner = user;
+        self.broadcast(&Event::RoleChanged {
+            group,
+            user,
+            role: Role::Owner,
+        });
+        self.broadcast(&Event::RoleChanged {
+            group,
+            user: from,
+            role: Role::Admin,
+        });
+        self.broadcast(&Event::GroupUpdated(self.info()));
+        self.reply(&to, "transfer_ownership", &wire::Done {});
+        Ok(())
+    }
+
+    async fn update(
+        &mut self,
+        to: ReplyTo,
+        name: Option<String>,
+        open: Option<bool>,
+    ) -> Result<(), ApiError> {
+        if !rules::may_manage(self.role_of(to.user)?) {
+            return Err(ApiError::Forbidden(
+                "only the owner and admins change the group",
+            ));
+        }
+        if let Some(name) = &name {
+            crate::accounts::validate_display_name("name", name)?;
+        }
+        let updated = self
+            .system
+            .store
+            .update_group(self.record.id, name.as_deref(), open)
+            .await?;
+        let Some(updated) = updated else {
+            return Err(ApiError::group_not_found());
+        };
+        self.record.name = updated.name;
+        self.record.open = updated.open;
+        self.broadcast(&Event::GroupUpdated(self.info()));
+        self.reply(&to, "update_group", &self.info());
+        Ok(())
+    }
+
+    async fn dissolve(&mut self, to: ReplyTo) -> Result<(), ApiError> {
+        if !rules::is_owner(self.role_of(to.user)?) {
+            return Err(ApiError::Forbidden("only the owner dissolves the group"));
+        }
+        let group = self.record.id;
+        self.system.store.dissolve_group(group).await?;
+        self.dissolved = true;
+        self.broadcast(&Event::GroupDissolved { group });
+        self.reply(&to, "dissolve_group", &wire::Done {});
+        let members: Vec<UserId> = std::mem::take(&mut self.members).into_keys().collect();
+        self.membership_changed();
+        // Index entries of a dissolved group are harmless (listings skip dissolved groups);
+        // clearing them is tidiness, done off the actor.
+        let store = self.system.store.clone();
+        tokio::spawn(async move {
+            for user in members {
+                if let Err(error) = store.unlink_user_group(user, group).await {
+                    tracing::warn!(%group, %user, %error, "could not unlink a dissolved group");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn membership_changed(&mut self) {
+        self.recipients = self.members.keys().copied().collect();
+    }
+
+    // ---- output --------------------------------------------------------------------
+
+    fn broadcast(&self, event: &Event) {
+        let bytes = Bytes::from(wire::encode_event(event));
+        self.system
+            .fanout
+            .deliver(&self.recipients, std::slice::from_ref(&bytes));
+    }
+
+    fn reply<T: Serialize>(&self, to: &ReplyTo, op: &str, result: &T) {
+        let bytes = Bytes::from(wire::encode_reply(to.request, op, result));
+        self.system.fanout.reply(to.user, to.conn, bytes);
+    }
+
+    fn reply_error(&self, to: &ReplyTo, error: &ApiError) {
+        let bytes = Bytes::from(wire::encode_error(
+            to.request,
+            error.code(),
+            &error.to_string(),
+        ));
+        self.system.fanout.reply(to.user, to.conn, bytes);
+    }
+
+    fn snapshot(&self) -> GroupSnapshot {
+        GroupSnapshot {
+            group: self.record.id,
+            name: self.record.name.clone(),
+            members: self.members.iter().map(|(&u, &r)| (u, r)).collect(),
+            max_members: self.record.max_members,
+            last_seq: self.committed_seq,
+            queued: self.queued.len(),
+            in_flight: self.in_flight.len(),
+            recent_ids: self.recent.len(),
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! troupe's behaviour, with no sockets and no storage engine in it.
+//!
+//! * [`session`]: one client connection's protocol state machine: parses frames, checks
+//!   auth, and routes each request to the actor or store read that answers it.
+//! * [`group`]: the group actor, which serializes every change to one group (membership,
+//!   the member cap, message seqs) and fans messages out.
+//! * [`user`]: the user actor, which owns one user's connections on this node.
+//! * [`fanout`]: the node-local fan-out step that hands encoded events to connections.
+//! * [`outbox`]: one connection's queue of encoded events, drained by the gateway.
+//! * [`directory`]: finds, starts and retires the actor for a key; counts mailbox depth.
+//! * [`accounts`]: registration, password hashing, session tokens.
+//! * [`store`]: the storage traits every backend implements, and their contract suite.
+//! * [`system`]: wires the above together for one node.
+
+pub mod accounts;
+pub mod config;
+pub mod directory;
+pub mod error;
+pub mod fanout;
+pub mod group;
+pub mod outbox;
+pub mod session;
+pub mod store;
+pub mod system;
+pub mod user;
+pub mod views;
+
+pub use config::ActorsConfig;
+pub use error::ApiError;
+pub use system::System;
+
+/// Milliseconds since the Unix epoch: the timestamp unit of every record and event.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A fresh random id in `1..=MAX_ID`, for users and groups. Stores insert ids with a
+/// conditional write, so the rare collision is retried rather than overwriting.
+pub fn random_id() -> u64 {
+    loop {
+        let id = rand::random::<u64>() & schema::ids::MAX_ID;
+        if id != 0 {
+            return id;
+        }
+    }
+}

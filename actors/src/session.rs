@@ -1,0 +1,578 @@
+//! One client connection's protocol state machine, without the socket.
+//!
+//! The gateway feeds it text frames; everything it answers goes into the connection's
+//! [`Outbox`], the same queue that carries fan-out, so a client sees one ordered stream.
+//! It enforces "authenticate first", validates what needs no group state, and routes:
+//! group changes and sends to the group's actor (the reply arrives later, through the
+//! fan-out step), read marks to the user's actor, history and sync straight to the store
+//! after a membership check, and accounts to [`crate::accounts`].
+
+use crate::accounts::{self, SignedIn};
+use crate::error::ApiError;
+use crate::outbox::Outbox;
+use crate::user::UserMsg;
+use crate::{System, now_ms, random_id, views};
+use bytes::Bytes;
+use schema::cluster::{GroupCommand, GroupEnvelope, ReplyTo};
+use schema::frames::client::*;
+use schema::frames::server::{self as wire, GroupSummary};
+use schema::frames::{MessageKind, Role};
+use schema::records::{GroupRecord, MemberRecord, UserGroupRecord};
+use schema::{ErrorCode, GroupId, Seq, UserId};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// The most messages one `sync` reply carries across all groups; beyond it, clients page
+/// with `history`.
+pub const SYNC_MAX_MESSAGES: usize = 1000;
+/// The largest `history` page.
+pub const HISTORY_MAX_LIMIT: u32 = 100;
+/// The largest `members` page.
+pub const MEMBERS_MAX_LIMIT: u32 = 500;
+/// The most users one `add_members` adds.
+pub const ADD_MEMBERS_MAX: usize = 100;
+/// The longest `client_msg_id`, in bytes.
+pub const CLIENT_MSG_ID_MAX: usize = 64;
+
+/// One connection's protocol state.
+pub struct Session {
+    system: Arc<System>,
+    outbox: Arc<Outbox>,
+    signed_in: Option<SignedIn>,
+}
+
+impl Session {
+    pub(crate) fn new(system: Arc<System>, outbox: Arc<Outbox>) -> Self {
+        Session {
+            system,
+            outbox,
+            signed_in: None,
+        }
+    }
+
+    /// The connection's outgoing queue, which the gateway drains.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// The authenticated user, if any.
+    pub fn user(&self) -> Option<UserId> {
+        self.signed_in.as_ref().map(|s| s.user.id)
+    }
+
+    /// Handles one text frame.
+    pub async fn handle_text(&mut self, text: &str) {
+        let frame = match parse_client_frame(text) {
+            Ok(frame) => frame,
+            Err(error) => {
+                self.push(wire::encode_error(
+                    error.request_id(),
+                    error.code(),
+                    &error.to_string(),
+                ));
+                return;
+            }
+        };
+        let id = frame.id;
+        if let Err(error) = self.dispatch(id, frame.request).await {
+            if let ApiError::Internal(_) = error {
+                tracing::error!(conn = %self.outbox.conn(), %error, "request failed");
+            }
+            self.push(wire::encode_error(id, error.code(), &error.to_string()));
+        }
+    }
+
+    /// Handles a binary frame, which the protocol does not use.
+    pub fn handle_binary(&mut self) {
+        let message = "binary frames are not supported; send JSON text frames";
+        self.push(wire::encode_error(
+            None,
+            ErrorCode::UnsupportedFrame,
+            message,
+        ));
+    }
+
+    /// Detaches the connection from its user actor. Call once, when the socket is gone.
+    pub async fn close(self) {
+        if let Some(signed_in) = &self.signed_in {
+            let conn = self.outbox.conn();
+            let _ = self
+                .system
+                .users
+                .try_send(&signed_in.user.id, UserMsg::Detach { conn });
+        }
+    }
+
+    fn push(&self, event: Vec<u8>) {
+        self.outbox.push(Bytes::from(event));
+    }
+
+    fn reply<T: Serialize>(&self, id: Option<u64>, op: &str, result: &T) {
+        self.push(wire::encode_reply(id, op, result));
+    }
+
+    async fn dispatch(&mut self, id: Option<u64>, request: Request) -> Result<(), ApiError> {
+        // Operations allowed before authentication.
+        match request {
+            Request::Register(r) => {
+                let user = self
+                    .system
+                    .accounts
+                    .register(&r.username, &r.password, r.nickname.as_deref())
+                    .await?;
+                self.reply(id, "register", &wire::RegisterResult { user });
+                return Ok(());
+            }
+            Request::Login(r) => {
+                if self.signed_in.is_some() {
+                    return Err(ApiError::AlreadyAuthenticated);
+                }
+                let (token, signed_in) =
+                    self.system.accounts.login(&r.username, &r.password).await?;
+                return self.start(id, "login", Some(token), signed_in).await;
+            }
+            Request::Auth(r) => {
+                if self.signed_in.is_some() {
+                    return Err(ApiError::AlreadyAuthenticated);
+                }
+                let signed_in = self.system.accounts.authenticate(&r.token).await?;
+                return self.start(id, "auth", None, signed_in).await;
+            }
+            Request::Ping(_) => {
+                self.reply(id, "ping", &wire::PongResult { ts: now_ms() });
+                return Ok(());
+            }
+            _ => {}
+        }
+        let Some(signed_in) = &self.signed_in else {
+            return Err(ApiError::Unauthenticated);
+        };
+        let me = signed_in.user.id;
+        match request {
+            Request::Register(_) | Request::Login(_) | Request::Auth(_) | Request::Ping(_) => {
+                Ok(())
+            }
+            Request::Logout(_) => {
+                let token = signed_in.token_hash;
+                self.system.accounts.logout(&token).await?;
+                self.reply(id, "logout", &wire::Done {});
+                // Closes every socket of this session, this one included, after this reply.
+                let _ = self.system.users.try_send(&me, UserMsg::Revoke { token });
+                Ok(())
+            }
+            Request::Profile(r) => {
+                let user = r.user.unwrap_or(me);
+                let record = self
+                    .system
+                    .store
+                    .user(user)
+                    .await?
+                    .ok_or(ApiError::NotFound("user"))?;
+                self.reply(id, "profile", &views::profile(&record));
+                Ok(())
+            }
+            Request::UpdateProfile(r) => self.update_profile(id, me, r).await,
+            Request::CreateGroup(r) => self.create_group(id, me, r).await,
+            Request::MyGroups(_) => {
+                let groups = self.summaries(me).await?;
+                self.reply(id, "my_groups", &wire::MyGroupsResult { groups });
+                Ok(())
+            }
+            Request::GroupInfo(r) => self.to_group(id, r.group, GroupCommand::Info).await,
+            Request::UpdateGroup(r) => {
+                if let Some(name) = &r.name {
+                    accounts::validate_display_name("name", name)?;
+                }
+                self.to_group(
+                    id,
+                    r.group,
+                    GroupCommand::Update {
+                        name: r.name,
+                        open: r.open,
+                    },
+                )
+                .await
+            }
+            Request::AddMembers(r) => {
+                let mut seen = HashSet::new();
+                let users: Vec<UserId> = r.users.into_iter().filter(|u| seen.insert(*u)).collect();
+                if users.is_empty() || users.len() > ADD_MEMBERS_MAX {
+                    return Err(ApiError::InvalidField(format!(
+                        "users must list 1-{ADD_MEMBERS_MAX} users"
+                    )));
+                }
+                self.to_group(id, r.group, GroupCommand::AddMembers { users })
+                    .await
+            }
+            Request::Join(r) => self.to_group(id, r.group, GroupCommand::Join).await,
+            Request::Leave(r) => self.to_group(id, r.group, GroupCommand::Leave).await,
+            Request::RemoveMember(r) => {
+                self.to_group(id, r.group, GroupCommand::RemoveMember { user: r.user })
+                    .await
+            }
+            Request::SetRole(r) => {
+                self.to_group(
+                    id,
+                    r.group,
+                    GroupCommand::SetRole {
+                        user: r.user,
+                        role: r.role,
+                    },
+                )
+                .await
+            }
+            Request::TransferOwnership(r) => {
+                self.to_group(
+                    id,
+                    r.group,
+                    GroupCommand::TransferOwnership { user: r.user },
+                )
+                .await
+            }
+            Request::DissolveGroup(r) => self.to_group(id, r.group, GroupCommand::Dissolve).await,
+            Request::Members(r) => {
+                let limit = bounded_limit(r.limit, 100, 1, MEMBERS_MAX_LIMIT)?;
+                self.to_group(
+                    id,
+                    r.group,
+                    GroupCommand::Members {
+                        after: r.after,
+                        limit,
+                    },
+                )
+                .await
+            }
+            Request::Send(r) => {
+                let command = self.validate_send(r.client_msg_id, r.kind, &r.body)?;
+                self.to_group(id, r.group, command).await
+            }
+            Request::History(r) => self.history(id, me, r).await,
+            Request::Sync(r) => self.sync(id, me, r).await,
+            Request::Read(r) => {
+                let to = self.reply_to(id);
+                let message = UserMsg::Read {
+                    to,
+                    group: r.group,
+                    seq: r.seq,
+                };
+                self.system.to_user(me, message).await
+            }
+        }
+    }
+
+    /// Registers the connection with the user's actor, then replies with where the user
+    /// stands. Registration comes first so no event can fall between the reply and the
+    /// first delivery.
+    async fn start(
+        &mut self,
+        id: Option<u64>,
+        op: &str,
+        token: Option<String>,
+        signed_in: SignedIn,
+    ) -> Result<(), ApiError> {
+        let user = signed_in.user.id;
+        let (done, attached) = oneshot::channel();
+        let attach = UserMsg::Attach {
+            outbox: self.outbox.clone(),
+            token: signed_in.token_hash,
+            done,
+        };
+        self.system.to_user(user, attach).await?;
+        attached
+            .await
+            .map_err(|_| ApiError::Unavailable("the user actor stopped; retry".into()))?;
+        let profile = views::profile(&signed_in.user);
+        self.signed_in = Some(signed_in);
+        let groups = self.summaries(user).await?;
+        self.reply(
+            id,
+            op,
+            &wire::SessionResult {
+                token,
+                profile,
+                groups,
+            },
+        );
+        Ok(())
+    }
+
+    fn reply_to(&self, id: Option<u64>) -> ReplyTo {
+        ReplyTo {
+            node: self.system.node,
+            user: self.user().unwrap_or(UserId(0)),
+            conn: self.outbox.conn(),
+            request: id,
+        }
+    }
+
+    async fn to_group(
+        &self,
+        id: Option<u64>,
+        group: GroupId,
+        command: GroupCommand,
+    ) -> Result<(), ApiError> {
+        let envelope = GroupEnvelope {
+            group,
+            reply_to: self.reply_to(id),
+            command,
+        };
+        self.system.to_group(envelope).await
+    }
+
+    fn validate_send(
+        &self,
+        client_msg_id: String,
+        kind: MessageKind,
+        body: &serde_json::Value,
+    ) -> Result<GroupCommand, ApiError> {
+        if client_msg_id.is_empty() || client_msg_id.len() > CLIENT_MSG_ID_MAX {
+            return Err(ApiError::InvalidField(format!(
+                "client_msg_id must be 1-{CLIENT_MSG_ID_MAX} bytes"
+            )));
+        }
+        if kind != MessageKind::Text {
+            return Err(ApiError::UnsupportedType(kind.as_str()));
+        }
+        let Some(text) = body.as_str() else {
+            return Err(ApiError::InvalidField(
+                "a text message's body must be a JSON string".into(),
+            ));
+        };
+        let limit = self.system.config.max_text_bytes;
+        if text.is_empty() {
+            return Err(ApiError::InvalidField(
+                "a text message's body must not be empty".into(),
+            ));
+        }
+        if text.len() > limit {
+            return Err(ApiError::TextTooLong {
+                len: text.len(),
+                limit,
+            });
+        }
+        let body = serde_json::to_string(body).map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(GroupCommand::Send {
+            client_msg_id,
+            kind,
+            body,
+        })
+    }
+
+    async fn update_profile(
+        &mut self,
+        id: Option<u64>,
+        me: UserId,
+        r: UpdateProfileRequest,
+    ) -> Result<(), ApiError> {
+        if let Some(nickname) = &r.nickname {
+            accounts::validate_display_name("nickname", nickname)?;
+        }
+        if let Some(url) = &r.avatar_url {
+            accounts::validate_avatar_url(url)?;
+        }
+        let store = &self.system.store;
+        let mut user = store.user(me).await?.ok_or(ApiError::NotFound("user"))?;
+        if let Some(nickname) = r.nickname {
+            user.nickname = nickname;
+        }
+        if let Some(url) = r.avatar_url {
+            user.avatar_url = url;
+        }
+        store
+            .update_profile(me, &user.nickname, &user.avatar_url)
+            .await?;
+        self.reply(id, "update_profile", &views::profile(&user));
+        if let Some(signed_in) = &mut self.signed_in {
+            signed_in.user = user;
+        }
+        Ok(())
+    }
+
+    async fn create_group(
+        &self,
+        id: Option<u64>,
+        me: UserId,
+        r: CreateGroupRequest,
+    ) -> Result<(), ApiError> {
+        accounts::validate_display_name("name", &r.name)?;
+        let cap = self.system.config.max_group_members;
+        let max_members = r.max_members.unwrap_or(cap);
+        if !(2..=cap).contains(&max_members) {
+            return Err(ApiError::InvalidField(format!(
+                "max_members must be 2-{cap}"
+            )));
+        }
+        let store = &self.system.store;
+        let now = now_ms();
+        let owner = MemberRecord {
+            user: me,
+            role: Role::Owner,
+            joined_at: now,
+        };
+        let record = loop {
+            let record = GroupRecord {
+                id: GroupId(random_id()),
+                name: r.name.clone(),
+                owner: me,
+                open: r.open,
+                max_members,
+                member_count: 1,
+                created_at: now,
+                dissolved: false,
+            };
+            // The owner's index entry first: it may point at nothing, never miss a group.
+            store
+                .link_user_group(
+                    me,
+                    &UserGroupRecord {
+                        group: record.id,
+                        read_seq: 0,
+                        joined_at: now,
+                    },
+                )
+                .await?;
+            if store.create_group(&record, &owner).await? {
+                break record;
+            }
+            store.unlink_user_group(me, record.id).await?;
+        };
+        self.reply(id, "create_group", &views::group_info(&record, 0));
+        Ok(())
+    }
+
+    /// The caller's groups and unread counts. Reads only the store: no group actor starts.
+    async fn summaries(&self, me: UserId) -> Result<Vec<GroupSummary>, ApiError> {
+        let store = &self.system.store;
+        let mut out = Vec::new();
+        for link in store.user_groups(me).await? {
+            let Some(group) = store.group(link.group).await?.filter(|g| !g.dissolved) else {
+                continue;
+            };
+            let Some(member) = store.member(link.group, me).await? else {
+                continue;
+            };
+            let last_seq = store.last_seq(link.group).await?;
+            out.push(GroupSummary {
+                group: group.id,
+                name: group.name,
+                role: member.role,
+                last_seq,
+                read_seq: link.read_seq,
+                unread: wire::unread(last_seq, link.read_seq),
+            });
+        }
+        Ok(out)
+    }
+
+    /// `not_found` unless `me` is a member of a live group.
+    async fn check_member(&self, group: GroupId, me: UserId) -> Result<(), ApiError> {
+        let store = &self.system.store;
+        let live = store.group(group).await?.is_some_and(|g| !g.dissolved);
+        if live && store.member(group, me).await?.is_some() {
+            Ok(())
+        } else {
+            Err(ApiError::group_not_found())
+        }
+    }
+
+    async fn history(
+        &self,
+        id: Option<u64>,
+        me: UserId,
+        r: HistoryRequest,
+    ) -> Result<(), ApiError> {
+        let limit = bounded_limit(r.limit, 50, 1, HISTORY_MAX_LIMIT)? as usize;
+        self.check_member(r.group, me).await?;
+        let store = &self.system.store;
+        let last_seq = store.last_seq(r.group).await?;
+        let (mut records, has_more) = match (r.before, r.after) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::InvalidField(
+                    "give before or after, not both".into(),
+                ));
+            }
+            (None, Some(after)) => {
+                let mut page = store.messages_after(r.group, after, limit + 1).await?;
+                let more = page.len() > limit;
+                page.truncate(limit);
+                (page, more)
+            }
+            (before, None) => {
+                let before = before.unwrap_or(Seq::MAX);
+                let mut page = store.messages_before(r.group, before, limit + 1).await?;
+                let more = page.len() > limit;
+                if more {
+                    page.remove(0);
+                }
+                (page, more)
+            }
+        };
+        records.retain(|m| m.seq <= last_seq);
+        let messages = records.iter().map(views::message_view).collect();
+        self.reply(
+            id,
+            "history",
+            &wire::HistoryPage {
+                group: r.group,
+                messages,
+                has_more,
+                last_seq,
+            },
+        );
+        Ok(())
+    }
+
+    async fn sync(&self, id: Option<u64>, me: UserId, r: SyncRequest) -> Result<(), ApiError> {
+        let limit = bounded_limit(r.limit, 50, 0, HISTORY_MAX_LIMIT)? as usize;
+        let cursors: HashMap<GroupId, Seq> = r.groups.iter().map(|c| (c.group, c.after)).collect();
+        let store = &self.system.store;
+        let summaries = self.summaries(me).await?;
+        let mut budget = SYNC_MAX_MESSAGES;
+        let mut groups = Vec::with_capacity(summaries.len());
+        for summary in summaries {
+            let mut messages = Vec::new();
+            let mut has_more = false;
+            if let Some(&after) = cursors.get(&summary.group)
+                && after < summary.last_seq
+            {
+                let take = limit.min(budget);
+                if take > 0 {
+                    let page = store.messages_after(summary.group, after, take).await?;
+                    budget -= page.len();
+                    messages = page
+                        .iter()
+                        .filter(|m| m.seq <= summary.last_seq)
+                        .map(views::message_view)
+                        .collect();
+                }
+                let newest = messages.last().map_or(after, |m: &wire::MessageView| m.seq);
+                has_more = newest < summary.last_seq;
+            }
+            groups.push(wire::SyncGroup {
+                summary,
+                messages,
+                has_more,
+            });
+        }
+        let known: HashSet<GroupId> = groups.iter().map(|g| g.summary.group).collect();
+        let mut gone: Vec<GroupId> = cursors
+            .keys()
+            .filter(|g| !known.contains(g))
+            .copied()
+            .collect();
+        gone.sort();
+        self.reply(id, "sync", &wire::SyncResult { groups, gone });
+        Ok(())
+    }
+}
+
+fn bounded_limit(limit: Option<u32>, default: u32, min: u32, max: u32) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (min..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::InvalidField(format!("limit must be {min}-{max}")))
+    }
+}

@@ -1,0 +1,201 @@
+//! The storage seam: what the actors need from a store, in the domain's words.
+//!
+//! Every method is atomic within one partition, the unit a ScyllaDB lightweight transaction
+//! can update: a user (account, sessions, their group index and read marks), a username, a
+//! group (its row and its members), a group's message log. Nothing here needs a
+//! transaction across partitions; where the actors write two partitions they do it in an
+//! order that keeps the invariant written next to the method.
+//!
+//! Backends live in the node crate. They all pass [`contract`] (enable the `contract`
+//! feature to run it).
+
+#[cfg(feature = "contract")]
+pub mod contract;
+
+use async_trait::async_trait;
+use schema::frames::Role;
+use schema::records::*;
+use schema::{GroupId, Seq, UserId};
+
+/// Why a store call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// A conditional write found a state other than the one it expected.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The store could not be reached or could not commit; the write may or may not have
+    /// happened.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value could not be decoded.
+    #[error("corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The SHA-256 of a session token: sessions are stored under it so a leaked database does
+/// not leak usable tokens.
+pub type TokenHash = [u8; 32];
+
+/// Accounts, usernames and sessions.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Inserts a user if the id is free; false if it is taken.
+    async fn insert_user(&self, user: &UserRecord) -> StoreResult<bool>;
+    /// A user by id.
+    async fn user(&self, id: UserId) -> StoreResult<Option<UserRecord>>;
+    /// Replaces a user's nickname and avatar; false if there is no such user.
+    async fn update_profile(
+        &self,
+        id: UserId,
+        nickname: &str,
+        avatar_url: &str,
+    ) -> StoreResult<bool>;
+    /// Claims a username for a credential if nobody has it; false if taken.
+    /// Invariant: registration inserts the user first, so a claimed name always has a user.
+    async fn claim_username(
+        &self,
+        username: &str,
+        credential: &CredentialRecord,
+    ) -> StoreResult<bool>;
+    /// The credential for a username.
+    async fn credential(&self, username: &str) -> StoreResult<Option<CredentialRecord>>;
+    /// Stores a session.
+    async fn insert_session(&self, token: &TokenHash, session: &SessionRecord) -> StoreResult<()>;
+    /// A session by token hash.
+    async fn session(&self, token: &TokenHash) -> StoreResult<Option<SessionRecord>>;
+    /// Deletes a session (idempotent).
+    async fn delete_session(&self, token: &TokenHash) -> StoreResult<()>;
+}
+
+/// What a conditional member insert found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddMemberOutcome {
+    /// Inserted; the group now has this many members.
+    Added(u32),
+    /// The user was a member already.
+    AlreadyMember,
+    /// The group is at its cap; nothing written.
+    Full,
+    /// No such group, or it is dissolved.
+    NoGroup,
+}
+
+/// Groups and their members: one partition per group.
+#[async_trait]
+pub trait GroupStore: Send + Sync {
+    /// Creates a group with its owner as the only member, if the id is free; false if taken.
+    async fn create_group(&self, group: &GroupRecord, owner: &MemberRecord) -> StoreResult<bool>;
+    /// A group's row (dissolved ones included).
+    async fn group(&self, id: GroupId) -> StoreResult<Option<GroupRecord>>;
+    /// One member.
+    async fn member(&self, group: GroupId, user: UserId) -> StoreResult<Option<MemberRecord>>;
+    /// Members in ascending user id, after `after`.
+    async fn members(
+        &self,
+        group: GroupId,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> StoreResult<Vec<MemberRecord>>;
+    /// Inserts a member and bumps `member_count` in one atomic write, only while the count
+    /// is below the group's `max_members`. The cap holds even if two writers race.
+    async fn add_member_if_below_cap(
+        &self,
+        group: GroupId,
+        member: &MemberRecord,
+    ) -> StoreResult<AddMemberOutcome>;
+    /// Deletes a member and lowers `member_count`; the new count, or None if not a member.
+    async fn remove_member(&self, group: GroupId, user: UserId) -> StoreResult<Option<u32>>;
+    /// Changes a member's role; false if not a member.
+    async fn set_member_role(&self, group: GroupId, user: UserId, role: Role) -> StoreResult<bool>;
+    /// Makes `to` the owner and `from` an admin, and updates the group's owner; false if
+    /// either is not a member.
+    async fn transfer_ownership(
+        &self,
+        group: GroupId,
+        from: UserId,
+        to: UserId,
+    ) -> StoreResult<bool>;
+    /// Changes name and/or openness; the updated row, or None if there is no such group.
+    async fn update_group(
+        &self,
+        group: GroupId,
+        name: Option<&str>,
+        open: Option<bool>,
+    ) -> StoreResult<Option<GroupRecord>>;
+    /// Marks a group dissolved; false if there is no such group.
+    async fn dissolve_group(&self, group: GroupId) -> StoreResult<bool>;
+}
+
+/// A user's index of their groups, with their read marks: one partition per user.
+/// Invariant: it lists every group the user is a member of (it is written before a join and
+/// cleared after a leave), and may briefly list one they have left.
+#[async_trait]
+pub trait UserGroupStore: Send + Sync {
+    /// Adds a group to a user's index; keeps the existing read mark if already there.
+    async fn link_user_group(&self, user: UserId, link: &UserGroupRecord) -> StoreResult<()>;
+    /// Removes a group from a user's index (idempotent).
+    async fn unlink_user_group(&self, user: UserId, group: GroupId) -> StoreResult<()>;
+    /// The user's index, in ascending group id.
+    async fn user_groups(&self, user: UserId) -> StoreResult<Vec<UserGroupRecord>>;
+    /// One entry of the index.
+    async fn user_group(
+        &self,
+        user: UserId,
+        group: GroupId,
+    ) -> StoreResult<Option<UserGroupRecord>>;
+    /// Moves the read mark up to `seq` (never down); the mark after the call, or None if
+    /// the group is not in the user's index.
+    async fn advance_read_mark(
+        &self,
+        user: UserId,
+        group: GroupId,
+        seq: Seq,
+    ) -> StoreResult<Option<Seq>>;
+}
+
+/// Message logs: one log per group.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Appends messages with consecutive seqs starting at `after + 1`, durably, only if the
+    /// log's last seq is `after`; `Conflict` otherwise and nothing is written. This is the
+    /// fence that keeps seqs gapless and unique even if two writers race. Also records each
+    /// message's (sender, client_msg_id).
+    async fn append_messages(
+        &self,
+        group: GroupId,
+        after: Seq,
+        messages: &[MessageRecord],
+    ) -> StoreResult<()>;
+    /// The seq of the newest message, 0 for an empty log.
+    async fn last_seq(&self, group: GroupId) -> StoreResult<Seq>;
+    /// Up to `limit` messages with seq > `after`, ascending.
+    async fn messages_after(
+        &self,
+        group: GroupId,
+        after: Seq,
+        limit: usize,
+    ) -> StoreResult<Vec<MessageRecord>>;
+    /// Up to `limit` messages with seq < `before`, the newest ones, returned ascending.
+    async fn messages_before(
+        &self,
+        group: GroupId,
+        before: Seq,
+        limit: usize,
+    ) -> StoreResult<Vec<MessageRecord>>;
+    /// The (seq, ts) of the message a sender sent with this `client_msg_id`.
+    async fn message_by_client_id(
+        &self,
+        group: GroupId,
+        sender: UserId,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<(Seq, u64)>>;
+}
+
+/// Everything a node needs from its store.
+pub trait Store: AccountStore + GroupStore + UserGroupStore + MessageStore {
+    /// A short name for logs and the console ("redb", "postgres", "scylla").
+    fn backend(&self) -> &'static str;
+}

@@ -1,0 +1,205 @@
+//! One node's actor system: the store, the fan-out step, the directories of live actors,
+//! and accounts, shared by every session.
+
+use crate::accounts::Accounts;
+use crate::config::ActorsConfig;
+use crate::directory::{Directory, DirectoryError};
+use crate::error::ApiError;
+use crate::fanout::Fanout;
+use crate::group::{self, GroupMsg, GroupSnapshot};
+use crate::outbox::Outbox;
+use crate::session::Session;
+use crate::store::Store;
+use crate::user::{self, UserMsg, UserSnapshot};
+use schema::cluster::GroupEnvelope;
+use schema::{ConnId, GroupId, NodeId, UserId};
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// The shared state of one node's actors.
+pub struct System {
+    /// Limits and timings.
+    pub config: ActorsConfig,
+    /// This node.
+    pub node: NodeId,
+    /// The store every actor reads and writes.
+    pub store: Arc<dyn Store>,
+    /// The node-local fan-out step.
+    pub fanout: Fanout,
+    /// Live group actors.
+    pub groups: Arc<Directory<GroupId, GroupMsg>>,
+    /// Live user actors.
+    pub users: Arc<Directory<UserId, UserMsg>>,
+    /// Registration and login.
+    pub accounts: Accounts,
+    next_conn: AtomicU64,
+}
+
+/// Why the system could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A supervisor actor could not be spawned.
+    #[error("spawn supervisor: {0}")]
+    Spawn(#[from] ractor::SpawnErr),
+}
+
+/// One live actor in the console's listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActorLine {
+    /// `group` or `user`.
+    pub kind: &'static str,
+    /// The group or user id.
+    pub id: u64,
+    /// Messages sent and not yet handled.
+    pub mailbox_depth: usize,
+    /// The highest depth since the actor started.
+    pub mailbox_peak: usize,
+    /// Messages handled.
+    pub handled: u64,
+}
+
+impl System {
+    /// Starts the directories and the idle sweeper.
+    pub async fn start(
+        config: ActorsConfig,
+        store: Arc<dyn Store>,
+    ) -> Result<Arc<Self>, StartError> {
+        let accounts = Accounts::new(
+            store.clone(),
+            config.password_cost,
+            config.max_concurrent_hashes,
+            config.session_ttl,
+        );
+        let system = Arc::new(System {
+            node: NodeId(config.node_id),
+            store,
+            fanout: Fanout::default(),
+            groups: Directory::start("group").await?,
+            users: Directory::start("user").await?,
+            accounts,
+            next_conn: AtomicU64::new(1),
+            config,
+        });
+        spawn_idle_sweeper(Arc::downgrade(&system), system.config.group_idle_after);
+        Ok(system)
+    }
+
+    /// A new connection's session and outgoing queue.
+    pub fn open_session(self: &Arc<Self>) -> Session {
+        let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
+        let outbox = Arc::new(Outbox::new(conn, self.config.outbox_max_events));
+        Session::new(self.clone(), outbox)
+    }
+
+    /// Hands a request to its group's actor, starting the actor if needed.
+    pub async fn to_group(self: &Arc<Self>, envelope: GroupEnvelope) -> Result<(), ApiError> {
+        let group = envelope.group;
+        let system = self.clone();
+        self.groups
+            .send(
+                group,
+                GroupMsg::Command(envelope),
+                move |gauge, supervisor| group::activate(system, group, gauge, supervisor),
+            )
+            .await
+            .map_err(|e| match e {
+                DirectoryError::Activation(e) => e,
+                DirectoryError::Stopped => {
+                    ApiError::Unavailable("the group is restarting; retry".into())
+                }
+            })
+    }
+
+    /// Hands a message to a user's actor, starting it if needed.
+    pub async fn to_user(self: &Arc<Self>, user: UserId, message: UserMsg) -> Result<(), ApiError> {
+        let system = self.clone();
+        self.users
+            .send(user, message, move |gauge, supervisor| {
+                user::activate(system, user, gauge, supervisor)
+            })
+            .await
+            .map_err(|e| match e {
+                DirectoryError::Activation(e) => e,
+                DirectoryError::Stopped => {
+                    ApiError::Unavailable("the user actor is restarting; retry".into())
+                }
+            })
+    }
+
+    /// What a live group actor holds, for the console.
+    pub async fn inspect_group(&self, group: GroupId) -> Option<GroupSnapshot> {
+        let entry = self.groups.get(&group)?;
+        let (tx, rx) = oneshot::channel();
+        entry.actor.send_message(GroupMsg::Inspect(tx)).ok()?;
+        tokio::time::timeout(Duration::from_secs(2), rx)
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// What a live user actor holds, for the console.
+    pub async fn inspect_user(&self, user: UserId) -> Option<UserSnapshot> {
+        let entry = self.users.get(&user)?;
+        let (tx, rx) = oneshot::channel();
+        entry.actor.send_message(UserMsg::Inspect(tx)).ok()?;
+        tokio::time::timeout(Duration::from_secs(2), rx)
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Every live group and user actor with its mailbox depth.
+    pub fn actors(&self) -> Vec<ActorLine> {
+        let groups = self
+            .groups
+            .snapshot()
+            .into_iter()
+            .map(|(id, e)| (self.groups.kind(), id.0, e.gauge));
+        let users = self
+            .users
+            .snapshot()
+            .into_iter()
+            .map(|(id, e)| (self.users.kind(), id.0, e.gauge));
+        groups
+            .chain(users)
+            .map(|(kind, id, gauge)| ActorLine {
+                kind,
+                id,
+                mailbox_depth: gauge.depth(),
+                mailbox_peak: gauge.peak(),
+                handled: gauge.handled(),
+            })
+            .collect()
+    }
+
+    /// Stops every actor.
+    pub async fn shutdown(&self) {
+        self.groups.stop_all().await;
+        self.users.stop_all().await;
+    }
+}
+
+/// Asks group actors that have been idle for `idle_after` to retire. One task for all
+/// groups, so an idle group costs no timer.
+fn spawn_idle_sweeper(system: Weak<System>, idle_after: Duration) {
+    let period = (idle_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(system) = system.upgrade() else {
+                return;
+            };
+            let cutoff = crate::now_ms().saturating_sub(idle_after.as_millis() as u64);
+            for (_, entry) in system.groups.snapshot() {
+                if entry.gauge.depth() == 0 && entry.gauge.last_active_ms() <= cutoff {
+                    let _ = entry.actor.send_message(GroupMsg::Retire);
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,3 @@
+//! The troupe node: the process that wires actors to sockets and storage.
+
+pub mod store;

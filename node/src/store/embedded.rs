@@ -1,0 +1,784 @@
+//! The embedded store: one redb file in the data directory.
+//!
+//! redb gives ACID transactions over several B-trees in one file, MVCC readers that never
+//! block the writer, and a stable file format, in pure Rust. All writes go through one
+//! writer thread that takes every job queued since its last commit, applies them in one
+//! transaction and commits once (group commit): a burst of sends from many groups costs one
+//! fsync. A job's answer is released only after its commit is durable.
+//!
+//! Each job is evaluated against the transaction's state so far, so conditional writes
+//! (the member cap, the append fence) see the effect of earlier jobs in the same batch. If a
+//! commit fails, the writer stops accepting jobs: a later batch must never land when an
+//! earlier one did not, or a group's log could get a gap.
+
+use actors::store::*;
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use schema::codec;
+use schema::frames::Role;
+use schema::records::*;
+use schema::{GroupId, Seq, UserId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
+const USERNAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("usernames");
+const SESSIONS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("sessions");
+const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");
+const MEMBERS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("members");
+const USER_GROUPS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("user_groups");
+const MESSAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("messages");
+const CLIENT_IDS: TableDefinition<(u64, u64, &str), (u64, u64)> =
+    TableDefinition::new("client_msg_ids");
+
+/// The on-disk layout version; bumped when records or tables change incompatibly.
+const FORMAT_VERSION: u64 = 1;
+/// The most jobs one commit takes; bounds a commit's latency under a flood.
+const MAX_BATCH: usize = 4096;
+
+type Completion = Box<dyn FnOnce(&StoreResult<()>) + Send>;
+type Job = Box<dyn FnOnce(&WriteTransaction) -> (Completion, bool) + Send>;
+
+/// Why the embedded store could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The data directory could not be created.
+    #[error("create data directory {0}: {1}")]
+    Dir(String, std::io::Error),
+    /// redb refused the file.
+    #[error("open {0}: {1}")]
+    Database(String, String),
+    /// The file was written by a newer troupe.
+    #[error("store format {found} is newer than this troupe understands ({FORMAT_VERSION})")]
+    NewerFormat {
+        /// The version in the file.
+        found: u64,
+    },
+}
+
+/// The embedded store.
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) `troupe.redb` in `dir` and starts the writer thread.
+    pub fn open(dir: &Path) -> Result<Arc<Self>, OpenError> {
+        std::fs::create_dir_all(dir).map_err(|e| OpenError::Dir(dir.display().to_string(), e))?;
+        let path = dir.join("troupe.redb");
+        let shown = path.display().to_string();
+        let db = Database::builder()
+            .create(&path)
+            .map_err(|e| OpenError::Database(shown.clone(), e.to_string()))?;
+        let found =
+            init_tables(&db).map_err(|e| OpenError::Database(shown.clone(), e.to_string()))?;
+        if found > FORMAT_VERSION {
+            return Err(OpenError::NewerFormat { found });
+        }
+        let db = Arc::new(db);
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("troupe-store-writer".into())
+            .spawn(move || run_writer(writer_db, queue))
+            .map_err(|e| OpenError::Database(shown, e.to_string()))?;
+        Ok(Arc::new(EmbeddedStore { db, jobs }))
+    }
+
+    /// Runs `apply` in the next group commit and returns its result once durable.
+    async fn write<R, F>(&self, apply: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> StoreResult<R> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |txn| {
+            let result = apply(txn);
+            let storage_failed = matches!(
+                result,
+                Err(StoreError::Unavailable(_) | StoreError::Corrupt(_))
+            );
+            let completion: Completion = Box::new(move |commit: &StoreResult<()>| {
+                let _ = tx.send(match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(e.clone()),
+                });
+            });
+            (completion, storage_failed)
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| unavailable("the store writer has stopped"))?;
+        rx.await
+            .map_err(|_| unavailable("the store writer has stopped"))?
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&redb::ReadTransaction) -> StoreResult<R>) -> StoreResult<R> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        f(&txn)
+    }
+}
+
+fn init_tables(db: &Database) -> Result<u64, redb::Error> {
+    let txn = db.begin_write()?;
+    let found;
+    {
+        let mut meta = txn.open_table(META)?;
+        let current = meta.get("format_version")?.map(|v| v.value());
+        found = current.unwrap_or(FORMAT_VERSION);
+        if current.is_none() {
+            meta.insert("format_version", FORMAT_VERSION)?;
+        }
+        txn.open_table(USERS)?;
+        txn.open_table(USERNAMES)?;
+        txn.open_table(SESSIONS)?;
+        txn.open_table(GROUPS)?;
+        txn.open_table(MEMBERS)?;
+        txn.open_table(USER_GROUPS)?;
+        txn.open_table(MESSAGES)?;
+        txn.open_table(CLIENT_IDS)?;
+    }
+    txn.commit()?;
+    Ok(found)
+}
+
+fn run_writer(db: Arc<Database>, mut queue: mpsc::UnboundedReceiver<Job>) {
+    let mut poisoned = false;
+    while let Some(first) = queue.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if poisoned {
+            fail_all(
+                &db,
+                batch,
+                unavailable("the store failed to commit earlier; restart the node"),
+            );
+            continue;
+        }
+        let txn = match db.begin_write() {
+            Ok(mut txn) => {
+                // Saves the allocator state with each commit, so reopening after a crash
+                // needs no full scan of the file.
+                txn.set_quick_repair(true);
+                txn
+            }
+            Err(e) => {
+                fail_all(&db, batch, db_error(e));
+                continue;
+            }
+        };
+        let mut completions = Vec::with_capacity(batch.len());
+        let mut storage_failed = false;
+        for job in batch {
+            let (completion, failed) = job(&txn);
+            storage_failed |= failed;
+            completions.push(completion);
+        }
+        let outcome = if storage_failed {
+            // A job hit a storage error part-way; none of the batch may land.
+            let _ = txn.abort();
+            Err(unavailable("a storage error aborted the commit"))
+        } else {
+            txn.commit().map_err(|e| {
+                tracing::error!(error = %e, "store commit failed; refusing further writes");
+                poisoned = true;
+                db_error(e)
+            })
+        };
+        for completion in completions {
+            completion(&outcome);
+        }
+    }
+}
+
+fn fail_all(db: &Database, batch: Vec<Job>, error: StoreError) {
+    // Jobs must still be run to get their completions; run them against a transaction that
+    // is then dropped without commit.
+    let outcome = Err(error);
+    match db.begin_write() {
+        Ok(txn) => {
+            for job in batch {
+                let (completion, _) = job(&txn);
+                completion(&outcome);
+            }
+            let _ = txn.abort();
+        }
+        Err(_) => {
+            // No transaction at all: the jobs' answer channels close and callers see
+            // `Unavailable` from the closed channel.
+            drop(batch);
+        }
+    }
+}
+
+fn unavailable(message: &str) -> StoreError {
+    StoreError::Unavailable(message.to_owned())
+}
+
+fn db_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    codec::encode(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    codec::decode(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[async_trait]
+impl AccountStore for EmbeddedStore {
+    async fn insert_user(&self, user: &UserRecord) -> StoreResult<bool> {
+        let (id, value) = (user.id.0, encode(user)?);
+        self.write(move |txn| {
+            let mut users = txn.open_table(USERS).map_err(db_error)?;
+            if users.get(id).map_err(db_error)?.is_some() {
+                return Ok(false);
+            }
+            users.insert(id, value.as_slice()).map_err(db_error)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn user(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
+        self.read(|txn| {
+            let users = txn.open_table(USERS).map_err(db_error)?;
+            users
+                .get(id.0)
+                .map_err(db_error)?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+    }
+
+    async fn update_profile(
+        &self,
+        id: UserId,
+        nickname: &str,
+        avatar_url: &str,
+    ) -> StoreResult<bool> {
+        let (nickname, avatar_url) = (nickname.to_owned(), avatar_url.to_owned());
+        self.write(move |txn| {
+            let mut users = txn.open_table(USERS).map_err(db_error)?;
+            let Some(mut user) = users
+                .get(id.0)
+                .map_err(db_error)?
+                .map(|v| decode::<UserRecord>(v.value()))
+                .transpose()?
+            else {
+                return Ok(false);
+            };
+            user.nickname = nickname;
+            user.avatar_url = avatar_url;
+            users
+                .insert(id.0, encode(&user)?.as_slice())
+                .map_err(db_error)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn claim_username(
+        &self,
+        username: &str,
+        credential: &CredentialRecord,
+    ) -> StoreResult<bool> {
+        let (username, value) = (username.to_owned(), encode(credential)?);
+        self.write(move |txn| {
+            let mut names = txn.open_table(USERNAMES).map_err(db_error)?;
+            if names.get(username.as_str()).map_err(db_error)?.is_some() {
+                return Ok(false);
+            }
+            names
+                .insert(username.as_str(), value.as_slice())
+                .map_err(db_error)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn credential(&self, username: &str) -> StoreResult<Option<CredentialRecord>> {
+        self.read(|txn| {
+            let names = txn.open_table(USERNAMES).map_err(db_error)?;
+            names
+                .get(username)
+                .map_err(db_error)?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+    }
+
+    async fn insert_session(&self, token: &TokenHash, session: &SessionRecord) -> StoreResult<()> {
+        let (token, value) = (*token, encode(session)?);
+        self.write(move |txn| {
+            let mut sessions = txn.open_table(SESSIONS).map_err(db_error)?;
+            sessions
+                .insert(&token, value.as_slice())
+                .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session(&self, token: &TokenHash) -> StoreResult<Option<SessionRecord>> {
+        self.read(|txn| {
+            let sessions = txn.open_table(SESSIONS).map_err(db_error)?;
+            sessions
+                .get(token)
+                .map_err(db_error)?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+    }
+
+    async fn delete_session(&self, token: &TokenHash) -> StoreResult<()> {
+        let token = *token;
+        self.write(move |txn| {
+            let mut sessions = txn.open_table(SESSIONS).map_err(db_error)?;
+            sessions.remove(&token).map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn read_group(txn: &WriteTransaction, group: u64) -> StoreResult<Option<GroupRecord>> {
+    let groups = txn.open_table(GROUPS).map_err(db_error)?;
+    groups
+        .get(group)
+        .map_err(db_error)?
+        .map(|v| decode(v.value()))
+        .transpose()
+}
+
+fn write_group(txn: &WriteTransaction, record: &GroupRecord) -> StoreResult<()> {
+    let mut groups = txn.open_table(GROUPS).map_err(db_error)?;
+    groups
+        .insert(record.id.0, encode(record)?.as_slice())
+        .map_err(db_error)?;
+    Ok(())
+}
+
+fn read_member(txn: &WriteTransaction, group: u64, user: u64) -> StoreResult<Option<MemberRecord>> {
+    let members = txn.open_table(MEMBERS).map_err(db_error)?;
+    members
+        .get((group, user))
+        .map_err(db_error)?
+        .map(|v| decode(v.value()))
+        .transpose()
+}
+
+fn write_member(txn: &WriteTransaction, group: u64, member: &MemberRecord) -> StoreResult<()> {
+    let mut members = txn.open_table(MEMBERS).map_err(db_error)?;
+    members
+        .insert((group, member.user.0), encode(member)?.as_slice())
+        .map_err(db_error)?;
+    Ok(())
+}
+
+#[async_trait]
+impl GroupStore for EmbeddedStore {
+    async fn create_group(&self, group: &GroupRecord, owner: &MemberRecord) -> StoreResult<bool> {
+        let (mut group, owner) = (group.clone(), *owner);
+        self.write(move |txn| {
+            if read_group(txn, group.id.0)?.is_some() {
+                return Ok(false);
+            }
+            group.member_count = 1;
+            write_group(txn, &group)?;
+            write_member(txn, group.id.0, &owner)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn group(&self, id: GroupId) -> StoreResult<Option<GroupRecord>> {
+        self.read(|txn| {
+            let groups = txn.open_table(GROUPS).map_err(db_error)?;
+            groups
+                .get(id.0)
+                .map_err(db_error)?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+    }
+
+    async fn member(&self, group: GroupId, user: UserId) -> StoreResult<Option<MemberRecord>> {
+        self.read(|txn| {
+            let members = txn.open_table(MEMBERS).map_err(db_error)?;
+            members
+                .get((group.0, user.0))
+                .map_err(db_error)?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+    }
+
+    async fn members(
+        &self,
+        group: GroupId,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> StoreResult<Vec<MemberRecord>> {
+        let start = match after {
+            Some(UserId(u64::MAX)) => return Ok(Vec::new()),
+            Some(user) => user.0 + 1,
+            None => 0,
+        };
+        self.read(|txn| {
+            let members = txn.open_table(MEMBERS).map_err(db_error)?;
+            let range = members
+                .range((group.0, start)..=(group.0, u64::MAX))
+                .map_err(db_error)?;
+            range
+                .take(limit)
+                .map(|entry| decode(entry.map_err(db_error)?.1.value()))
+                .collect()
+        })
+    }
+
+    async fn add_member_if_below_cap(
+        &self,
+        group: GroupId,
+        member: &MemberRecord,
+    ) -> StoreResult<AddMemberOutcome> {
+        let member = *member;
+        self.write(move |txn| {
+            let Some(mut record) = read_group(txn, group.0)?.filter(|g| !g.dissolved) else {
+                return Ok(AddMemberOutcome::NoGroup);
+            };
+            if read_member(txn, group.0, member.user.0)?.is_some() {
+                return Ok(AddMemberOutcome::AlreadyMember);
+            }
+            if record.member_count >= record.max_members {
+                return Ok(AddMemberOutcome::Full);
+            }
+            record.member_count += 1;
+            write_group(txn, &record)?;
+            write_member(txn, group.0, &member)?;
+            Ok(AddMemberOutcome::Added(record.member_count))
+        })
+        .await
+    }
+
+    async fn remove_member(&self, group: GroupId, user: UserId) -> StoreResult<Option<u32>> {
+        self.write(move |txn| {
+            let Some(mut record) = read_group(txn, group.0)? else {
+                return Ok(None);
+            };
+            let mut members = txn.open_table(MEMBERS).map_err(db_error)?;
+            if members
+                .remove((group.0, user.0))
+                .map_err(db_error)?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            drop(members);
+            record.member_count = record.member_count.saturating_sub(1);
+            write_group(txn, &record)?;
+            Ok(Some(record.member_count))
+        })
+        .await
+    }
+
+    async fn set_member_role(&self, group: GroupId, user: UserId, role: Role) -> StoreResult<bool> {
+        self.write(move |txn| {
+            let Some(mut member) = read_member(txn, group.0, user.0)? else {
+                return Ok(false);
+            };
+            member.role = role;
+            write_member(txn, group.0, &member)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn transfer_ownership(
+        &self,
+        group: GroupId,
+        from: UserId,
+        to: UserId,
+    ) -> StoreResult<bool> {
+        self.write(move |txn| {
+            let Some(mut record) = read_group(txn, group.0)? else {
+                return Ok(false);
+            };
+            let (Some(mut old), Some(mut new)) = (
+                read_member(txn, group.0, from.0)?,
+                read_member(txn, group.0, to.0)?,
+            ) else {
+                return Ok(false);
+            };
+            old.role = Role::Admin;
+            new.role = Role::Owner;
+            record.owner = to;
+            write_member(txn, group.0, &old)?;
+            write_member(txn, group.0, &new)?;
+            write_group(txn, &record)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn update_group(
+        &self,
+        group: GroupId,
+        name: Option<&str>,
+        open: Option<bool>,
+    ) -> StoreResult<Option<GroupRecord>> {
+        let name = name.map(str::to_owned);
+        self.write(move |txn| {
+            let Some(mut record) = read_group(txn, group.0)? else {
+                return Ok(None);
+            };
+            if let Some(name) = name {
+                record.name = name;
+            }
+            if let Some(open) = open {
+                record.open = open;
+            }
+            write_group(txn, &record)?;
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    async fn dissolve_group(&self, group: GroupId) -> StoreResult<bool> {
+        self.write(move |txn| {
+            let Some(mut record) = read_group(txn, group.0)? else {
+                return Ok(false);
+            };
+            record.dissolved = true;
+            write_group(txn, &record)?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl UserGroupStore for EmbeddedStore {
+    async fn link_user_group(&self, user: UserId, link: &UserGroupRecord) -> StoreResult<()> {
+        let (link, value) = (*link, encode(link)?);
+        self.write(move |txn| {
+            let mut links = txn.open_table(USER_GROUPS).map_err(db_error)?;
+            if links
+                .get((user.0, link.group.0))
+                .map_err(db_error)?
+                .is_none()
+            {
+                links
+                    .insert((user.0, link.group.0), value.as_slice())
+                    .map_err(db_error)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unlink_user_group(&self, user: UserId, group: GroupId) -> StoreResult<()> {
+        self.write(move |txn| {
+            let mut links = txn.open_table(USER_GROUPS).map_err(db_error)?;
+            links.remove((user.0, group.0)).map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn user_groups(&self, user: UserId) -> StoreResult<Vec<UserGroupRecord>> {
+        self.read(|txn| {
+            let links = txn.open_table(USER_GROUPS).map_err(db_error)?;
+            let range = links
+                .range((user.0, 0)..=(user.0, u64::MAX))
+                .map_err(db_error)?;
+            range
+                .map(|entry| decode(entry.map_err(db_error)?.1.value()))
+                .collect()
+        })
+    }
+
+    async fn user_group(
+        &self,
+        user: UserId,
+        group: GroupId,
+    ) -> StoreResult<Option<UserGroupRecord>> {
+        self.read(|txn| {
+            let links = txn.open_table(USER_GROUPS).map_err(db_error)?;
+            links
+                .get((user.0, group.0))
+                .map_err(db_error)?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+    }
+
+    async fn advance_read_mark(
+        &self,
+        user: UserId,
+        group: GroupId,
+        seq: Seq,
+    ) -> StoreResult<Option<Seq>> {
+        self.write(move |txn| {
+            let mut links = txn.open_table(USER_GROUPS).map_err(db_error)?;
+            let current = links
+                .get((user.0, group.0))
+                .map_err(db_error)?
+                .map(|v| decode::<UserGroupRecord>(v.value()));
+            let Some(mut link) = current.transpose()? else {
+                return Ok(None);
+            };
+            if seq > link.read_seq {
+                link.read_seq = seq;
+                links
+                    .insert((user.0, group.0), encode(&link)?.as_slice())
+                    .map_err(db_error)?;
+            }
+            Ok(Some(link.read_seq))
+        })
+        .await
+    }
+}
+
+fn last_seq_in(
+    messages: &impl ReadableTable<(u64, u64), &'static [u8]>,
+    group: u64,
+) -> StoreResult<Seq> {
+    let mut range = messages
+        .range((group, 0)..=(group, u64::MAX))
+        .map_err(db_error)?;
+    match range.next_back() {
+        Some(entry) => Ok(entry.map_err(db_error)?.0.value().1),
+        None => Ok(0),
+    }
+}
+
+#[async_trait]
+impl MessageStore for EmbeddedStore {
+    async fn append_messages(
+        &self,
+        group: GroupId,
+        after: Seq,
+        messages: &[MessageRecord],
+    ) -> StoreResult<()> {
+        let mut rows = Vec::with_capacity(messages.len());
+        for (i, message) in messages.iter().enumerate() {
+            if message.group != group || message.seq != after + 1 + i as Seq {
+                return Err(StoreError::Conflict(
+                    "messages must have consecutive seqs after `after`".into(),
+                ));
+            }
+            rows.push((
+                message.seq,
+                message.sender.0,
+                message.client_msg_id.clone(),
+                message.ts,
+                encode(message)?,
+            ));
+        }
+        self.write(move |txn| {
+            let mut table = txn.open_table(MESSAGES).map_err(db_error)?;
+            let last = last_seq_in(&table, group.0)?;
+            if last != after {
+                return Err(StoreError::Conflict(format!(
+                    "log of group {group} ends at {last}, not {after}"
+                )));
+            }
+            let mut ids = txn.open_table(CLIENT_IDS).map_err(db_error)?;
+            for (seq, sender, client_msg_id, ts, value) in &rows {
+                table
+                    .insert((group.0, *seq), value.as_slice())
+                    .map_err(db_error)?;
+                ids.insert((group.0, *sender, client_msg_id.as_str()), (*seq, *ts))
+                    .map_err(db_error)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn last_seq(&self, group: GroupId) -> StoreResult<Seq> {
+        self.read(|txn| {
+            let messages = txn.open_table(MESSAGES).map_err(db_error)?;
+            last_seq_in(&messages, group.0)
+        })
+    }
+
+    async fn messages_after(
+        &self,
+        group: GroupId,
+        after: Seq,
+        limit: usize,
+    ) -> StoreResult<Vec<MessageRecord>> {
+        if after == u64::MAX {
+            return Ok(Vec::new());
+        }
+        self.read(|txn| {
+            let messages = txn.open_table(MESSAGES).map_err(db_error)?;
+            let range = messages
+                .range((group.0, after + 1)..=(group.0, u64::MAX))
+                .map_err(db_error)?;
+            range
+                .take(limit)
+                .map(|entry| decode(entry.map_err(db_error)?.1.value()))
+                .collect()
+        })
+    }
+
+    async fn messages_before(
+        &self,
+        group: GroupId,
+        before: Seq,
+        limit: usize,
+    ) -> StoreResult<Vec<MessageRecord>> {
+        if before == 0 {
+            return Ok(Vec::new());
+        }
+        self.read(|txn| {
+            let messages = txn.open_table(MESSAGES).map_err(db_error)?;
+            let range = messages
+                .range((group.0, 0)..(group.0, before))
+                .map_err(db_error)?;
+            let mut page: Vec<MessageRecord> = range
+                .rev()
+                .take(limit)
+                .map(|entry| decode(entry.map_err(db_error)?.1.value()))
+                .collect::<StoreResult<_>>()?;
+            page.reverse();
+            Ok(page)
+        })
+    }
+
+    async fn message_by_client_id(
+        &self,
+        group: GroupId,
+        sender: UserId,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<(Seq, u64)>> {
+        self.read(|txn| {
+            let ids = txn.open_table(CLIENT_IDS).map_err(db_error)?;
+            Ok(ids
+                .get((group.0, sender.0, client_msg_id))
+                .map_err(db_error)?
+                .map(|v| v.value()))
+        })
+    }
+}
+
+impl Store for EmbeddedStore {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+}

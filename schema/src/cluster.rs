@@ -1,0 +1,142 @@
+//! Messages between nodes. A single node uses the same types in memory, so the path a
+//! message takes does not change when the cluster grows: a request to a group is a
+//! [`GroupEnvelope`], and what a group actor hands to a node's fan-out step is a
+//! [`NodeDelivery`].
+//!
+//! Every type here must survive [`crate::codec`] (a non-self-describing format): plain
+//! structs and externally tagged enums, no `flatten`, no skipped fields.
+
+use crate::frames::{MessageKind, Role};
+use crate::ids::{ConnId, GroupId, NodeId, UserId};
+use serde::{Deserialize, Serialize};
+
+/// Where the answer to a request goes: one connection of one user on one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyTo {
+    /// The node holding the connection.
+    pub node: NodeId,
+    /// The user who asked.
+    pub user: UserId,
+    /// The connection that asked.
+    pub conn: ConnId,
+    /// The client's request id, echoed in the reply.
+    pub request: Option<u64>,
+}
+
+/// A request to a group's actor, from a member (or would-be member).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupEnvelope {
+    /// The group.
+    pub group: GroupId,
+    /// Who asks, and where the reply goes.
+    pub reply_to: ReplyTo,
+    /// What is asked.
+    pub command: GroupCommand,
+}
+
+/// The operations a group actor serializes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum GroupCommand {
+    /// Append a message.
+    Send {
+        /// The sender's id for it.
+        client_msg_id: String,
+        /// Its type.
+        kind: MessageKind,
+        /// The body as JSON text.
+        body: String,
+    },
+    /// Describe the group.
+    Info,
+    /// A page of members.
+    Members {
+        /// Start after this user.
+        after: Option<UserId>,
+        /// Page size.
+        limit: u32,
+    },
+    /// Join an open group.
+    Join,
+    /// Add users (owner or admin).
+    AddMembers {
+        /// Who.
+        users: Vec<UserId>,
+    },
+    /// Leave.
+    Leave,
+    /// Remove a member.
+    RemoveMember {
+        /// Who.
+        user: UserId,
+    },
+    /// Change a member's role.
+    SetRole {
+        /// Who.
+        user: UserId,
+        /// To what.
+        role: Role,
+    },
+    /// Hand over ownership.
+    TransferOwnership {
+        /// To whom.
+        user: UserId,
+    },
+    /// Change name or openness.
+    Update {
+        /// New name.
+        name: Option<String>,
+        /// New openness.
+        open: Option<bool>,
+    },
+    /// Dissolve the group.
+    Dissolve,
+}
+
+impl GroupCommand {
+    /// The client op this command answers, for its reply.
+    pub fn op(&self) -> &'static str {
+        match self {
+            GroupCommand::Send { .. } => "send",
+            GroupCommand::Info => "group_info",
+            GroupCommand::Members { .. } => "members",
+            GroupCommand::Join => "join",
+            GroupCommand::AddMembers { .. } => "add_members",
+            GroupCommand::Leave => "leave",
+            GroupCommand::RemoveMember { .. } => "remove_member",
+            GroupCommand::SetRole { .. } => "set_role",
+            GroupCommand::TransferOwnership { .. } => "transfer_ownership",
+            GroupCommand::Update { .. } => "update_group",
+            GroupCommand::Dissolve => "dissolve_group",
+        }
+    }
+}
+
+/// What a group actor hands to one node's fan-out step: encoded events and who gets them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum NodeDelivery {
+    /// Events for every connection of these users on the node, in this order.
+    Fanout {
+        /// The recipients (the node skips those with no connection there).
+        recipients: Vec<UserId>,
+        /// Encoded events, each already a JSON object.
+        events: Vec<Vec<u8>>,
+    },
+    /// One event for one connection (a reply).
+    Reply {
+        /// The user.
+        user: UserId,
+        /// Their connection.
+        conn: ConnId,
+        /// The encoded event.
+        event: Vec<u8>,
+    },
+}
+
+/// Everything one node sends another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum NodeMessage {
+    /// A request for a group whose actor lives on the receiving node.
+    Group(GroupEnvelope),
+    /// Events for the receiving node's connections.
+    Deliver(NodeDelivery),
+}

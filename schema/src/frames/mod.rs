@@ -1,0 +1,55 @@
+//! The client protocol: JSON text frames over a WebSocket (see `PROTOCOL.md`).
+//!
+//! * [`client`]: what a client sends, one request per frame, and the parser for it.
+//! * [`server`]: what the node sends: every frame is a JSON array of one or more events,
+//!   so a node under load can put several events in one frame.
+
+pub mod client;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+/// What a message carries. Only `text` is accepted today; the others are reserved so that
+/// clients can already render them as "unsupported".
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// A UTF-8 text; the body is a JSON string.
+    Text,
+    /// Reserved for media messages.
+    Image,
+    /// Reserved for media messages.
+    Audio,
+    /// Reserved for media messages.
+    Video,
+    /// Reserved for media messages.
+    File,
+    /// Reserved for red packets.
+    RedPacket,
+}
+
+impl MessageKind {
+    /// The kind as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Text => "text",
+            MessageKind::Image => "image",
+            MessageKind::Audio => "audio",
+            MessageKind::Video => "video",
+            MessageKind::File => "file",
+            MessageKind::RedPacket => "red_packet",
+        }
+    }
+}
+
+/// A member's role in a group. Exactly one member is the owner.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Created the group or received it by transfer; may do everything.
+    Owner,
+    /// Appointed by the owner; may add and remove plain members.
+    Admin,
+    /// Everybody else.
+    Member,
+}

@@ -1,0 +1,467 @@
+//! What the node sends. Every text frame is a JSON array of one or more events:
+//! `[{"event":"reply",...},{"event":"message",...}]`.
+//!
+//! Events are encoded once, on the side that produces them, and the encoded bytes are
+//! shared by every connection that receives them; [`join_frame`] only concatenates.
+
+use super::{MessageKind, Role};
+use crate::error::ErrorCode;
+use crate::ids::{GroupId, Seq, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// An event pushed to a client (everything but replies and errors, which answer a request).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A new message in a group the receiver is a member of.
+    Message(MessageView),
+    /// Somebody joined or was added.
+    MemberJoined {
+        /// The group.
+        group: GroupId,
+        /// Who joined.
+        user: UserId,
+        /// Their role.
+        role: Role,
+        /// Members after the change.
+        member_count: u32,
+    },
+    /// Somebody left or was removed. The removed user gets this too, and then nothing more.
+    MemberLeft {
+        /// The group.
+        group: GroupId,
+        /// Who left.
+        user: UserId,
+        /// `left` or `removed`.
+        reason: LeaveReason,
+        /// Members after the change.
+        member_count: u32,
+    },
+    /// A member's role changed (including by ownership transfer).
+    RoleChanged {
+        /// The group.
+        group: GroupId,
+        /// Whose role.
+        user: UserId,
+        /// The new role.
+        role: Role,
+    },
+    /// The group's name, openness or owner changed.
+    GroupUpdated(GroupInfo),
+    /// The owner dissolved the group; it is gone for everyone.
+    GroupDissolved {
+        /// The group.
+        group: GroupId,
+    },
+    /// The receiver's read mark moved (on this or another of their connections).
+    ReadMark(ReadAck),
+}
+
+/// Why a member is no longer in a group.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// They left.
+    Left,
+    /// An owner or admin removed them.
+    Removed,
+}
+
+/// A message as clients see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageView {
+    /// The group.
+    pub group: GroupId,
+    /// Its position in the group's log.
+    pub seq: Seq,
+    /// Who sent it.
+    pub sender: UserId,
+    /// The sender's id for it.
+    pub client_msg_id: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub kind: MessageKind,
+    /// The body as sent (for `text`, a JSON string).
+    pub body: Box<RawValue>,
+    /// Server time when it was accepted, milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
+impl PartialEq for MessageView {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            self.group,
+            self.seq,
+            self.sender,
+            &self.client_msg_id,
+            self.kind,
+            self.body.get(),
+            self.ts,
+        ) == (
+            other.group,
+            other.seq,
+            other.sender,
+            &other.client_msg_id,
+            other.kind,
+            other.body.get(),
+            other.ts,
+        )
+    }
+}
+
+/// A reply to a request, as a client decodes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReplyFrame {
+    /// The request's id.
+    pub id: Option<u64>,
+    /// The request's op.
+    pub op: String,
+    /// The op's result (see the `*Result` and view types in this module).
+    pub result: Box<RawValue>,
+}
+
+/// An error reply, as a client decodes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ErrorFrame {
+    /// The request's id, when the frame was readable enough to have one.
+    pub id: Option<u64>,
+    /// The stable code.
+    pub code: ErrorCode,
+    /// A human-readable explanation; not stable.
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct ReplyOut<'a, T: Serialize> {
+    event: &'static str,
+    id: Option<u64>,
+    op: &'a str,
+    result: &'a T,
+}
+
+#[derive(Serialize)]
+struct ErrorOut<'a> {
+    event: &'static str,
+    id: Option<u64>,
+    code: ErrorCode,
+    message: &'a str,
+}
+
+/// Encodes a reply event.
+pub fn encode_reply<T: Serialize>(id: Option<u64>, op: &str, result: &T) -> Vec<u8> {
+    let out = ReplyOut {
+        event: "reply",
+        id,
+        op,
+        result,
+    };
+    serde_json::to_vec(&out)
+        .unwrap_or_else(|e| encode_error(id, ErrorCode::Internal, &e.to_string()))
+}
+
+/// Encodes an error event.
+pub fn encode_error(id: Option<u64>, code: ErrorCode, message: &str) -> Vec<u8> {
+    let out = ErrorOut {
+        event: "error",
+        id,
+        code,
+        message,
+    };
+    // Serialising a struct of plain strings and integers cannot fail.
+    serde_json::to_vec(&out).unwrap_or_default()
+}
+
+/// Encodes a pushed event.
+pub fn encode_event(event: &Event) -> Vec<u8> {
+    // Events hold only plain data and already-valid raw JSON, so this cannot fail.
+    serde_json::to_vec(event).unwrap_or_default()
+}
+
+/// Builds one text frame from encoded events: `[e1,e2,...]`.
+pub fn join_frame<'a>(events: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut out = Vec::with_capacity(256);
+    out.push(b'[');
+    for (i, event) in events.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(event);
+    }
+    out.push(b']');
+    // Every event is JSON produced by serde_json, hence UTF-8.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// A user's public profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    /// The user.
+    pub user: UserId,
+    /// Their login name.
+    pub username: String,
+    /// Their display name.
+    pub nickname: String,
+    /// Their avatar, or empty.
+    pub avatar_url: String,
+}
+
+/// `register` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterResult {
+    /// The new user's id.
+    pub user: UserId,
+}
+
+/// `login` and `auth` result: who you are and where you stand.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionResult {
+    /// The session token (only from `login`; keep it secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The caller's profile.
+    pub profile: Profile,
+    /// The caller's groups with unread counts.
+    pub groups: Vec<GroupSummary>,
+}
+
+/// `ping` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PongResult {
+    /// Server time, milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
+/// An empty result, for operations that only succeed or fail.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Done {}
+
+/// A group as its members see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// The group.
+    pub group: GroupId,
+    /// Its name.
+    pub name: String,
+    /// Its owner.
+    pub owner: UserId,
+    /// Whether anyone may `join`.
+    pub open: bool,
+    /// Members now.
+    pub member_count: u32,
+    /// Its cap.
+    pub max_members: u32,
+    /// The seq of its newest message (0 when empty).
+    pub last_seq: Seq,
+}
+
+/// One of the caller's groups, with where the caller stands in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupSummary {
+    /// The group.
+    pub group: GroupId,
+    /// Its name.
+    pub name: String,
+    /// The caller's role.
+    pub role: Role,
+    /// The seq of its newest message.
+    pub last_seq: Seq,
+    /// The caller's read mark.
+    pub read_seq: Seq,
+    /// Messages after the read mark, capped at [`UNREAD_CAP`] (show "99+").
+    pub unread: u32,
+}
+
+/// Unread counts are reported up to this value; a client shows "99+" beyond 99.
+pub const UNREAD_CAP: u32 = 100;
+
+/// The unread count between a read mark and a group's last seq, capped.
+pub fn unread(last_seq: Seq, read_seq: Seq) -> u32 {
+    last_seq.saturating_sub(read_seq).min(UNREAD_CAP as u64) as u32
+}
+
+/// `my_groups` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MyGroupsResult {
+    /// The caller's groups.
+    pub groups: Vec<GroupSummary>,
+}
+
+/// The outcome for one user of `add_members`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AddStatus {
+    /// Now a member.
+    Added,
+    /// Was a member already.
+    AlreadyMember,
+    /// No such user.
+    NotFound,
+    /// The cap was reached before this user.
+    GroupFull,
+}
+
+/// One line of an `add_members` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AddMemberOutcome {
+    /// The user.
+    pub user: UserId,
+    /// What happened.
+    pub status: AddStatus,
+}
+
+/// `add_members` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AddMembersResult {
+    /// One line per requested user, in request order.
+    pub results: Vec<AddMemberOutcome>,
+    /// Members after the change.
+    pub member_count: u32,
+}
+
+/// `remove_member` and `leave` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberCountResult {
+    /// Members after the change.
+    pub member_count: u32,
+}
+
+/// One member in a `members` page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// The member.
+    pub user: UserId,
+    /// Their role.
+    pub role: Role,
+}
+
+/// `members` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MembersPage {
+    /// Members in ascending user id.
+    pub members: Vec<MemberView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<UserId>,
+}
+
+/// `send` result: the message is durable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendAck {
+    /// The group.
+    pub group: GroupId,
+    /// The message's seq.
+    pub seq: Seq,
+    /// Server time when it was accepted.
+    pub ts: u64,
+    /// True when this `client_msg_id` was seen before: nothing new was stored or delivered.
+    pub duplicate: bool,
+}
+
+/// `history` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    /// The group.
+    pub group: GroupId,
+    /// Messages in ascending seq, without gaps except where messages were deleted.
+    pub messages: Vec<MessageView>,
+    /// Whether more messages exist in the direction asked.
+    pub has_more: bool,
+    /// The group's newest seq when the page was read.
+    pub last_seq: Seq,
+}
+
+/// One group in a `sync` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncGroup {
+    /// Where the caller stands in the group.
+    #[serde(flatten)]
+    pub summary: GroupSummary,
+    /// Messages after the client's cursor (only for groups the client listed).
+    pub messages: Vec<MessageView>,
+    /// Whether more messages follow; fetch them with `history` `after`.
+    pub has_more: bool,
+}
+
+/// `sync` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncResult {
+    /// Every group the caller is a member of.
+    pub groups: Vec<SyncGroup>,
+    /// Groups the client listed that the caller is no longer in (or that are gone).
+    pub gone: Vec<GroupId>,
+}
+
+/// `read` result, and the `read_mark` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadAck {
+    /// The group.
+    pub group: GroupId,
+    /// The read mark now.
+    pub read_seq: Seq,
+    /// Unread after the move, capped.
+    pub unread: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_decode_as_clients_see_them() {
+        let ack = SendAck {
+            group: GroupId(1),
+            seq: 2,
+            ts: 3,
+            duplicate: false,
+        };
+        let bytes = encode_reply(Some(9), "send", &ack);
+        let reply: ReplyFrame = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(reply.id, Some(9));
+        assert_eq!(reply.op, "send");
+        let back: SendAck = serde_json::from_str(reply.result.get()).unwrap();
+        assert_eq!(back, ack);
+
+        let bytes = encode_error(Some(4), ErrorCode::GroupFull, "full");
+        let err: ErrorFrame = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!((err.id, err.code), (Some(4), ErrorCode::GroupFull));
+    }
+
+    #[test]
+    fn frames_are_json_arrays() {
+        let a = encode_event(&Event::GroupDissolved { group: GroupId(5) });
+        let b = encode_error(None, ErrorCode::MalformedFrame, "x");
+        let frame = join_frame([a.as_slice(), b.as_slice()]);
+        let parsed: Vec<serde_json::Value> = serde_json::from_str(&frame).unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[0]["event"], "group_dissolved");
+        assert_eq!(parsed[1]["code"], "malformed_frame");
+    }
+
+    #[test]
+    fn message_event_is_flat() {
+        let view = MessageView {
+            group: GroupId(1),
+            seq: 7,
+            sender: UserId(2),
+            client_msg_id: "c".into(),
+            kind: MessageKind::Text,
+            body: RawValue::from_string("\"hi\"".into()).unwrap(),
+            ts: 5,
+        };
+        let bytes = encode_event(&Event::Message(view.clone()));
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(value["event"], "message");
+        assert_eq!(value["type"], "text");
+        assert_eq!(value["body"], "hi");
+        let back: Event = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, Event::Message(view));
+    }
+
+    #[test]
+    fn unread_is_capped() {
+        assert_eq!(unread(5, 2), 3);
+        assert_eq!(unread(2, 5), 0);
+        assert_eq!(unread(1000, 0), UNREAD_CAP);
+    }
+}
