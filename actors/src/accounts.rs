@@ -40,30 +40,14 @@ pub struct SignedIn {
 
 impl Accounts {
     /// Accounts over a store.
-    pub fn new(
-        store: Arc<dyn Store>,
-        cost: PasswordCost,
-        max_concurrent_hashes: usize,
-        session_ttl: Duration,
-    ) -> Self {
+    pub fn new(store: Arc<dyn Store>, cost: PasswordCost, max_concurrent_hashes: usize, session_ttl: Duration) -> Self {
         let decoy_password = format!("{:x}", rand::random::<u128>());
         let decoy_hash = hash_password(cost, &decoy_password).unwrap_or_default();
-        Accounts {
-            store,
-            cost,
-            hashing: Semaphore::new(max_concurrent_hashes.max(1)),
-            session_ttl,
-            decoy_hash,
-        }
+        Accounts { store, cost, hashing: Semaphore::new(max_concurrent_hashes.max(1)), session_ttl, decoy_hash }
     }
 
     /// Creates an account.
-    pub async fn register(
-        &self,
-        username: &str,
-        password: &str,
-        nickname: Option<&str>,
-    ) -> Result<UserId, ApiError> {
+    pub async fn register(&self, username: &str, password: &str, nickname: Option<&str>) -> Result<UserId, ApiError> {
         validate_username(username)?;
         validate_password(password)?;
         let nickname = nickname.unwrap_or(username);
@@ -85,10 +69,7 @@ impl Accounts {
                 break user;
             }
         };
-        let credential = CredentialRecord {
-            user: user.id,
-            password_hash,
-        };
+        let credential = CredentialRecord { user: user.id, password_hash };
         if !self.store.claim_username(username, &credential).await? {
             // The user row stays behind unreachable; it holds no credential.
             return Err(ApiError::UsernameTaken);
@@ -97,11 +78,7 @@ impl Accounts {
     }
 
     /// Checks a password and opens a session; returns the token (shown once) and the user.
-    pub async fn login(
-        &self,
-        username: &str,
-        password: &str,
-    ) -> Result<(String, SignedIn), ApiError> {
+    pub async fn login(&self, username: &str, password: &str) -> Result<(String, SignedIn), ApiError> {
         let credential = self.store.credential(username).await?;
         let (hash, user) = match &credential {
             Some(c) => (c.password_hash.clone(), Some(c.user)),
@@ -151,11 +128,7 @@ impl Accounts {
     }
 
     async fn hash(&self, password: String) -> Result<String, ApiError> {
-        let _permit = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let _permit = self.hashing.acquire().await.map_err(|e| ApiError::Internal(e.to_string()))?;
         let cost = self.cost;
         tokio::task::spawn_blocking(move || hash_password(cost, &password))
             .await
@@ -163,15 +136,9 @@ impl Accounts {
     }
 
     async fn verify(&self, password: String, hash: String) -> Result<bool, ApiError> {
-        let _permit = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let _permit = self.hashing.acquire().await.map_err(|e| ApiError::Internal(e.to_string()))?;
         tokio::task::spawn_blocking(move || {
-            Argon2::default()
-                .verify_password(password.as_bytes(), hash.as_str())
-                .is_ok()
+            Argon2::default().verify_password(password.as_bytes(), hash.as_str()).is_ok()
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))
@@ -180,8 +147,7 @@ impl Accounts {
 
 fn hash_password(cost: PasswordCost, password: &str) -> Result<String, ApiError> {
     let (memory, passes, lanes) = cost.params();
-    let params =
-        Params::new(memory, passes, lanes, None).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let params = Params::new(memory, passes, lanes, None).map_err(|e| ApiError::Internal(e.to_string()))?;
     let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password(password.as_bytes())
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -201,15 +167,11 @@ pub fn token_hash(token: &str) -> TokenHash {
 /// Usernames: 3-32 bytes of `a-z 0-9 _ . -`, so they are safe in URLs and logs.
 pub fn validate_username(username: &str) -> Result<(), ApiError> {
     let ok_len = (3..=32).contains(&username.len());
-    let ok_chars = username
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    let ok_chars = username.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
     if ok_len && ok_chars {
         Ok(())
     } else {
-        Err(ApiError::InvalidField(
-            "username must be 3-32 characters of a-z, 0-9, _ . -".into(),
-        ))
+        Err(ApiError::InvalidField("username must be 3-32 characters of a-z, 0-9, _ . -".into()))
     }
 }
 
@@ -218,9 +180,7 @@ pub fn validate_password(password: &str) -> Result<(), ApiError> {
     if (8..=128).contains(&password.len()) {
         Ok(())
     } else {
-        Err(ApiError::InvalidField(
-            "password must be 8-128 bytes".into(),
-        ))
+        Err(ApiError::InvalidField("password must be 8-128 bytes".into()))
     }
 }
 
@@ -230,9 +190,7 @@ pub fn validate_display_name(what: &str, name: &str) -> Result<(), ApiError> {
     if (1..=64).contains(&chars) && !name.chars().any(char::is_control) && !name.trim().is_empty() {
         Ok(())
     } else {
-        Err(ApiError::InvalidField(format!(
-            "{what} must be 1-64 characters without control characters"
-        )))
+        Err(ApiError::InvalidField(format!("{what} must be 1-64 characters without control characters")))
     }
 }
 
@@ -249,9 +207,7 @@ pub fn validate_avatar_url(url: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::InvalidField(
-            "avatar_url must be an http(s) URL of at most 512 bytes".into(),
-        ))
+        Err(ApiError::InvalidField("avatar_url must be an http(s) URL of at most 512 bytes".into()))
     }
 }
 
@@ -272,16 +228,8 @@ mod tests {
     fn hashes_verify() {
         let hash = hash_password(PasswordCost::Test, "correct horse").unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(
-            Argon2::default()
-                .verify_password(b"correct horse", hash.as_str())
-                .is_ok()
-        );
-        assert!(
-            Argon2::default()
-                .verify_password(b"wrong horse", hash.as_str())
-                .is_err()
-        );
+        assert!(Argon2::default().verify_password(b"correct horse", hash.as_str()).is_ok());
+        assert!(Argon2::default().verify_password(b"wrong horse", hash.as_str()).is_err());
     }
 
     #[test]

@@ -40,14 +40,12 @@ impl MailboxGauge {
     pub fn leave(&self) {
         self.depth.fetch_sub(1, Ordering::AcqRel);
         self.handled.fetch_add(1, Ordering::Relaxed);
-        self.last_active_ms
-            .store(crate::now_ms(), Ordering::Relaxed);
+        self.last_active_ms.store(crate::now_ms(), Ordering::Relaxed);
     }
 
     /// Marks the actor active now (at start, so a new actor is not idle at once).
     pub fn touch(&self) {
-        self.last_active_ms
-            .store(crate::now_ms(), Ordering::Relaxed);
+        self.last_active_ms.store(crate::now_ms(), Ordering::Relaxed);
     }
 
     /// Messages sent to the actor and not yet handled.
@@ -81,10 +79,7 @@ pub struct Entry<M> {
 
 impl<M> Clone for Entry<M> {
     fn clone(&self) -> Self {
-        Entry {
-            actor: self.actor.clone(),
-            gauge: self.gauge.clone(),
-        }
+        Entry { actor: self.actor.clone(), gauge: self.gauge.clone() }
     }
 }
 
@@ -135,10 +130,7 @@ where
             })
         };
         let (supervisor, _) = Actor::spawn(None, Supervisor { kind }, cleanup).await?;
-        *directory
-            .supervisor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(supervisor.get_cell());
+        *directory.supervisor.lock().unwrap_or_else(|e| e.into_inner()) = Some(supervisor.get_cell());
         Ok(directory)
     }
 
@@ -149,10 +141,7 @@ where
 
     /// The cell new actors link to, so their crashes reach the supervisor.
     pub fn supervisor(&self) -> Option<ActorCell> {
-        self.supervisor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.supervisor.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn shard(&self, key: &K) -> &RwLock<HashMap<K, Slot<M>>> {
@@ -165,12 +154,7 @@ where
 
     /// The live actor for `key`, if there is one.
     pub fn get(&self, key: &K) -> Option<Entry<M>> {
-        match self
-            .shard(key)
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-        {
+        match self.shard(key).read().unwrap_or_else(|e| e.into_inner()).get(key) {
             Some(Slot::Active(entry)) => Some(entry.clone()),
             _ => None,
         }
@@ -203,12 +187,7 @@ where
     }
 
     /// Sends to the actor for `key`, activating it first if needed.
-    pub async fn send<F, Fut, E>(
-        &self,
-        key: K,
-        message: M,
-        activate: F,
-    ) -> Result<(), DirectoryError<E>>
+    pub async fn send<F, Fut, E>(&self, key: K, message: M, activate: F) -> Result<(), DirectoryError<E>>
     where
         F: FnOnce(Arc<MailboxGauge>, Option<ActorCell>) -> Fut,
         Fut: Future<Output = Result<ActorRef<M>, E>>,
@@ -218,11 +197,8 @@ where
             Err(Some(message)) => message,
             Err(None) => return Err(DirectoryError::Stopped),
         };
-        self.get_or_activate(key, activate)
-            .await
-            .map_err(DirectoryError::Activation)?;
-        self.try_send(&key, message)
-            .map_err(|_| DirectoryError::Stopped)
+        self.get_or_activate(key, activate).await.map_err(DirectoryError::Activation)?;
+        self.try_send(&key, message).map_err(|_| DirectoryError::Stopped)
     }
 
     /// The live actor for `key`, activated if needed.
@@ -259,11 +235,7 @@ where
                         // Only the first pass can become the activator, and it returns.
                         continue;
                     };
-                    let guard = ActivationGuard {
-                        directory: self,
-                        key,
-                        done: false,
-                    };
+                    let guard = ActivationGuard { directory: self, key, done: false };
                     let gauge = Arc::new(MailboxGauge::default());
                     let result = activate(gauge.clone(), self.supervisor()).await;
                     return guard.finish(result.map(|actor| Entry { actor, gauge }));
@@ -273,12 +245,7 @@ where
     }
 
     fn slot_state(&self, key: &K) -> SlotState {
-        match self
-            .shard(key)
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-        {
+        match self.shard(key).read().unwrap_or_else(|e| e.into_inner()).get(key) {
             Some(Slot::Active(_)) => SlotState::Active,
             Some(Slot::Activating(_)) => SlotState::Activating,
             None => SlotState::Empty,
@@ -296,10 +263,7 @@ where
                 }
                 shard.remove(key);
                 drop(shard);
-                self.ids
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&actor);
+                self.ids.lock().unwrap_or_else(|e| e.into_inner()).remove(&actor);
                 true
             }
             // Already replaced or removed: nothing can reach this actor through the map.
@@ -309,11 +273,7 @@ where
 
     /// Drops a dead actor from the map (supervision, failed sends).
     fn forget(&self, actor: ActorId) {
-        let key = self
-            .ids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&actor);
+        let key = self.ids.lock().unwrap_or_else(|e| e.into_inner()).remove(&actor);
         let Some(key) = key else { return };
         let mut shard = self.shard(&key).write().unwrap_or_else(|e| e.into_inner());
         if let Some(Slot::Active(entry)) = shard.get(&key)
@@ -341,11 +301,7 @@ where
         self.shards
             .iter()
             .map(|s| {
-                s.read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .values()
-                    .filter(|v| matches!(v, Slot::Active(_)))
-                    .count()
+                s.read().unwrap_or_else(|e| e.into_inner()).values().filter(|v| matches!(v, Slot::Active(_))).count()
             })
             .sum()
     }
@@ -358,10 +314,7 @@ where
     /// Stops every actor and the supervisor (node shutdown).
     pub async fn stop_all(&self) {
         for (_, entry) in self.snapshot() {
-            let _ = entry
-                .actor
-                .stop_and_wait(None, Some(std::time::Duration::from_secs(5)))
-                .await;
+            let _ = entry.actor.stop_and_wait(None, Some(std::time::Duration::from_secs(5))).await;
         }
         if let Some(supervisor) = self.supervisor() {
             supervisor.stop(None);
@@ -394,18 +347,10 @@ where
 {
     fn finish<E>(mut self, result: Result<Entry<M>, E>) -> Result<Entry<M>, E> {
         self.done = true;
-        let mut shard = self
-            .directory
-            .shard(&self.key)
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut shard = self.directory.shard(&self.key).write().unwrap_or_else(|e| e.into_inner());
         let previous = match &result {
             Ok(entry) => {
-                self.directory
-                    .ids
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(entry.actor.get_id(), self.key);
+                self.directory.ids.lock().unwrap_or_else(|e| e.into_inner()).insert(entry.actor.get_id(), self.key);
                 shard.insert(self.key, Slot::Active(entry.clone()))
             }
             Err(_) => shard.remove(&self.key),
@@ -427,11 +372,7 @@ where
         if self.done {
             return;
         }
-        let mut shard = self
-            .directory
-            .shard(&self.key)
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut shard = self.directory.shard(&self.key).write().unwrap_or_else(|e| e.into_inner());
         if let Some(Slot::Activating(notify)) = shard.remove(&self.key) {
             notify.notify_waiters();
         }
@@ -450,11 +391,7 @@ impl Actor for Supervisor {
     type State = Cleanup;
     type Arguments = Cleanup;
 
-    async fn pre_start(
-        &self,
-        _: ActorRef<()>,
-        cleanup: Cleanup,
-    ) -> Result<Cleanup, ActorProcessingErr> {
+    async fn pre_start(&self, _: ActorRef<()>, cleanup: Cleanup) -> Result<Cleanup, ActorProcessingErr> {
         Ok(cleanup)
     }
 

@@ -28,9 +28,7 @@ pub struct Fanout {
 
 impl Default for Fanout {
     fn default() -> Self {
-        Fanout {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-        }
+        Fanout { shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect() }
     }
 }
 
@@ -53,11 +51,7 @@ impl Fanout {
 
     /// A user's connections on this node.
     pub fn connections(&self, user: UserId) -> Option<Connections> {
-        self.shard(user)
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&user)
-            .cloned()
+        self.shard(user).read().unwrap_or_else(|e| e.into_inner()).get(&user).cloned()
     }
 
     /// Queues `events`, in order, on every connection of every recipient on this node.
@@ -95,9 +89,7 @@ impl Fanout {
                 let events: Vec<Bytes> = events.into_iter().map(Bytes::from).collect();
                 self.deliver(&recipients, &events)
             }
-            NodeDelivery::Reply { user, conn, event } => {
-                usize::from(self.reply(user, conn, Bytes::from(event)))
-            }
+            NodeDelivery::Reply { user, conn, event } => usize::from(self.reply(user, conn, Bytes::from(event))),
         }
     }
 
@@ -127,19 +119,12 @@ mod tests {
         fanout.set_connections(UserId(1), vec![a1.clone(), a2.clone()]);
         fanout.set_connections(UserId(2), vec![b.clone()]);
         let events = [Bytes::from_static(b"1"), Bytes::from_static(b"2")];
-        assert_eq!(
-            fanout.deliver(&[UserId(1), UserId(2), UserId(3)], &events),
-            3
-        );
+        assert_eq!(fanout.deliver(&[UserId(1), UserId(2), UserId(3)], &events), 3);
         for outbox in [&a1, &a2, &b] {
             let mut out = Vec::new();
             outbox.take(10, &mut out);
             assert_eq!(out, events);
-            assert_eq!(
-                out[0].as_ptr(),
-                events[0].as_ptr(),
-                "bytes are shared, not copied"
-            );
+            assert_eq!(out[0].as_ptr(), events[0].as_ptr(), "bytes are shared, not copied");
         }
         assert!(fanout.reply(UserId(1), ConnId(2), Bytes::from_static(b"r")));
         assert!(!fanout.reply(UserId(1), ConnId(3), Bytes::from_static(b"r")));

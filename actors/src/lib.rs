@@ -31,10 +31,7 @@ pub use system::System;
 
 /// Milliseconds since the Unix epoch: the timestamp unit of every record and event.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// A fresh random id in `1..=MAX_ID`, for users and groups. Stores insert ids with a

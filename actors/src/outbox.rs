@@ -31,12 +31,7 @@ struct State {
 impl Outbox {
     /// A queue holding at most `limit` events.
     pub fn new(conn: ConnId, limit: usize) -> Self {
-        Outbox {
-            conn,
-            limit: limit.max(1),
-            state: Mutex::new(State::default()),
-            ready: Notify::new(),
-        }
+        Outbox { conn, limit: limit.max(1), state: Mutex::new(State::default()), ready: Notify::new() }
     }
 
     /// The connection this queue belongs to.
@@ -133,10 +128,7 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(outbox.take(10, &mut out), Some(CloseReason::SlowConsumer));
         assert!(out.is_empty());
-        assert!(
-            !outbox.push(Bytes::from_static(b"{}")),
-            "closed outboxes refuse events"
-        );
+        assert!(!outbox.push(Bytes::from_static(b"{}")), "closed outboxes refuse events");
     }
 
     #[test]
@@ -148,18 +140,13 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(outbox.take(1, &mut out), None, "events first");
         assert_eq!(outbox.take(10, &mut out), Some(CloseReason::SessionRevoked));
-        assert_eq!(
-            out,
-            vec![Bytes::from_static(b"1"), Bytes::from_static(b"2")]
-        );
+        assert_eq!(out, vec![Bytes::from_static(b"1"), Bytes::from_static(b"2")]);
     }
 
     #[tokio::test]
     async fn a_push_before_waiting_is_not_lost() {
         let outbox = Outbox::new(ConnId(1), 10);
         outbox.push(Bytes::from_static(b"1"));
-        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.ready())
-            .await
-            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.ready()).await.unwrap();
     }
 }

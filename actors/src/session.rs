@@ -45,11 +45,7 @@ pub struct Session {
 
 impl Session {
     pub(crate) fn new(system: Arc<System>, outbox: Arc<Outbox>) -> Self {
-        Session {
-            system,
-            outbox,
-            signed_in: None,
-        }
+        Session { system, outbox, signed_in: None }
     }
 
     /// The connection's outgoing queue, which the gateway drains.
@@ -67,11 +63,7 @@ impl Session {
         let frame = match parse_client_frame(text) {
             Ok(frame) => frame,
             Err(error) => {
-                self.push(wire::encode_error(
-                    error.request_id(),
-                    error.code(),
-                    &error.to_string(),
-                ));
+                self.push(wire::encode_error(error.request_id(), error.code(), &error.to_string()));
                 return;
             }
         };
@@ -87,21 +79,14 @@ impl Session {
     /// Handles a binary frame, which the protocol does not use.
     pub fn handle_binary(&mut self) {
         let message = "binary frames are not supported; send JSON text frames";
-        self.push(wire::encode_error(
-            None,
-            ErrorCode::UnsupportedFrame,
-            message,
-        ));
+        self.push(wire::encode_error(None, ErrorCode::UnsupportedFrame, message));
     }
 
     /// Detaches the connection from its user actor. Call once, when the socket is gone.
     pub async fn close(self) {
         if let Some(signed_in) = &self.signed_in {
             let conn = self.outbox.conn();
-            let _ = self
-                .system
-                .users
-                .try_send(&signed_in.user.id, UserMsg::Detach { conn });
+            let _ = self.system.users.try_send(&signed_in.user.id, UserMsg::Detach { conn });
         }
     }
 
@@ -117,11 +102,7 @@ impl Session {
         // Operations allowed before authentication.
         match request {
             Request::Register(r) => {
-                let user = self
-                    .system
-                    .accounts
-                    .register(&r.username, &r.password, r.nickname.as_deref())
-                    .await?;
+                let user = self.system.accounts.register(&r.username, &r.password, r.nickname.as_deref()).await?;
                 self.reply(id, "register", &wire::RegisterResult { user });
                 return Ok(());
             }
@@ -129,8 +110,7 @@ impl Session {
                 if self.signed_in.is_some() {
                     return Err(ApiError::AlreadyAuthenticated);
                 }
-                let (token, signed_in) =
-                    self.system.accounts.login(&r.username, &r.password).await?;
+                let (token, signed_in) = self.system.accounts.login(&r.username, &r.password).await?;
                 return self.start(id, "login", Some(token), signed_in).await;
             }
             Request::Auth(r) => {
@@ -151,9 +131,7 @@ impl Session {
         };
         let me = signed_in.user.id;
         match request {
-            Request::Register(_) | Request::Login(_) | Request::Auth(_) | Request::Ping(_) => {
-                Ok(())
-            }
+            Request::Register(_) | Request::Login(_) | Request::Auth(_) | Request::Ping(_) => Ok(()),
             Request::Logout(_) => {
                 let token = signed_in.token_hash;
                 self.system.accounts.logout(&token).await?;
@@ -164,12 +142,7 @@ impl Session {
             }
             Request::Profile(r) => {
                 let user = r.user.unwrap_or(me);
-                let record = self
-                    .system
-                    .store
-                    .user(user)
-                    .await?
-                    .ok_or(ApiError::NotFound("user"))?;
+                let record = self.system.store.user(user).await?.ok_or(ApiError::NotFound("user"))?;
                 self.reply(id, "profile", &views::profile(&record));
                 Ok(())
             }
@@ -185,64 +158,29 @@ impl Session {
                 if let Some(name) = &r.name {
                     accounts::validate_display_name("name", name)?;
                 }
-                self.to_group(
-                    id,
-                    r.group,
-                    GroupCommand::Update {
-                        name: r.name,
-                        open: r.open,
-                    },
-                )
-                .await
+                self.to_group(id, r.group, GroupCommand::Update { name: r.name, open: r.open }).await
             }
             Request::AddMembers(r) => {
                 let mut seen = HashSet::new();
                 let users: Vec<UserId> = r.users.into_iter().filter(|u| seen.insert(*u)).collect();
                 if users.is_empty() || users.len() > ADD_MEMBERS_MAX {
-                    return Err(ApiError::InvalidField(format!(
-                        "users must list 1-{ADD_MEMBERS_MAX} users"
-                    )));
+                    return Err(ApiError::InvalidField(format!("users must list 1-{ADD_MEMBERS_MAX} users")));
                 }
-                self.to_group(id, r.group, GroupCommand::AddMembers { users })
-                    .await
+                self.to_group(id, r.group, GroupCommand::AddMembers { users }).await
             }
             Request::Join(r) => self.to_group(id, r.group, GroupCommand::Join).await,
             Request::Leave(r) => self.to_group(id, r.group, GroupCommand::Leave).await,
-            Request::RemoveMember(r) => {
-                self.to_group(id, r.group, GroupCommand::RemoveMember { user: r.user })
-                    .await
-            }
+            Request::RemoveMember(r) => self.to_group(id, r.group, GroupCommand::RemoveMember { user: r.user }).await,
             Request::SetRole(r) => {
-                self.to_group(
-                    id,
-                    r.group,
-                    GroupCommand::SetRole {
-                        user: r.user,
-                        role: r.role,
-                    },
-                )
-                .await
+                self.to_group(id, r.group, GroupCommand::SetRole { user: r.user, role: r.role }).await
             }
             Request::TransferOwnership(r) => {
-                self.to_group(
-                    id,
-                    r.group,
-                    GroupCommand::TransferOwnership { user: r.user },
-                )
-                .await
+                self.to_group(id, r.group, GroupCommand::TransferOwnership { user: r.user }).await
             }
             Request::DissolveGroup(r) => self.to_group(id, r.group, GroupCommand::Dissolve).await,
             Request::Members(r) => {
                 let limit = bounded_limit(r.limit, 100, 1, MEMBERS_MAX_LIMIT)?;
-                self.to_group(
-                    id,
-                    r.group,
-                    GroupCommand::Members {
-                        after: r.after,
-                        limit,
-                    },
-                )
-                .await
+                self.to_group(id, r.group, GroupCommand::Members { after: r.after, limit }).await
             }
             Request::Send(r) => {
                 let command = self.validate_send(r.client_msg_id, r.kind, &r.body)?;
@@ -252,11 +190,7 @@ impl Session {
             Request::Sync(r) => self.sync(id, me, r).await,
             Request::Read(r) => {
                 let to = self.reply_to(id);
-                let message = UserMsg::Read {
-                    to,
-                    group: r.group,
-                    seq: r.seq,
-                };
+                let message = UserMsg::Read { to, group: r.group, seq: r.seq };
                 self.system.to_user(me, message).await
             }
         }
@@ -274,27 +208,13 @@ impl Session {
     ) -> Result<(), ApiError> {
         let user = signed_in.user.id;
         let (done, attached) = oneshot::channel();
-        let attach = UserMsg::Attach {
-            outbox: self.outbox.clone(),
-            token: signed_in.token_hash,
-            done,
-        };
+        let attach = UserMsg::Attach { outbox: self.outbox.clone(), token: signed_in.token_hash, done };
         self.system.to_user(user, attach).await?;
-        attached
-            .await
-            .map_err(|_| ApiError::Unavailable("the user actor stopped; retry".into()))?;
+        attached.await.map_err(|_| ApiError::Unavailable("the user actor stopped; retry".into()))?;
         let profile = views::profile(&signed_in.user);
         self.signed_in = Some(signed_in);
         let groups = self.summaries(user).await?;
-        self.reply(
-            id,
-            op,
-            &wire::SessionResult {
-                token,
-                profile,
-                groups,
-            },
-        );
+        self.reply(id, op, &wire::SessionResult { token, profile, groups });
         Ok(())
     }
 
@@ -307,17 +227,8 @@ impl Session {
         }
     }
 
-    async fn to_group(
-        &self,
-        id: Option<u64>,
-        group: GroupId,
-        command: GroupCommand,
-    ) -> Result<(), ApiError> {
-        let envelope = GroupEnvelope {
-            group,
-            reply_to: self.reply_to(id),
-            command,
-        };
+    async fn to_group(&self, id: Option<u64>, group: GroupId, command: GroupCommand) -> Result<(), ApiError> {
+        let envelope = GroupEnvelope { group, reply_to: self.reply_to(id), command };
         self.system.to_group(envelope).await
     }
 
@@ -328,44 +239,26 @@ impl Session {
         body: &serde_json::Value,
     ) -> Result<GroupCommand, ApiError> {
         if client_msg_id.is_empty() || client_msg_id.len() > CLIENT_MSG_ID_MAX {
-            return Err(ApiError::InvalidField(format!(
-                "client_msg_id must be 1-{CLIENT_MSG_ID_MAX} bytes"
-            )));
+            return Err(ApiError::InvalidField(format!("client_msg_id must be 1-{CLIENT_MSG_ID_MAX} bytes")));
         }
         if kind != MessageKind::Text {
             return Err(ApiError::UnsupportedType(kind.as_str()));
         }
         let Some(text) = body.as_str() else {
-            return Err(ApiError::InvalidField(
-                "a text message's body must be a JSON string".into(),
-            ));
+            return Err(ApiError::InvalidField("a text message's body must be a JSON string".into()));
         };
         let limit = self.system.config.max_text_bytes;
         if text.is_empty() {
-            return Err(ApiError::InvalidField(
-                "a text message's body must not be empty".into(),
-            ));
+            return Err(ApiError::InvalidField("a text message's body must not be empty".into()));
         }
         if text.len() > limit {
-            return Err(ApiError::TextTooLong {
-                len: text.len(),
-                limit,
-            });
+            return Err(ApiError::TextTooLong { len: text.len(), limit });
         }
         let body = serde_json::to_string(body).map_err(|e| ApiError::Internal(e.to_string()))?;
-        Ok(GroupCommand::Send {
-            client_msg_id,
-            kind,
-            body,
-        })
+        Ok(GroupCommand::Send { client_msg_id, kind, body })
     }
 
-    async fn update_profile(
-        &mut self,
-        id: Option<u64>,
-        me: UserId,
-        r: UpdateProfileRequest,
-    ) -> Result<(), ApiError> {
+    async fn update_profile(&mut self, id: Option<u64>, me: UserId, r: UpdateProfileRequest) -> Result<(), ApiError> {
         if let Some(nickname) = &r.nickname {
             accounts::validate_display_name("nickname", nickname)?;
         }
@@ -380,9 +273,7 @@ impl Session {
         if let Some(url) = r.avatar_url {
             user.avatar_url = url;
         }
-        store
-            .update_profile(me, &user.nickname, &user.avatar_url)
-            .await?;
+        store.update_profile(me, &user.nickname, &user.avatar_url).await?;
         self.reply(id, "update_profile", &views::profile(&user));
         if let Some(signed_in) = &mut self.signed_in {
             signed_in.user = user;
@@ -390,27 +281,16 @@ impl Session {
         Ok(())
     }
 
-    async fn create_group(
-        &self,
-        id: Option<u64>,
-        me: UserId,
-        r: CreateGroupRequest,
-    ) -> Result<(), ApiError> {
+    async fn create_group(&self, id: Option<u64>, me: UserId, r: CreateGroupRequest) -> Result<(), ApiError> {
         accounts::validate_display_name("name", &r.name)?;
         let cap = self.system.config.max_group_members;
         let max_members = r.max_members.unwrap_or(cap);
         if !(2..=cap).contains(&max_members) {
-            return Err(ApiError::InvalidField(format!(
-                "max_members must be 2-{cap}"
-            )));
+            return Err(ApiError::InvalidField(format!("max_members must be 2-{cap}")));
         }
         let store = &self.system.store;
         let now = now_ms();
-        let owner = MemberRecord {
-            user: me,
-            role: Role::Owner,
-            joined_at: now,
-        };
+        let owner = MemberRecord { user: me, role: Role::Owner, joined_at: now };
         let record = loop {
             let record = GroupRecord {
                 id: GroupId(random_id()),
@@ -423,16 +303,7 @@ impl Session {
                 dissolved: false,
             };
             // The owner's index entry first: it may point at nothing, never miss a group.
-            store
-                .link_user_group(
-                    me,
-                    &UserGroupRecord {
-                        group: record.id,
-                        read_seq: 0,
-                        joined_at: now,
-                    },
-                )
-                .await?;
+            store.link_user_group(me, &UserGroupRecord { group: record.id, read_seq: 0, joined_at: now }).await?;
             if store.create_group(&record, &owner).await? {
                 break record;
             }
@@ -470,28 +341,17 @@ impl Session {
     async fn check_member(&self, group: GroupId, me: UserId) -> Result<(), ApiError> {
         let store = &self.system.store;
         let live = store.group(group).await?.is_some_and(|g| !g.dissolved);
-        if live && store.member(group, me).await?.is_some() {
-            Ok(())
-        } else {
-            Err(ApiError::group_not_found())
-        }
+        if live && store.member(group, me).await?.is_some() { Ok(()) } else { Err(ApiError::group_not_found()) }
     }
 
-    async fn history(
-        &self,
-        id: Option<u64>,
-        me: UserId,
-        r: HistoryRequest,
-    ) -> Result<(), ApiError> {
+    async fn history(&self, id: Option<u64>, me: UserId, r: HistoryRequest) -> Result<(), ApiError> {
         let limit = bounded_limit(r.limit, 50, 1, HISTORY_MAX_LIMIT)? as usize;
         self.check_member(r.group, me).await?;
         let store = &self.system.store;
         let last_seq = store.last_seq(r.group).await?;
         let (mut records, has_more) = match (r.before, r.after) {
             (Some(_), Some(_)) => {
-                return Err(ApiError::InvalidField(
-                    "give before or after, not both".into(),
-                ));
+                return Err(ApiError::InvalidField("give before or after, not both".into()));
             }
             (None, Some(after)) => {
                 let mut page = store.messages_after(r.group, after, limit + 1).await?;
@@ -511,16 +371,7 @@ impl Session {
         };
         records.retain(|m| m.seq <= last_seq);
         let messages = records.iter().map(views::message_view).collect();
-        self.reply(
-            id,
-            "history",
-            &wire::HistoryPage {
-                group: r.group,
-                messages,
-                has_more,
-                last_seq,
-            },
-        );
+        self.reply(id, "history", &wire::HistoryPage { group: r.group, messages, has_more, last_seq });
         Ok(())
     }
 
@@ -541,27 +392,15 @@ impl Session {
                 if take > 0 {
                     let page = store.messages_after(summary.group, after, take).await?;
                     budget -= page.len();
-                    messages = page
-                        .iter()
-                        .filter(|m| m.seq <= summary.last_seq)
-                        .map(views::message_view)
-                        .collect();
+                    messages = page.iter().filter(|m| m.seq <= summary.last_seq).map(views::message_view).collect();
                 }
                 let newest = messages.last().map_or(after, |m: &wire::MessageView| m.seq);
                 has_more = newest < summary.last_seq;
             }
-            groups.push(wire::SyncGroup {
-                summary,
-                messages,
-                has_more,
-            });
+            groups.push(wire::SyncGroup { summary, messages, has_more });
         }
         let known: HashSet<GroupId> = groups.iter().map(|g| g.summary.group).collect();
-        let mut gone: Vec<GroupId> = cursors
-            .keys()
-            .filter(|g| !known.contains(g))
-            .copied()
-            .collect();
+        let mut gone: Vec<GroupId> = cursors.keys().filter(|g| !known.contains(g)).copied().collect();
         gone.sort();
         self.reply(id, "sync", &wire::SyncResult { groups, gone });
         Ok(())

@@ -63,16 +63,9 @@ pub struct ActorLine {
 
 impl System {
     /// Starts the directories and the idle sweeper.
-    pub async fn start(
-        config: ActorsConfig,
-        store: Arc<dyn Store>,
-    ) -> Result<Arc<Self>, StartError> {
-        let accounts = Accounts::new(
-            store.clone(),
-            config.password_cost,
-            config.max_concurrent_hashes,
-            config.session_ttl,
-        );
+    pub async fn start(config: ActorsConfig, store: Arc<dyn Store>) -> Result<Arc<Self>, StartError> {
+        let accounts =
+            Accounts::new(store.clone(), config.password_cost, config.max_concurrent_hashes, config.session_ttl);
         let system = Arc::new(System {
             node: NodeId(config.node_id),
             store,
@@ -99,17 +92,13 @@ impl System {
         let group = envelope.group;
         let system = self.clone();
         self.groups
-            .send(
-                group,
-                GroupMsg::Command(envelope),
-                move |gauge, supervisor| group::activate(system, group, gauge, supervisor),
-            )
+            .send(group, GroupMsg::Command(envelope), move |gauge, supervisor| {
+                group::activate(system, group, gauge, supervisor)
+            })
             .await
             .map_err(|e| match e {
                 DirectoryError::Activation(e) => e,
-                DirectoryError::Stopped => {
-                    ApiError::Unavailable("the group is restarting; retry".into())
-                }
+                DirectoryError::Stopped => ApiError::Unavailable("the group is restarting; retry".into()),
             })
     }
 
@@ -117,15 +106,11 @@ impl System {
     pub async fn to_user(self: &Arc<Self>, user: UserId, message: UserMsg) -> Result<(), ApiError> {
         let system = self.clone();
         self.users
-            .send(user, message, move |gauge, supervisor| {
-                user::activate(system, user, gauge, supervisor)
-            })
+            .send(user, message, move |gauge, supervisor| user::activate(system, user, gauge, supervisor))
             .await
             .map_err(|e| match e {
                 DirectoryError::Activation(e) => e,
-                DirectoryError::Stopped => {
-                    ApiError::Unavailable("the user actor is restarting; retry".into())
-                }
+                DirectoryError::Stopped => ApiError::Unavailable("the user actor is restarting; retry".into()),
             })
     }
 
@@ -134,10 +119,7 @@ impl System {
         let entry = self.groups.get(&group)?;
         let (tx, rx) = oneshot::channel();
         entry.actor.send_message(GroupMsg::Inspect(tx)).ok()?;
-        tokio::time::timeout(Duration::from_secs(2), rx)
-            .await
-            .ok()?
-            .ok()
+        tokio::time::timeout(Duration::from_secs(2), rx).await.ok()?.ok()
     }
 
     /// What a live user actor holds, for the console.
@@ -145,24 +127,13 @@ impl System {
         let entry = self.users.get(&user)?;
         let (tx, rx) = oneshot::channel();
         entry.actor.send_message(UserMsg::Inspect(tx)).ok()?;
-        tokio::time::timeout(Duration::from_secs(2), rx)
-            .await
-            .ok()?
-            .ok()
+        tokio::time::timeout(Duration::from_secs(2), rx).await.ok()?.ok()
     }
 
     /// Every live group and user actor with its mailbox depth.
     pub fn actors(&self) -> Vec<ActorLine> {
-        let groups = self
-            .groups
-            .snapshot()
-            .into_iter()
-            .map(|(id, e)| (self.groups.kind(), id.0, e.gauge));
-        let users = self
-            .users
-            .snapshot()
-            .into_iter()
-            .map(|(id, e)| (self.users.kind(), id.0, e.gauge));
+        let groups = self.groups.snapshot().into_iter().map(|(id, e)| (self.groups.kind(), id.0, e.gauge));
+        let users = self.users.snapshot().into_iter().map(|(id, e)| (self.users.kind(), id.0, e.gauge));
         groups
             .chain(users)
             .map(|(kind, id, gauge)| ActorLine {

@@ -82,19 +82,12 @@ pub async fn activate(
     supervisor: Option<ActorCell>,
 ) -> Result<ActorRef<UserMsg>, ApiError> {
     gauge.touch();
-    let state = UserState {
-        system,
-        gauge,
-        user,
-        connections: Vec::new(),
-    };
+    let state = UserState { system, gauge, user, connections: Vec::new() };
     let spawned = match supervisor {
         Some(supervisor) => Actor::spawn_linked(None, UserActor, state, supervisor).await,
         None => Actor::spawn(None, UserActor, state).await,
     };
-    spawned
-        .map(|(actor, _)| actor)
-        .map_err(|e| ApiError::Internal(format!("spawn user actor: {e}")))
+    spawned.map(|(actor, _)| actor).map_err(|e| ApiError::Internal(format!("spawn user actor: {e}")))
 }
 
 impl Actor for UserActor {
@@ -102,11 +95,7 @@ impl Actor for UserActor {
     type State = UserState;
     type Arguments = UserState;
 
-    async fn pre_start(
-        &self,
-        _: ActorRef<UserMsg>,
-        state: UserState,
-    ) -> Result<UserState, ActorProcessingErr> {
+    async fn pre_start(&self, _: ActorRef<UserMsg>, state: UserState) -> Result<UserState, ActorProcessingErr> {
         Ok(state)
     }
 
@@ -118,19 +107,12 @@ impl Actor for UserActor {
     ) -> Result<(), ActorProcessingErr> {
         if let UserMsg::Inspect(reply) = message {
             let connections = state.connections.iter().map(|(o, _)| o.conn()).collect();
-            let _ = reply.send(UserSnapshot {
-                user: state.user,
-                connections,
-            });
+            let _ = reply.send(UserSnapshot { user: state.user, connections });
             return Ok(());
         }
         state.gauge.leave();
         match message {
-            UserMsg::Attach {
-                outbox,
-                token,
-                done,
-            } => {
+            UserMsg::Attach { outbox, token, done } => {
                 state.connections.push((outbox, token));
                 state.publish();
                 let _ = done.send(());
@@ -154,12 +136,7 @@ impl Actor for UserActor {
         }
         // With no connection left the actor goes, unless a message for it is on the way
         // (then it retries after handling that one).
-        if state.connections.is_empty()
-            && state
-                .system
-                .users
-                .retire_if_idle(&state.user, myself.get_id())
-        {
+        if state.connections.is_empty() && state.system.users.retire_if_idle(&state.user, myself.get_id()) {
             myself.stop(None);
         }
         Ok(())
@@ -185,15 +162,8 @@ impl UserState {
             .advance_read_mark(self.user, group, seq.min(last_seq))
             .await?
             .ok_or_else(ApiError::group_not_found)?;
-        let ack = ReadAck {
-            group,
-            read_seq: mark,
-            unread: wire::unread(last_seq, mark),
-        };
-        self.send_to(
-            to.conn,
-            Bytes::from(wire::encode_reply(to.request, "read", &ack)),
-        );
+        let ack = ReadAck { group, read_seq: mark, unread: wire::unread(last_seq, mark) };
+        self.send_to(to.conn, Bytes::from(wire::encode_reply(to.request, "read", &ack)));
         let event = Bytes::from(wire::encode_event(&Event::ReadMark(ack)));
         for (outbox, _) in self.connections.iter().filter(|(o, _)| o.conn() != to.conn) {
             outbox.push(event.clone());

@@ -1,3 +1,15 @@
-//! The troupe node: the process that wires actors to sockets and storage.
+//! The troupe node: the process that wires actors to sockets and storage. It holds no
+//! business rule (those live in `actors`).
+//!
+//! * [`config`]: the typed configuration and its layers.
+//! * [`server`]: starts everything on pre-bound listeners.
+//! * [`http`] and [`gateway`]: the HTTP routes and the WebSocket connections.
+//! * [`store`]: storage backends.
+//! * [`console`]: the read-only debug console and its client.
 
+pub mod config;
+pub mod console;
+pub mod gateway;
+pub mod http;
+pub mod server;
 pub mod store;

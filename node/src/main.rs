@@ -1,1 +1,153 @@
-fn main() {}
+//! The `troupe` binary: `troupe` (or `troupe serve`) runs a node; `troupe console` talks to
+//! a running node's debug console; `troupe config` prints the effective configuration.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use troupe::config::{self, Config, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "troupe", version, about = "A group chat server built from actors")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (the default).
+    Serve(ServeArgs),
+    /// Ask a running node's debug console (`actors`, `users`, `group ID`, `user ID`).
+    Console {
+        /// The console's address.
+        #[arg(long, default_value = "127.0.0.1:7879")]
+        addr: SocketAddr,
+        /// Print raw JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// The command; without one, read commands from stdin.
+        command: Vec<String>,
+    },
+    /// Print the configuration the node would run with.
+    Config(ServeArgs),
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// A TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// HTTP and WebSocket address.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Debug console address.
+    #[arg(long)]
+    console_listen: Option<SocketAddr>,
+    /// Data directory for the embedded store.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Password hashing cost: `default`, or `test` (cheap, for tests and benches only).
+    #[arg(long)]
+    password_cost: Option<String>,
+}
+
+impl ServeArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = config::load(self.config.as_deref(), std::env::vars())?;
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(addr) = self.console_listen {
+            config.console_listen = addr;
+        }
+        if let Some(data) = &self.data {
+            config.data_dir = data.clone();
+        }
+        if let Some(cost) = &self.password_cost {
+            config.actors.password_cost = serde_json::from_value(serde_json::Value::String(cost.clone()))
+                .with_context(|| format!("--password-cost must be default or test, not {cost}"))?;
+        }
+        Ok(config)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => runtime.block_on(serve(args.config()?)),
+        Command::Console { addr, json, command } => {
+            runtime.block_on(troupe::console::client::run(addr, command, json)).context("console")
+        }
+        Command::Config(args) => {
+            print!("{}", toml::to_string(&args.config()?).context("render configuration")?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(&config);
+    raise_open_file_limit();
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
+    let console = tokio::net::TcpListener::bind(config.console_listen)
+        .await
+        .with_context(|| format!("bind console {}", config.console_listen))?;
+    let (http, console_addr) = (listener.local_addr()?, console.local_addr()?);
+    tracing::info!(%http, console = %console_addr, data = %config.data_dir.display(), "troupe starting");
+    // The ready line: scripts and tests wait for it to learn the ports.
+    println!("troupe ready http={http} ws=ws://{http}{} console={console_addr}", troupe::server::WS_PATH);
+    std::io::stdout().flush()?;
+    troupe::server::run(config, listener, console, shutdown_signal()).await?;
+    tracing::info!("troupe stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Each connection holds a file descriptor; the soft limit is often 1024 while the hard
+/// limit allows far more. Raise soft to hard so the node can hold what the host allows.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+        }
+    }
+}

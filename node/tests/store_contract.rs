@@ -7,8 +7,7 @@ mod embedded {
 
     async fn open() -> (TempDir, Arc<dyn Store>) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store =
-            troupe::store::embedded::EmbeddedStore::open(dir.path()).expect("open embedded store");
+        let store = troupe::store::embedded::EmbeddedStore::open(dir.path()).expect("open embedded store");
         (dir, store)
     }
 

@@ -58,63 +58,32 @@ mod tests {
     use proptest::prelude::*;
 
     fn reply_to() -> ReplyTo {
-        ReplyTo {
-            node: NodeId(3),
-            user: UserId(4),
-            conn: ConnId(5),
-            request: Some(6),
-        }
+        ReplyTo { node: NodeId(3), user: UserId(4), conn: ConnId(5), request: Some(6) }
     }
 
     #[test]
     fn cluster_messages_roundtrip() {
         let commands = vec![
-            GroupCommand::Send {
-                client_msg_id: "m".into(),
-                kind: MessageKind::Text,
-                body: "\"x\"".into(),
-            },
+            GroupCommand::Send { client_msg_id: "m".into(), kind: MessageKind::Text, body: "\"x\"".into() },
             GroupCommand::Info,
-            GroupCommand::Members {
-                after: Some(UserId(1)),
-                limit: 10,
-            },
+            GroupCommand::Members { after: Some(UserId(1)), limit: 10 },
             GroupCommand::Join,
-            GroupCommand::AddMembers {
-                users: vec![UserId(1), UserId(2)],
-            },
+            GroupCommand::AddMembers { users: vec![UserId(1), UserId(2)] },
             GroupCommand::Leave,
             GroupCommand::RemoveMember { user: UserId(9) },
-            GroupCommand::SetRole {
-                user: UserId(9),
-                role: Role::Admin,
-            },
+            GroupCommand::SetRole { user: UserId(9), role: Role::Admin },
             GroupCommand::TransferOwnership { user: UserId(9) },
-            GroupCommand::Update {
-                name: Some("n".into()),
-                open: None,
-            },
+            GroupCommand::Update { name: Some("n".into()), open: None },
             GroupCommand::Dissolve,
         ];
         for command in commands {
-            let msg = NodeMessage::Group(GroupEnvelope {
-                group: GroupId(1),
-                reply_to: reply_to(),
-                command,
-            });
+            let msg = NodeMessage::Group(GroupEnvelope { group: GroupId(1), reply_to: reply_to(), command });
             let back: NodeMessage = decode(&encode(&msg).unwrap()).unwrap();
             assert_eq!(back, msg);
         }
         let deliveries = [
-            NodeDelivery::Fanout {
-                recipients: vec![UserId(1)],
-                events: vec![b"{}".to_vec()],
-            },
-            NodeDelivery::Reply {
-                user: UserId(1),
-                conn: ConnId(2),
-                event: b"{}".to_vec(),
-            },
+            NodeDelivery::Fanout { recipients: vec![UserId(1)], events: vec![b"{}".to_vec()] },
+            NodeDelivery::Reply { user: UserId(1), conn: ConnId(2), event: b"{}".to_vec() },
         ];
         for delivery in deliveries {
             let msg = NodeMessage::Deliver(delivery);
@@ -142,10 +111,7 @@ mod tests {
     fn trailing_bytes_are_refused() {
         let mut bytes = encode(&UserId(5)).unwrap();
         bytes.push(0);
-        assert!(matches!(
-            decode::<UserId>(&bytes),
-            Err(CodecError::Trailing(1))
-        ));
+        assert!(matches!(decode::<UserId>(&bytes), Err(CodecError::Trailing(1))));
     }
 
     proptest! {

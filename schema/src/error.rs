@@ -139,9 +139,7 @@ impl CloseReason {
         match self {
             CloseReason::GoingAway | CloseReason::HeartbeatTimeout => 1001,
             CloseReason::ProtocolError => 1002,
-            CloseReason::AuthTimeout | CloseReason::SessionRevoked | CloseReason::SlowConsumer => {
-                1008
-            }
+            CloseReason::AuthTimeout | CloseReason::SessionRevoked | CloseReason::SlowConsumer => 1008,
             CloseReason::FrameTooLarge => 1009,
         }
     }
@@ -176,10 +174,7 @@ mod tests {
     fn protocol_doc_lists_every_code_and_close_reason() {
         let doc = include_str!("../PROTOCOL.md");
         for code in ErrorCode::ALL {
-            assert!(
-                doc.contains(&format!("`{}`", code.as_str())),
-                "PROTOCOL.md misses {code}"
-            );
+            assert!(doc.contains(&format!("`{}`", code.as_str())), "PROTOCOL.md misses {code}");
         }
         for reason in CloseReason::ALL {
             assert!(

@@ -34,9 +34,7 @@ pub struct CredentialRecord {
 
 impl std::fmt::Debug for CredentialRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CredentialRecord")
-            .field("user", &self.user)
-            .finish_non_exhaustive()
+        f.debug_struct("CredentialRecord").field("user", &self.user).finish_non_exhaustive()
     }
 }
 

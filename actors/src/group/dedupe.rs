@@ -32,11 +32,7 @@ pub struct RecentIds {
 impl RecentIds {
     /// Remembers at most `capacity` committed ids (pending ones are never forgotten).
     pub fn new(capacity: usize) -> Self {
-        RecentIds {
-            capacity: capacity.max(1),
-            map: HashMap::new(),
-            order: VecDeque::new(),
-        }
+        RecentIds { capacity: capacity.max(1), map: HashMap::new(), order: VecDeque::new() }
     }
 
     /// Where a message stands, if remembered.
@@ -56,11 +52,7 @@ impl RecentIds {
     /// Records a message as committed (also for ids found in the store).
     pub fn insert_committed(&mut self, sender: UserId, client_msg_id: &str, seq: Seq, ts: u64) {
         let key = (sender, client_msg_id.to_owned());
-        if self
-            .map
-            .insert(key.clone(), Recent::Committed { seq, ts })
-            .is_none()
-        {
+        if self.map.insert(key.clone(), Recent::Committed { seq, ts }).is_none() {
             self.order.push_back(key);
         }
         self.evict();
@@ -114,10 +106,7 @@ mod tests {
         recent.insert_committed(UserId(1), "b", 2, 11);
         recent.insert_committed(UserId(1), "c", 3, 12);
         assert_eq!(recent.get(UserId(1), "a"), None);
-        assert_eq!(
-            recent.get(UserId(1), "c"),
-            Some(Recent::Committed { seq: 3, ts: 12 })
-        );
+        assert_eq!(recent.get(UserId(1), "c"), Some(Recent::Committed { seq: 3, ts: 12 }));
         assert_eq!(recent.len(), 2);
     }
 

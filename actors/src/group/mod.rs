@@ -22,9 +22,7 @@ use bytes::Bytes;
 use dedupe::{Recent, RecentIds};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use schema::cluster::{GroupCommand, GroupEnvelope, ReplyTo};
-use schema::frames::server::{
-    self as wire, AddMemberOutcome as AddLine, AddStatus, Event, LeaveReason,
-};
+use schema::frames::server::{self as wire, AddMemberOutcome as AddLine, AddStatus, Event, LeaveReason};
 use schema::frames::{MessageKind, Role};
 use schema::records::{GroupRecord, MemberRecord, MessageRecord, UserGroupRecord};
 use schema::{GroupId, Seq, UserId};
@@ -100,11 +98,7 @@ pub async fn activate(
     supervisor: Option<ActorCell>,
 ) -> Result<ActorRef<GroupMsg>, ApiError> {
     let store = &system.store;
-    let record = store
-        .group(group)
-        .await?
-        .filter(|g| !g.dissolved)
-        .ok_or_else(ApiError::group_not_found)?;
+    let record = store.group(group).await?.filter(|g| !g.dissolved).ok_or_else(ApiError::group_not_found)?;
     let mut members = BTreeMap::new();
     let mut after = None;
     loop {
@@ -131,9 +125,7 @@ pub async fn activate(
         Some(supervisor) => Actor::spawn_linked(None, GroupActor, state, supervisor).await,
         None => Actor::spawn(None, GroupActor, state).await,
     };
-    spawned
-        .map(|(actor, _)| actor)
-        .map_err(|e| ApiError::Internal(format!("spawn group actor: {e}")))
+    spawned.map(|(actor, _)| actor).map_err(|e| ApiError::Internal(format!("spawn group actor: {e}")))
 }
 
 impl Actor for GroupActor {
@@ -141,11 +133,7 @@ impl Actor for GroupActor {
     type State = GroupState;
     type Arguments = GroupState;
 
-    async fn pre_start(
-        &self,
-        _: ActorRef<GroupMsg>,
-        state: GroupState,
-    ) -> Result<GroupState, ActorProcessingErr> {
+    async fn pre_start(&self, _: ActorRef<GroupMsg>, state: GroupState) -> Result<GroupState, ActorProcessingErr> {
         Ok(state)
     }
 
@@ -170,12 +158,7 @@ impl Actor for GroupActor {
             GroupMsg::Committed(result) => state.committed(&myself, result),
             GroupMsg::Retire => {
                 let idle = state.queued.is_empty() && state.in_flight.is_empty();
-                if idle
-                    && state
-                        .system
-                        .groups
-                        .retire_if_idle(&state.record.id, myself.get_id())
-                {
+                if idle && state.system.groups.retire_if_idle(&state.record.id, myself.get_id()) {
                     myself.stop(None);
                 }
             }
@@ -188,19 +171,11 @@ impl Actor for GroupActor {
 }
 
 impl GroupState {
-    async fn command(
-        &mut self,
-        myself: &ActorRef<GroupMsg>,
-        envelope: GroupEnvelope,
-    ) -> Result<(), ApiError> {
+    async fn command(&mut self, myself: &ActorRef<GroupMsg>, envelope: GroupEnvelope) -> Result<(), ApiError> {
         let to = envelope.reply_to;
         let from = to.user;
         match envelope.command {
-            GroupCommand::Send {
-                client_msg_id,
-                kind,
-                body,
-            } => self.send(myself, to, client_msg_id, kind, body).await,
+            GroupCommand::Send { client_msg_id, kind, body } => self.send(myself, to, client_msg_id, kind, body).await,
             GroupCommand::Info => {
                 self.role_of(from)?;
                 self.reply(&to, "group_info", &self.info());
@@ -219,21 +194,12 @@ impl GroupState {
                     return Err(ApiError::OwnerCannotLeave);
                 }
                 let count = self.remove(from, LeaveReason::Left).await?;
-                self.reply(
-                    &to,
-                    "leave",
-                    &wire::MemberCountResult {
-                        member_count: count,
-                    },
-                );
+                self.reply(&to, "leave", &wire::MemberCountResult { member_count: count });
                 Ok(())
             }
             GroupCommand::RemoveMember { user } => {
                 let actor = self.role_of(from)?;
-                let target = *self
-                    .members
-                    .get(&user)
-                    .ok_or(ApiError::NotFound("member"))?;
+                let target = *self.members.get(&user).ok_or(ApiError::NotFound("member"))?;
                 if user == from {
                     return Err(ApiError::Forbidden("to remove yourself, leave"));
                 }
@@ -241,13 +207,7 @@ impl GroupState {
                     return Err(ApiError::Forbidden("your role may not remove this member"));
                 }
                 let count = self.remove(user, LeaveReason::Removed).await?;
-                self.reply(
-                    &to,
-                    "remove_member",
-                    &wire::MemberCountResult {
-                        member_count: count,
-                    },
-                );
+                self.reply(&to, "remove_member", &wire::MemberCountResult { member_count: count });
                 Ok(())
             }
             GroupCommand::SetRole { user, role } => self.set_role(to, user, role).await,
@@ -262,10 +222,7 @@ impl GroupState {
         if self.dissolved {
             return Err(ApiError::group_not_found());
         }
-        self.members
-            .get(&user)
-            .copied()
-            .ok_or_else(ApiError::group_not_found)
+        self.members.get(&user).copied().ok_or_else(ApiError::group_not_found)
     }
 
     fn info(&self) -> wire::GroupInfo {
@@ -320,32 +277,14 @@ impl GroupState {
             None => {}
         }
         let group = self.record.id;
-        if let Some((seq, ts)) = self
-            .system
-            .store
-            .message_by_client_id(group, sender, &client_msg_id)
-            .await?
-        {
-            self.recent
-                .insert_committed(sender, &client_msg_id, seq, ts);
+        if let Some((seq, ts)) = self.system.store.message_by_client_id(group, sender, &client_msg_id).await? {
+            self.recent.insert_committed(sender, &client_msg_id, seq, ts);
             self.ack(&to, seq, ts, true);
             return Ok(());
         }
         self.recent.insert_pending(sender, &client_msg_id);
-        let record = MessageRecord {
-            group,
-            seq: 0,
-            sender,
-            client_msg_id,
-            kind,
-            body,
-            ts: now_ms(),
-        };
-        self.queued.push(Pending {
-            record,
-            reply_to: to,
-            waiters: Vec::new(),
-        });
+        let record = MessageRecord { group, seq: 0, sender, client_msg_id, kind, body, ts: now_ms() };
+        self.queued.push(Pending { record, reply_to: to, waiters: Vec::new() });
         self.flush(myself);
         Ok(())
     }
@@ -381,8 +320,7 @@ impl GroupState {
             tracing::error!(group = %self.record.id, %error, "commit failed; restarting the group actor");
             let failed = ApiError::Unavailable("commit failed; retry".into());
             for pending in batch.iter().chain(self.queued.iter()) {
-                self.recent
-                    .remove(pending.record.sender, &pending.record.client_msg_id);
+                self.recent.remove(pending.record.sender, &pending.record.client_msg_id);
                 for to in std::iter::once(&pending.reply_to).chain(&pending.waiters) {
                     self.reply_error(to, &failed);
                 }
@@ -395,19 +333,12 @@ impl GroupState {
         let mut marks: HashMap<UserId, Seq> = HashMap::new();
         for pending in &batch {
             let record = &pending.record;
-            self.recent.insert_committed(
-                record.sender,
-                &record.client_msg_id,
-                record.seq,
-                record.ts,
-            );
+            self.recent.insert_committed(record.sender, &record.client_msg_id, record.seq, record.ts);
             self.ack(&pending.reply_to, record.seq, record.ts, false);
             for to in &pending.waiters {
                 self.ack(to, record.seq, record.ts, true);
             }
-            events.push(Bytes::from(wire::encode_event(&Event::Message(
-                views::message_view(record),
-            ))));
+            events.push(Bytes::from(wire::encode_event(&Event::Message(views::message_view(record)))));
             marks.insert(record.sender, record.seq);
         }
         if let Some(last) = batch.last() {
@@ -429,12 +360,7 @@ impl GroupState {
     }
 
     fn ack(&self, to: &ReplyTo, seq: Seq, ts: u64, duplicate: bool) {
-        let ack = wire::SendAck {
-            group: self.record.id,
-            seq,
-            ts,
-            duplicate,
-        };
+        let ack = wire::SendAck { group: self.record.id, seq, ts, duplicate };
         self.reply(to, "send", &ack);
     }
 
@@ -478,14 +404,7 @@ impl GroupState {
             results.push(AddLine { user, status });
         }
         let member_count = self.record.member_count;
-        self.reply(
-            &to,
-            "add_members",
-            &wire::AddMembersResult {
-                results,
-                member_count,
-            },
-        );
+        self.reply(&to, "add_members", &wire::AddMembersResult { results, member_count });
         Ok(())
     }
 
@@ -498,28 +417,15 @@ impl GroupState {
         let group = self.record.id;
         let now = now_ms();
         let store = &self.system.store;
-        let link = UserGroupRecord {
-            group,
-            read_seq: self.committed_seq,
-            joined_at: now,
-        };
+        let link = UserGroupRecord { group, read_seq: self.committed_seq, joined_at: now };
         store.link_user_group(user, &link).await?;
-        let member = MemberRecord {
-            user,
-            role,
-            joined_at: now,
-        };
+        let member = MemberRecord { user, role, joined_at: now };
         match store.add_member_if_below_cap(group, &member).await? {
             AddMemberOutcome::Added(count) => {
                 self.members.insert(user, role);
                 self.record.member_count = count;
                 self.membership_changed();
-                let event = Event::MemberJoined {
-                    group,
-                    user,
-                    role,
-                    member_count: count,
-                };
+                let event = Event::MemberJoined { group, user, role, member_count: count };
                 self.broadcast(&event);
                 Ok(AddStatus::Added)
             }
@@ -558,18 +464,9 @@ impl GroupState {
         self.membership_changed();
         // The index entry goes after the membership row, so it never misses a group.
         store.unlink_user_group(user, group).await?;
-        let event = Bytes::from(wire::encode_event(&Event::MemberLeft {
-            group,
-            user,
-            reason,
-            member_count: count,
-        }));
-        self.system
-            .fanout
-            .deliver(&self.recipients, std::slice::from_ref(&event));
-        self.system
-            .fanout
-            .deliver(&[user], std::slice::from_ref(&event));
+        let event = Bytes::from(wire::encode_event(&Event::MemberLeft { group, user, reason, member_count: count }));
+        self.system.fanout.deliver(&self.recipients, std::slice::from_ref(&event));
+        self.system.fanout.deliver(&[user], std::slice::from_ref(&event));
         Ok(count)
     }
 
@@ -578,30 +475,16 @@ impl GroupState {
             return Err(ApiError::Forbidden("only the owner sets roles"));
         }
         if role == Role::Owner {
-            return Err(ApiError::InvalidField(
-                "role must be admin or member; use transfer_ownership".into(),
-            ));
+            return Err(ApiError::InvalidField("role must be admin or member; use transfer_ownership".into()));
         }
-        let current = *self
-            .members
-            .get(&user)
-            .ok_or(ApiError::NotFound("member"))?;
+        let current = *self.members.get(&user).ok_or(ApiError::NotFound("member"))?;
         if current == Role::Owner {
-            return Err(ApiError::Forbidden(
-                "the owner's role changes only by transfer_ownership",
-            ));
+            return Err(ApiError::Forbidden("the owner's role changes only by transfer_ownership"));
         }
         if current != role {
-            self.system
-                .store
-                .set_member_role(self.record.id, user, role)
-                .await?;
+            self.system.store.set_member_role(self.record.id, user, role).await?;
             self.members.insert(user, role);
-            self.broadcast(&Event::RoleChanged {
-                group: self.record.id,
-                user,
-                role,
-            });
+            self.broadcast(&Event::RoleChanged { group: self.record.id, user, role });
         }
         self.reply(&to, "set_role", &wire::Done {});
         Ok(())
@@ -619,53 +502,27 @@ impl GroupState {
             return Err(ApiError::NotFound("member"));
         }
         let group = self.record.id;
-        if !self
-            .system
-            .store
-            .transfer_ownership(group, from, user)
-            .await?
-        {
-            return Err(ApiError::Internal(
-                "store membership disagrees with the group actor".into(),
-            ));
+        if !self.system.store.transfer_ownership(group, from, user).await? {
+            return Err(ApiError::Internal("store membership disagrees with the group actor".into()));
         }
         self.members.insert(user, Role::Owner);
         self.members.insert(from, Role::Admin);
         self.record.owner = user;
-        self.broadcast(&Event::RoleChanged {
-            group,
-            user,
-            role: Role::Owner,
-        });
-        self.broadcast(&Event::RoleChanged {
-            group,
-            user: from,
-            role: Role::Admin,
-        });
+        self.broadcast(&Event::RoleChanged { group, user, role: Role::Owner });
+        self.broadcast(&Event::RoleChanged { group, user: from, role: Role::Admin });
         self.broadcast(&Event::GroupUpdated(self.info()));
         self.reply(&to, "transfer_ownership", &wire::Done {});
         Ok(())
     }
 
-    async fn update(
-        &mut self,
-        to: ReplyTo,
-        name: Option<String>,
-        open: Option<bool>,
-    ) -> Result<(), ApiError> {
+    async fn update(&mut self, to: ReplyTo, name: Option<String>, open: Option<bool>) -> Result<(), ApiError> {
         if !rules::may_manage(self.role_of(to.user)?) {
-            return Err(ApiError::Forbidden(
-                "only the owner and admins change the group",
-            ));
+            return Err(ApiError::Forbidden("only the owner and admins change the group"));
         }
         if let Some(name) = &name {
             crate::accounts::validate_display_name("name", name)?;
         }
-        let updated = self
-            .system
-            .store
-            .update_group(self.record.id, name.as_deref(), open)
-            .await?;
+        let updated = self.system.store.update_group(self.record.id, name.as_deref(), open).await?;
         let Some(updated) = updated else {
             return Err(ApiError::group_not_found());
         };
@@ -708,9 +565,7 @@ impl GroupState {
 
     fn broadcast(&self, event: &Event) {
         let bytes = Bytes::from(wire::encode_event(event));
-        self.system
-            .fanout
-            .deliver(&self.recipients, std::slice::from_ref(&bytes));
+        self.system.fanout.deliver(&self.recipients, std::slice::from_ref(&bytes));
     }
 
     fn reply<T: Serialize>(&self, to: &ReplyTo, op: &str, result: &T) {
@@ -719,11 +574,7 @@ impl GroupState {
     }
 
     fn reply_error(&self, to: &ReplyTo, error: &ApiError) {
-        let bytes = Bytes::from(wire::encode_error(
-            to.request,
-            error.code(),
-            &error.to_string(),
-        ));
+        let bytes = Bytes::from(wire::encode_error(to.request, error.code(), &error.to_string()));
         self.system.fanout.reply(to.user, to.conn, bytes);
     }
 

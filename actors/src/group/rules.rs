@@ -41,11 +41,7 @@ mod tests {
             (Member, Member, false),
         ];
         for (actor, target, allowed) in table {
-            assert_eq!(
-                may_remove(actor, target),
-                allowed,
-                "{actor:?} removing {target:?}"
-            );
+            assert_eq!(may_remove(actor, target), allowed, "{actor:?} removing {target:?}");
         }
         assert!(may_manage(Owner) && may_manage(Admin) && !may_manage(Member));
     }

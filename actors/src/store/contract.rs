@@ -62,11 +62,7 @@ fn group(id: u64, max_members: u32) -> GroupRecord {
 }
 
 fn member(user: u64, role: Role) -> MemberRecord {
-    MemberRecord {
-        user: UserId(user),
-        role,
-        joined_at: now_ms(),
-    }
+    MemberRecord { user: UserId(user), role, joined_at: now_ms() }
 }
 
 fn message(group: GroupId, seq: Seq, sender: u64, client_msg_id: &str) -> MessageRecord {
@@ -83,12 +79,7 @@ fn message(group: GroupId, seq: Seq, sender: u64, client_msg_id: &str) -> Messag
 
 async fn new_group(store: &dyn Store, max_members: u32) -> GroupId {
     let g = group(random_id(), max_members);
-    assert!(
-        store
-            .create_group(&g, &member(1, Role::Owner))
-            .await
-            .unwrap()
-    );
+    assert!(store.create_group(&g, &member(1, Role::Owner)).await.unwrap());
     g.id
 }
 
@@ -98,56 +89,27 @@ pub async fn users_and_usernames(store: Arc<dyn Store>) {
     let name = format!("u{id}");
     let record = user(id, &name);
     assert!(store.insert_user(&record).await.unwrap());
-    assert!(
-        !store.insert_user(&record).await.unwrap(),
-        "an id is inserted once"
-    );
+    assert!(!store.insert_user(&record).await.unwrap(), "an id is inserted once");
     assert_eq!(store.user(UserId(id)).await.unwrap(), Some(record));
     assert_eq!(store.user(UserId(random_id())).await.unwrap(), None);
 
-    let credential = CredentialRecord {
-        user: UserId(id),
-        password_hash: "$argon2id$x".into(),
-    };
+    let credential = CredentialRecord { user: UserId(id), password_hash: "$argon2id$x".into() };
     assert!(store.claim_username(&name, &credential).await.unwrap());
-    let other = CredentialRecord {
-        user: UserId(id + 1),
-        password_hash: "$argon2id$y".into(),
-    };
-    assert!(
-        !store.claim_username(&name, &other).await.unwrap(),
-        "a username is claimed once"
-    );
+    let other = CredentialRecord { user: UserId(id + 1), password_hash: "$argon2id$y".into() };
+    assert!(!store.claim_username(&name, &other).await.unwrap(), "a username is claimed once");
     assert_eq!(store.credential(&name).await.unwrap(), Some(credential));
     assert_eq!(store.credential("nobody-here").await.unwrap(), None);
 
-    assert!(
-        store
-            .update_profile(UserId(id), "Nick", "https://a/b.png")
-            .await
-            .unwrap()
-    );
+    assert!(store.update_profile(UserId(id), "Nick", "https://a/b.png").await.unwrap());
     let updated = store.user(UserId(id)).await.unwrap().unwrap();
-    assert_eq!(
-        (updated.nickname.as_str(), updated.avatar_url.as_str()),
-        ("Nick", "https://a/b.png")
-    );
-    assert!(
-        !store
-            .update_profile(UserId(random_id()), "x", "")
-            .await
-            .unwrap()
-    );
+    assert_eq!((updated.nickname.as_str(), updated.avatar_url.as_str()), ("Nick", "https://a/b.png"));
+    assert!(!store.update_profile(UserId(random_id()), "x", "").await.unwrap());
 }
 
 /// Sessions are stored, read and deleted by token hash.
 pub async fn sessions(store: Arc<dyn Store>) {
     let token: TokenHash = rand::random();
-    let session = SessionRecord {
-        user: UserId(7),
-        created_at: 1,
-        expires_at: 2,
-    };
+    let session = SessionRecord { user: UserId(7), created_at: 1, expires_at: 2 };
     assert_eq!(store.session(&token).await.unwrap(), None);
     store.insert_session(&token, &session).await.unwrap();
     assert_eq!(store.session(&token).await.unwrap(), Some(session));
@@ -161,40 +123,21 @@ pub async fn group_lifecycle(store: Arc<dyn Store>) {
     let g = group(random_id(), 10);
     let owner = member(1, Role::Owner);
     assert!(store.create_group(&g, &owner).await.unwrap());
-    assert!(
-        !store.create_group(&g, &owner).await.unwrap(),
-        "a group id is created once"
-    );
+    assert!(!store.create_group(&g, &owner).await.unwrap(), "a group id is created once");
     let stored = store.group(g.id).await.unwrap().unwrap();
-    assert_eq!(
-        (stored.member_count, stored.max_members, stored.owner),
-        (1, 10, UserId(1))
-    );
+    assert_eq!((stored.member_count, stored.max_members, stored.owner), (1, 10, UserId(1)));
     assert_eq!(store.member(g.id, UserId(1)).await.unwrap(), Some(owner));
 
-    let updated = store
-        .update_group(g.id, Some("renamed"), Some(false))
-        .await
-        .unwrap()
-        .unwrap();
+    let updated = store.update_group(g.id, Some("renamed"), Some(false)).await.unwrap().unwrap();
     assert_eq!((updated.name.as_str(), updated.open), ("renamed", false));
     let kept = store.update_group(g.id, None, None).await.unwrap().unwrap();
     assert_eq!(kept.name, "renamed");
-    assert_eq!(
-        store
-            .update_group(GroupId(random_id()), None, None)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(store.update_group(GroupId(random_id()), None, None).await.unwrap(), None);
 
     assert!(store.dissolve_group(g.id).await.unwrap());
     assert!(store.group(g.id).await.unwrap().unwrap().dissolved);
     assert_eq!(
-        store
-            .add_member_if_below_cap(g.id, &member(2, Role::Member))
-            .await
-            .unwrap(),
+        store.add_member_if_below_cap(g.id, &member(2, Role::Member)).await.unwrap(),
         AddMemberOutcome::NoGroup,
         "a dissolved group takes no members"
     );
@@ -204,41 +147,17 @@ pub async fn group_lifecycle(store: Arc<dyn Store>) {
 /// The cap is enforced by the store itself; the count matches the membership.
 pub async fn member_cap_holds(store: Arc<dyn Store>) {
     let g = new_group(&*store, 3).await;
+    assert_eq!(store.add_member_if_below_cap(g, &member(2, Role::Member)).await.unwrap(), AddMemberOutcome::Added(2));
     assert_eq!(
-        store
-            .add_member_if_below_cap(g, &member(2, Role::Member))
-            .await
-            .unwrap(),
-        AddMemberOutcome::Added(2)
-    );
-    assert_eq!(
-        store
-            .add_member_if_below_cap(g, &member(2, Role::Member))
-            .await
-            .unwrap(),
+        store.add_member_if_below_cap(g, &member(2, Role::Member)).await.unwrap(),
         AddMemberOutcome::AlreadyMember
     );
-    assert_eq!(
-        store
-            .add_member_if_below_cap(g, &member(3, Role::Member))
-            .await
-            .unwrap(),
-        AddMemberOutcome::Added(3)
-    );
-    assert_eq!(
-        store
-            .add_member_if_below_cap(g, &member(4, Role::Member))
-            .await
-            .unwrap(),
-        AddMemberOutcome::Full
-    );
+    assert_eq!(store.add_member_if_below_cap(g, &member(3, Role::Member)).await.unwrap(), AddMemberOutcome::Added(3));
+    assert_eq!(store.add_member_if_below_cap(g, &member(4, Role::Member)).await.unwrap(), AddMemberOutcome::Full);
     assert_eq!(store.group(g).await.unwrap().unwrap().member_count, 3);
     assert_eq!(store.members(g, None, 100).await.unwrap().len(), 3);
     assert_eq!(
-        store
-            .add_member_if_below_cap(GroupId(random_id()), &member(2, Role::Member))
-            .await
-            .unwrap(),
+        store.add_member_if_below_cap(GroupId(random_id()), &member(2, Role::Member)).await.unwrap(),
         AddMemberOutcome::NoGroup
     );
 }
@@ -249,12 +168,7 @@ pub async fn concurrent_adds_respect_the_cap(store: Arc<dyn Store>) {
     let tasks: Vec<_> = (100..150u64)
         .map(|u| {
             let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .add_member_if_below_cap(g, &member(u, Role::Member))
-                    .await
-                    .unwrap()
-            })
+            tokio::spawn(async move { store.add_member_if_below_cap(g, &member(u, Role::Member)).await.unwrap() })
         })
         .collect();
     let mut added = 0;
@@ -272,84 +186,34 @@ pub async fn concurrent_adds_respect_the_cap(store: Arc<dyn Store>) {
 pub async fn member_paging(store: Arc<dyn Store>) {
     let g = new_group(&*store, 100).await;
     for u in [50u64, 20, 40, 30] {
-        store
-            .add_member_if_below_cap(g, &member(u, Role::Member))
-            .await
-            .unwrap();
+        store.add_member_if_below_cap(g, &member(u, Role::Member)).await.unwrap();
     }
     let ids = |page: Vec<MemberRecord>| page.into_iter().map(|m| m.user.0).collect::<Vec<_>>();
-    assert_eq!(
-        ids(store.members(g, None, 3).await.unwrap()),
-        vec![1, 20, 30]
-    );
-    assert_eq!(
-        ids(store.members(g, Some(UserId(30)), 3).await.unwrap()),
-        vec![40, 50]
-    );
-    assert_eq!(
-        ids(store.members(g, Some(UserId(50)), 3).await.unwrap()),
-        Vec::<u64>::new()
-    );
-    assert_eq!(
-        ids(store.members(g, Some(UserId(u64::MAX)), 3).await.unwrap()),
-        Vec::<u64>::new()
-    );
+    assert_eq!(ids(store.members(g, None, 3).await.unwrap()), vec![1, 20, 30]);
+    assert_eq!(ids(store.members(g, Some(UserId(30)), 3).await.unwrap()), vec![40, 50]);
+    assert_eq!(ids(store.members(g, Some(UserId(50)), 3).await.unwrap()), Vec::<u64>::new());
+    assert_eq!(ids(store.members(g, Some(UserId(u64::MAX)), 3).await.unwrap()), Vec::<u64>::new());
 }
 
 /// Removal lowers the count; roles change; ownership moves atomically.
 pub async fn removal_and_roles(store: Arc<dyn Store>) {
     let g = new_group(&*store, 10).await;
-    store
-        .add_member_if_below_cap(g, &member(2, Role::Member))
-        .await
-        .unwrap();
-    store
-        .add_member_if_below_cap(g, &member(3, Role::Member))
-        .await
-        .unwrap();
+    store.add_member_if_below_cap(g, &member(2, Role::Member)).await.unwrap();
+    store.add_member_if_below_cap(g, &member(3, Role::Member)).await.unwrap();
     assert_eq!(store.remove_member(g, UserId(3)).await.unwrap(), Some(2));
     assert_eq!(store.remove_member(g, UserId(3)).await.unwrap(), None);
     assert_eq!(store.member(g, UserId(3)).await.unwrap(), None);
     assert_eq!(store.group(g).await.unwrap().unwrap().member_count, 2);
 
-    assert!(
-        store
-            .set_member_role(g, UserId(2), Role::Admin)
-            .await
-            .unwrap()
-    );
-    assert_eq!(
-        store.member(g, UserId(2)).await.unwrap().unwrap().role,
-        Role::Admin
-    );
-    assert!(
-        !store
-            .set_member_role(g, UserId(99), Role::Admin)
-            .await
-            .unwrap()
-    );
+    assert!(store.set_member_role(g, UserId(2), Role::Admin).await.unwrap());
+    assert_eq!(store.member(g, UserId(2)).await.unwrap().unwrap().role, Role::Admin);
+    assert!(!store.set_member_role(g, UserId(99), Role::Admin).await.unwrap());
 
-    assert!(
-        store
-            .transfer_ownership(g, UserId(1), UserId(2))
-            .await
-            .unwrap()
-    );
+    assert!(store.transfer_ownership(g, UserId(1), UserId(2)).await.unwrap());
     assert_eq!(store.group(g).await.unwrap().unwrap().owner, UserId(2));
-    assert_eq!(
-        store.member(g, UserId(2)).await.unwrap().unwrap().role,
-        Role::Owner
-    );
-    assert_eq!(
-        store.member(g, UserId(1)).await.unwrap().unwrap().role,
-        Role::Admin
-    );
-    assert!(
-        !store
-            .transfer_ownership(g, UserId(2), UserId(99))
-            .await
-            .unwrap()
-    );
+    assert_eq!(store.member(g, UserId(2)).await.unwrap().unwrap().role, Role::Owner);
+    assert_eq!(store.member(g, UserId(1)).await.unwrap().unwrap().role, Role::Admin);
+    assert!(!store.transfer_ownership(g, UserId(2), UserId(99)).await.unwrap());
 }
 
 /// A user's index lists their groups; read marks only move forward.
@@ -357,44 +221,16 @@ pub async fn user_index_and_read_marks(store: Arc<dyn Store>) {
     let u = UserId(random_id());
     let (a, b) = (GroupId(10), GroupId(5));
     for g in [a, b] {
-        store
-            .link_user_group(
-                u,
-                &UserGroupRecord {
-                    group: g,
-                    read_seq: 3,
-                    joined_at: 1,
-                },
-            )
-            .await
-            .unwrap();
+        store.link_user_group(u, &UserGroupRecord { group: g, read_seq: 3, joined_at: 1 }).await.unwrap();
     }
     // Linking again keeps the mark.
     store.advance_read_mark(u, a, 7).await.unwrap();
-    store
-        .link_user_group(
-            u,
-            &UserGroupRecord {
-                group: a,
-                read_seq: 0,
-                joined_at: 2,
-            },
-        )
-        .await
-        .unwrap();
+    store.link_user_group(u, &UserGroupRecord { group: a, read_seq: 0, joined_at: 2 }).await.unwrap();
     let index = store.user_groups(u).await.unwrap();
-    assert_eq!(
-        index.iter().map(|l| l.group).collect::<Vec<_>>(),
-        vec![b, a],
-        "ascending group id"
-    );
+    assert_eq!(index.iter().map(|l| l.group).collect::<Vec<_>>(), vec![b, a], "ascending group id");
     assert_eq!(store.user_group(u, a).await.unwrap().unwrap().read_seq, 7);
 
-    assert_eq!(
-        store.advance_read_mark(u, a, 5).await.unwrap(),
-        Some(7),
-        "never backwards"
-    );
+    assert_eq!(store.advance_read_mark(u, a, 5).await.unwrap(), Some(7), "never backwards");
     assert_eq!(store.advance_read_mark(u, a, 9).await.unwrap(), Some(9));
     store.unlink_user_group(u, a).await.unwrap();
     store.unlink_user_group(u, a).await.unwrap();
@@ -406,38 +242,22 @@ pub async fn user_index_and_read_marks(store: Arc<dyn Store>) {
 pub async fn append_is_fenced(store: Arc<dyn Store>) {
     let g = GroupId(random_id());
     assert_eq!(store.last_seq(g).await.unwrap(), 0);
-    store
-        .append_messages(g, 0, &[message(g, 1, 1, "a"), message(g, 2, 1, "b")])
-        .await
-        .unwrap();
+    store.append_messages(g, 0, &[message(g, 1, 1, "a"), message(g, 2, 1, "b")]).await.unwrap();
     assert_eq!(store.last_seq(g).await.unwrap(), 2);
     let stale = store.append_messages(g, 1, &[message(g, 2, 1, "c")]).await;
-    assert!(
-        matches!(stale, Err(StoreError::Conflict(_))),
-        "a stale writer is fenced off: {stale:?}"
-    );
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "a stale writer is fenced off: {stale:?}");
     let gap = store.append_messages(g, 2, &[message(g, 4, 1, "d")]).await;
-    assert!(
-        matches!(gap, Err(StoreError::Conflict(_))),
-        "seqs must follow `after`: {gap:?}"
-    );
+    assert!(matches!(gap, Err(StoreError::Conflict(_))), "seqs must follow `after`: {gap:?}");
     assert_eq!(store.last_seq(g).await.unwrap(), 2);
-    assert_eq!(
-        store.messages_after(g, 0, 10).await.unwrap().len(),
-        2,
-        "nothing of a refused append lands"
-    );
+    assert_eq!(store.messages_after(g, 0, 10).await.unwrap().len(), 2, "nothing of a refused append lands");
 
     // Racing appends on the same seq: exactly one wins.
     let tasks: Vec<_> = (0..8)
         .map(|i| {
             let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .append_messages(g, 2, &[message(g, 3, 1, &format!("r{i}"))])
-                    .await
-                    .is_ok()
-            })
+            tokio::spawn(
+                async move { store.append_messages(g, 2, &[message(g, 3, 1, &format!("r{i}"))]).await.is_ok() },
+            )
         })
         .collect();
     let mut wins = 0;
@@ -451,78 +271,32 @@ pub async fn append_is_fenced(store: Arc<dyn Store>) {
 /// History pages forwards and backwards, ascending, without gaps.
 pub async fn history_pages(store: Arc<dyn Store>) {
     let g = GroupId(random_id());
-    let batch: Vec<_> = (1..=25)
-        .map(|s| message(g, s, 1, &format!("c{s}")))
-        .collect();
+    let batch: Vec<_> = (1..=25).map(|s| message(g, s, 1, &format!("c{s}"))).collect();
     store.append_messages(g, 0, &batch[..10]).await.unwrap();
     store.append_messages(g, 10, &batch[10..]).await.unwrap();
     let seqs = |page: Vec<MessageRecord>| page.into_iter().map(|m| m.seq).collect::<Vec<_>>();
-    assert_eq!(
-        seqs(store.messages_after(g, 0, 3).await.unwrap()),
-        vec![1, 2, 3]
-    );
-    assert_eq!(
-        seqs(store.messages_after(g, 23, 10).await.unwrap()),
-        vec![24, 25]
-    );
-    assert_eq!(
-        seqs(store.messages_after(g, 25, 10).await.unwrap()),
-        Vec::<u64>::new()
-    );
-    assert_eq!(
-        seqs(store.messages_after(g, u64::MAX, 10).await.unwrap()),
-        Vec::<u64>::new()
-    );
-    assert_eq!(
-        seqs(store.messages_before(g, u64::MAX, 3).await.unwrap()),
-        vec![23, 24, 25]
-    );
-    assert_eq!(
-        seqs(store.messages_before(g, 3, 10).await.unwrap()),
-        vec![1, 2]
-    );
-    assert_eq!(
-        seqs(store.messages_before(g, 0, 10).await.unwrap()),
-        Vec::<u64>::new()
-    );
+    assert_eq!(seqs(store.messages_after(g, 0, 3).await.unwrap()), vec![1, 2, 3]);
+    assert_eq!(seqs(store.messages_after(g, 23, 10).await.unwrap()), vec![24, 25]);
+    assert_eq!(seqs(store.messages_after(g, 25, 10).await.unwrap()), Vec::<u64>::new());
+    assert_eq!(seqs(store.messages_after(g, u64::MAX, 10).await.unwrap()), Vec::<u64>::new());
+    assert_eq!(seqs(store.messages_before(g, u64::MAX, 3).await.unwrap()), vec![23, 24, 25]);
+    assert_eq!(seqs(store.messages_before(g, 3, 10).await.unwrap()), vec![1, 2]);
+    assert_eq!(seqs(store.messages_before(g, 0, 10).await.unwrap()), Vec::<u64>::new());
     let stored = store.messages_after(g, 4, 1).await.unwrap().remove(0);
     assert_eq!(stored, batch[4], "records come back as written");
     // Other groups' logs are separate.
-    assert_eq!(
-        store
-            .messages_after(GroupId(g.0 + 1), 0, 10)
-            .await
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(store.messages_after(GroupId(g.0 + 1), 0, 10).await.unwrap().len(), 0);
 }
 
 /// (group, sender, client_msg_id) finds the message's seq.
 pub async fn client_ids_are_remembered(store: Arc<dyn Store>) {
     let g = GroupId(random_id());
-    store
-        .append_messages(g, 0, &[message(g, 1, 5, "x"), message(g, 2, 6, "x")])
-        .await
-        .unwrap();
+    store.append_messages(g, 0, &[message(g, 1, 5, "x"), message(g, 2, 6, "x")]).await.unwrap();
+    assert_eq!(store.message_by_client_id(g, UserId(5), "x").await.unwrap(), Some((1, 1001)));
+    assert_eq!(store.message_by_client_id(g, UserId(6), "x").await.unwrap(), Some((2, 1002)));
+    assert_eq!(store.message_by_client_id(g, UserId(7), "x").await.unwrap(), None, "scoped to the sender");
     assert_eq!(
-        store.message_by_client_id(g, UserId(5), "x").await.unwrap(),
-        Some((1, 1001))
-    );
-    assert_eq!(
-        store.message_by_client_id(g, UserId(6), "x").await.unwrap(),
-        Some((2, 1002))
-    );
-    assert_eq!(
-        store.message_by_client_id(g, UserId(7), "x").await.unwrap(),
-        None,
-        "scoped to the sender"
-    );
-    assert_eq!(
-        store
-            .message_by_client_id(GroupId(g.0 + 1), UserId(5), "x")
-            .await
-            .unwrap(),
+        store.message_by_client_id(GroupId(g.0 + 1), UserId(5), "x").await.unwrap(),
         None,
         "scoped to the group"
     );

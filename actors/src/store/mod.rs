@@ -47,19 +47,10 @@ pub trait AccountStore: Send + Sync {
     /// A user by id.
     async fn user(&self, id: UserId) -> StoreResult<Option<UserRecord>>;
     /// Replaces a user's nickname and avatar; false if there is no such user.
-    async fn update_profile(
-        &self,
-        id: UserId,
-        nickname: &str,
-        avatar_url: &str,
-    ) -> StoreResult<bool>;
+    async fn update_profile(&self, id: UserId, nickname: &str, avatar_url: &str) -> StoreResult<bool>;
     /// Claims a username for a credential if nobody has it; false if taken.
     /// Invariant: registration inserts the user first, so a claimed name always has a user.
-    async fn claim_username(
-        &self,
-        username: &str,
-        credential: &CredentialRecord,
-    ) -> StoreResult<bool>;
+    async fn claim_username(&self, username: &str, credential: &CredentialRecord) -> StoreResult<bool>;
     /// The credential for a username.
     async fn credential(&self, username: &str) -> StoreResult<Option<CredentialRecord>>;
     /// Stores a session.
@@ -93,31 +84,17 @@ pub trait GroupStore: Send + Sync {
     /// One member.
     async fn member(&self, group: GroupId, user: UserId) -> StoreResult<Option<MemberRecord>>;
     /// Members in ascending user id, after `after`.
-    async fn members(
-        &self,
-        group: GroupId,
-        after: Option<UserId>,
-        limit: usize,
-    ) -> StoreResult<Vec<MemberRecord>>;
+    async fn members(&self, group: GroupId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<MemberRecord>>;
     /// Inserts a member and bumps `member_count` in one atomic write, only while the count
     /// is below the group's `max_members`. The cap holds even if two writers race.
-    async fn add_member_if_below_cap(
-        &self,
-        group: GroupId,
-        member: &MemberRecord,
-    ) -> StoreResult<AddMemberOutcome>;
+    async fn add_member_if_below_cap(&self, group: GroupId, member: &MemberRecord) -> StoreResult<AddMemberOutcome>;
     /// Deletes a member and lowers `member_count`; the new count, or None if not a member.
     async fn remove_member(&self, group: GroupId, user: UserId) -> StoreResult<Option<u32>>;
     /// Changes a member's role; false if not a member.
     async fn set_member_role(&self, group: GroupId, user: UserId, role: Role) -> StoreResult<bool>;
     /// Makes `to` the owner and `from` an admin, and updates the group's owner; false if
     /// either is not a member.
-    async fn transfer_ownership(
-        &self,
-        group: GroupId,
-        from: UserId,
-        to: UserId,
-    ) -> StoreResult<bool>;
+    async fn transfer_ownership(&self, group: GroupId, from: UserId, to: UserId) -> StoreResult<bool>;
     /// Changes name and/or openness; the updated row, or None if there is no such group.
     async fn update_group(
         &self,
@@ -141,19 +118,10 @@ pub trait UserGroupStore: Send + Sync {
     /// The user's index, in ascending group id.
     async fn user_groups(&self, user: UserId) -> StoreResult<Vec<UserGroupRecord>>;
     /// One entry of the index.
-    async fn user_group(
-        &self,
-        user: UserId,
-        group: GroupId,
-    ) -> StoreResult<Option<UserGroupRecord>>;
+    async fn user_group(&self, user: UserId, group: GroupId) -> StoreResult<Option<UserGroupRecord>>;
     /// Moves the read mark up to `seq` (never down); the mark after the call, or None if
     /// the group is not in the user's index.
-    async fn advance_read_mark(
-        &self,
-        user: UserId,
-        group: GroupId,
-        seq: Seq,
-    ) -> StoreResult<Option<Seq>>;
+    async fn advance_read_mark(&self, user: UserId, group: GroupId, seq: Seq) -> StoreResult<Option<Seq>>;
 }
 
 /// Message logs: one log per group.
@@ -163,28 +131,13 @@ pub trait MessageStore: Send + Sync {
     /// log's last seq is `after`; `Conflict` otherwise and nothing is written. This is the
     /// fence that keeps seqs gapless and unique even if two writers race. Also records each
     /// message's (sender, client_msg_id).
-    async fn append_messages(
-        &self,
-        group: GroupId,
-        after: Seq,
-        messages: &[MessageRecord],
-    ) -> StoreResult<()>;
+    async fn append_messages(&self, group: GroupId, after: Seq, messages: &[MessageRecord]) -> StoreResult<()>;
     /// The seq of the newest message, 0 for an empty log.
     async fn last_seq(&self, group: GroupId) -> StoreResult<Seq>;
     /// Up to `limit` messages with seq > `after`, ascending.
-    async fn messages_after(
-        &self,
-        group: GroupId,
-        after: Seq,
-        limit: usize,
-    ) -> StoreResult<Vec<MessageRecord>>;
+    async fn messages_after(&self, group: GroupId, after: Seq, limit: usize) -> StoreResult<Vec<MessageRecord>>;
     /// Up to `limit` messages with seq < `before`, the newest ones, returned ascending.
-    async fn messages_before(
-        &self,
-        group: GroupId,
-        before: Seq,
-        limit: usize,
-    ) -> StoreResult<Vec<MessageRecord>>;
+    async fn messages_before(&self, group: GroupId, before: Seq, limit: usize) -> StoreResult<Vec<MessageRecord>>;
     /// The (seq, ts) of the message a sender sent with this `client_msg_id`.
     async fn message_by_client_id(
         &self,

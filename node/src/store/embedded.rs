@@ -32,8 +32,7 @@ const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");
 const MEMBERS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("members");
 const USER_GROUPS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("user_groups");
 const MESSAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("messages");
-const CLIENT_IDS: TableDefinition<(u64, u64, &str), (u64, u64)> =
-    TableDefinition::new("client_msg_ids");
+const CLIENT_IDS: TableDefinition<(u64, u64, &str), (u64, u64)> = TableDefinition::new("client_msg_ids");
 
 /// The on-disk layout version; bumped when records or tables change incompatibly.
 const FORMAT_VERSION: u64 = 1;
@@ -72,11 +71,8 @@ impl EmbeddedStore {
         std::fs::create_dir_all(dir).map_err(|e| OpenError::Dir(dir.display().to_string(), e))?;
         let path = dir.join("troupe.redb");
         let shown = path.display().to_string();
-        let db = Database::builder()
-            .create(&path)
-            .map_err(|e| OpenError::Database(shown.clone(), e.to_string()))?;
-        let found =
-            init_tables(&db).map_err(|e| OpenError::Database(shown.clone(), e.to_string()))?;
+        let db = Database::builder().create(&path).map_err(|e| OpenError::Database(shown.clone(), e.to_string()))?;
+        let found = init_tables(&db).map_err(|e| OpenError::Database(shown.clone(), e.to_string()))?;
         if found > FORMAT_VERSION {
             return Err(OpenError::NewerFormat { found });
         }
@@ -99,10 +95,7 @@ impl EmbeddedStore {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |txn| {
             let result = apply(txn);
-            let storage_failed = matches!(
-                result,
-                Err(StoreError::Unavailable(_) | StoreError::Corrupt(_))
-            );
+            let storage_failed = matches!(result, Err(StoreError::Unavailable(_) | StoreError::Corrupt(_)));
             let completion: Completion = Box::new(move |commit: &StoreResult<()>| {
                 let _ = tx.send(match commit {
                     Ok(()) => result,
@@ -111,11 +104,8 @@ impl EmbeddedStore {
             });
             (completion, storage_failed)
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| unavailable("the store writer has stopped"))?;
-        rx.await
-            .map_err(|_| unavailable("the store writer has stopped"))?
+        self.jobs.send(job).map_err(|_| unavailable("the store writer has stopped"))?;
+        rx.await.map_err(|_| unavailable("the store writer has stopped"))?
     }
 
     fn read<R>(&self, f: impl FnOnce(&redb::ReadTransaction) -> StoreResult<R>) -> StoreResult<R> {
@@ -158,11 +148,7 @@ fn run_writer(db: Arc<Database>, mut queue: mpsc::UnboundedReceiver<Job>) {
             }
         }
         if poisoned {
-            fail_all(
-                &db,
-                batch,
-                unavailable("the store failed to commit earlier; restart the node"),
-            );
+            fail_all(&db, batch, unavailable("the store failed to commit earlier; restart the node"));
             continue;
         }
         let txn = match db.begin_write() {
@@ -255,55 +241,35 @@ impl AccountStore for EmbeddedStore {
     async fn user(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
         self.read(|txn| {
             let users = txn.open_table(USERS).map_err(db_error)?;
-            users
-                .get(id.0)
-                .map_err(db_error)?
-                .map(|v| decode(v.value()))
-                .transpose()
+            users.get(id.0).map_err(db_error)?.map(|v| decode(v.value())).transpose()
         })
     }
 
-    async fn update_profile(
-        &self,
-        id: UserId,
-        nickname: &str,
-        avatar_url: &str,
-    ) -> StoreResult<bool> {
+    async fn update_profile(&self, id: UserId, nickname: &str, avatar_url: &str) -> StoreResult<bool> {
         let (nickname, avatar_url) = (nickname.to_owned(), avatar_url.to_owned());
         self.write(move |txn| {
             let mut users = txn.open_table(USERS).map_err(db_error)?;
-            let Some(mut user) = users
-                .get(id.0)
-                .map_err(db_error)?
-                .map(|v| decode::<UserRecord>(v.value()))
-                .transpose()?
+            let Some(mut user) =
+                users.get(id.0).map_err(db_error)?.map(|v| decode::<UserRecord>(v.value())).transpose()?
             else {
                 return Ok(false);
             };
             user.nickname = nickname;
             user.avatar_url = avatar_url;
-            users
-                .insert(id.0, encode(&user)?.as_slice())
-                .map_err(db_error)?;
+            users.insert(id.0, encode(&user)?.as_slice()).map_err(db_error)?;
             Ok(true)
         })
         .await
     }
 
-    async fn claim_username(
-        &self,
-        username: &str,
-        credential: &CredentialRecord,
-    ) -> StoreResult<bool> {
+    async fn claim_username(&self, username: &str, credential: &CredentialRecord) -> StoreResult<bool> {
         let (username, value) = (username.to_owned(), encode(credential)?);
         self.write(move |txn| {
             let mut names = txn.open_table(USERNAMES).map_err(db_error)?;
             if names.get(username.as_str()).map_err(db_error)?.is_some() {
                 return Ok(false);
             }
-            names
-                .insert(username.as_str(), value.as_slice())
-                .map_err(db_error)?;
+            names.insert(username.as_str(), value.as_slice()).map_err(db_error)?;
             Ok(true)
         })
         .await
@@ -312,11 +278,7 @@ impl AccountStore for EmbeddedStore {
     async fn credential(&self, username: &str) -> StoreResult<Option<CredentialRecord>> {
         self.read(|txn| {
             let names = txn.open_table(USERNAMES).map_err(db_error)?;
-            names
-                .get(username)
-                .map_err(db_error)?
-                .map(|v| decode(v.value()))
-                .transpose()
+            names.get(username).map_err(db_error)?.map(|v| decode(v.value())).transpose()
         })
     }
 
@@ -324,9 +286,7 @@ impl AccountStore for EmbeddedStore {
         let (token, value) = (*token, encode(session)?);
         self.write(move |txn| {
             let mut sessions = txn.open_table(SESSIONS).map_err(db_error)?;
-            sessions
-                .insert(&token, value.as_slice())
-                .map_err(db_error)?;
+            sessions.insert(&token, value.as_slice()).map_err(db_error)?;
             Ok(())
         })
         .await
@@ -335,11 +295,7 @@ impl AccountStore for EmbeddedStore {
     async fn session(&self, token: &TokenHash) -> StoreResult<Option<SessionRecord>> {
         self.read(|txn| {
             let sessions = txn.open_table(SESSIONS).map_err(db_error)?;
-            sessions
-                .get(token)
-                .map_err(db_error)?
-                .map(|v| decode(v.value()))
-                .transpose()
+            sessions.get(token).map_err(db_error)?.map(|v| decode(v.value())).transpose()
         })
     }
 
@@ -356,35 +312,23 @@ impl AccountStore for EmbeddedStore {
 
 fn read_group(txn: &WriteTransaction, group: u64) -> StoreResult<Option<GroupRecord>> {
     let groups = txn.open_table(GROUPS).map_err(db_error)?;
-    groups
-        .get(group)
-        .map_err(db_error)?
-        .map(|v| decode(v.value()))
-        .transpose()
+    groups.get(group).map_err(db_error)?.map(|v| decode(v.value())).transpose()
 }
 
 fn write_group(txn: &WriteTransaction, record: &GroupRecord) -> StoreResult<()> {
     let mut groups = txn.open_table(GROUPS).map_err(db_error)?;
-    groups
-        .insert(record.id.0, encode(record)?.as_slice())
-        .map_err(db_error)?;
+    groups.insert(record.id.0, encode(record)?.as_slice()).map_err(db_error)?;
     Ok(())
 }
 
 fn read_member(txn: &WriteTransaction, group: u64, user: u64) -> StoreResult<Option<MemberRecord>> {
     let members = txn.open_table(MEMBERS).map_err(db_error)?;
-    members
-        .get((group, user))
-        .map_err(db_error)?
-        .map(|v| decode(v.value()))
-        .transpose()
+    members.get((group, user)).map_err(db_error)?.map(|v| decode(v.value())).transpose()
 }
 
 fn write_member(txn: &WriteTransaction, group: u64, member: &MemberRecord) -> StoreResult<()> {
     let mut members = txn.open_table(MEMBERS).map_err(db_error)?;
-    members
-        .insert((group, member.user.0), encode(member)?.as_slice())
-        .map_err(db_error)?;
+    members.insert((group, member.user.0), encode(member)?.as_slice()).map_err(db_error)?;
     Ok(())
 }
 
@@ -407,31 +351,18 @@ impl GroupStore for EmbeddedStore {
     async fn group(&self, id: GroupId) -> StoreResult<Option<GroupRecord>> {
         self.read(|txn| {
             let groups = txn.open_table(GROUPS).map_err(db_error)?;
-            groups
-                .get(id.0)
-                .map_err(db_error)?
-                .map(|v| decode(v.value()))
-                .transpose()
+            groups.get(id.0).map_err(db_error)?.map(|v| decode(v.value())).transpose()
         })
     }
 
     async fn member(&self, group: GroupId, user: UserId) -> StoreResult<Option<MemberRecord>> {
         self.read(|txn| {
             let members = txn.open_table(MEMBERS).map_err(db_error)?;
-            members
-                .get((group.0, user.0))
-                .map_err(db_error)?
-                .map(|v| decode(v.value()))
-                .transpose()
+            members.get((group.0, user.0)).map_err(db_error)?.map(|v| decode(v.value())).transpose()
         })
     }
 
-    async fn members(
-        &self,
-        group: GroupId,
-        after: Option<UserId>,
-        limit: usize,
-    ) -> StoreResult<Vec<MemberRecord>> {
+    async fn members(&self, group: GroupId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<MemberRecord>> {
         let start = match after {
             Some(UserId(u64::MAX)) => return Ok(Vec::new()),
             Some(user) => user.0 + 1,
@@ -439,21 +370,12 @@ impl GroupStore for EmbeddedStore {
         };
         self.read(|txn| {
             let members = txn.open_table(MEMBERS).map_err(db_error)?;
-            let range = members
-                .range((group.0, start)..=(group.0, u64::MAX))
-                .map_err(db_error)?;
-            range
-                .take(limit)
-                .map(|entry| decode(entry.map_err(db_error)?.1.value()))
-                .collect()
+            let range = members.range((group.0, start)..=(group.0, u64::MAX)).map_err(db_error)?;
+            range.take(limit).map(|entry| decode(entry.map_err(db_error)?.1.value())).collect()
         })
     }
 
-    async fn add_member_if_below_cap(
-        &self,
-        group: GroupId,
-        member: &MemberRecord,
-    ) -> StoreResult<AddMemberOutcome> {
+    async fn add_member_if_below_cap(&self, group: GroupId, member: &MemberRecord) -> StoreResult<AddMemberOutcome> {
         let member = *member;
         self.write(move |txn| {
             let Some(mut record) = read_group(txn, group.0)?.filter(|g| !g.dissolved) else {
@@ -479,11 +401,7 @@ impl GroupStore for EmbeddedStore {
                 return Ok(None);
             };
             let mut members = txn.open_table(MEMBERS).map_err(db_error)?;
-            if members
-                .remove((group.0, user.0))
-                .map_err(db_error)?
-                .is_none()
-            {
+            if members.remove((group.0, user.0)).map_err(db_error)?.is_none() {
                 return Ok(None);
             }
             drop(members);
@@ -506,20 +424,13 @@ impl GroupStore for EmbeddedStore {
         .await
     }
 
-    async fn transfer_ownership(
-        &self,
-        group: GroupId,
-        from: UserId,
-        to: UserId,
-    ) -> StoreResult<bool> {
+    async fn transfer_ownership(&self, group: GroupId, from: UserId, to: UserId) -> StoreResult<bool> {
         self.write(move |txn| {
             let Some(mut record) = read_group(txn, group.0)? else {
                 return Ok(false);
             };
-            let (Some(mut old), Some(mut new)) = (
-                read_member(txn, group.0, from.0)?,
-                read_member(txn, group.0, to.0)?,
-            ) else {
+            let (Some(mut old), Some(mut new)) = (read_member(txn, group.0, from.0)?, read_member(txn, group.0, to.0)?)
+            else {
                 return Ok(false);
             };
             old.role = Role::Admin;
@@ -575,14 +486,8 @@ impl UserGroupStore for EmbeddedStore {
         let (link, value) = (*link, encode(link)?);
         self.write(move |txn| {
             let mut links = txn.open_table(USER_GROUPS).map_err(db_error)?;
-            if links
-                .get((user.0, link.group.0))
-                .map_err(db_error)?
-                .is_none()
-            {
-                links
-                    .insert((user.0, link.group.0), value.as_slice())
-                    .map_err(db_error)?;
+            if links.get((user.0, link.group.0)).map_err(db_error)?.is_none() {
+                links.insert((user.0, link.group.0), value.as_slice()).map_err(db_error)?;
             }
             Ok(())
         })
@@ -601,50 +506,28 @@ impl UserGroupStore for EmbeddedStore {
     async fn user_groups(&self, user: UserId) -> StoreResult<Vec<UserGroupRecord>> {
         self.read(|txn| {
             let links = txn.open_table(USER_GROUPS).map_err(db_error)?;
-            let range = links
-                .range((user.0, 0)..=(user.0, u64::MAX))
-                .map_err(db_error)?;
-            range
-                .map(|entry| decode(entry.map_err(db_error)?.1.value()))
-                .collect()
+            let range = links.range((user.0, 0)..=(user.0, u64::MAX)).map_err(db_error)?;
+            range.map(|entry| decode(entry.map_err(db_error)?.1.value())).collect()
         })
     }
 
-    async fn user_group(
-        &self,
-        user: UserId,
-        group: GroupId,
-    ) -> StoreResult<Option<UserGroupRecord>> {
+    async fn user_group(&self, user: UserId, group: GroupId) -> StoreResult<Option<UserGroupRecord>> {
         self.read(|txn| {
             let links = txn.open_table(USER_GROUPS).map_err(db_error)?;
-            links
-                .get((user.0, group.0))
-                .map_err(db_error)?
-                .map(|v| decode(v.value()))
-                .transpose()
+            links.get((user.0, group.0)).map_err(db_error)?.map(|v| decode(v.value())).transpose()
         })
     }
 
-    async fn advance_read_mark(
-        &self,
-        user: UserId,
-        group: GroupId,
-        seq: Seq,
-    ) -> StoreResult<Option<Seq>> {
+    async fn advance_read_mark(&self, user: UserId, group: GroupId, seq: Seq) -> StoreResult<Option<Seq>> {
         self.write(move |txn| {
             let mut links = txn.open_table(USER_GROUPS).map_err(db_error)?;
-            let current = links
-                .get((user.0, group.0))
-                .map_err(db_error)?
-                .map(|v| decode::<UserGroupRecord>(v.value()));
+            let current = links.get((user.0, group.0)).map_err(db_error)?.map(|v| decode::<UserGroupRecord>(v.value()));
             let Some(mut link) = current.transpose()? else {
                 return Ok(None);
             };
             if seq > link.read_seq {
                 link.read_seq = seq;
-                links
-                    .insert((user.0, group.0), encode(&link)?.as_slice())
-                    .map_err(db_error)?;
+                links.insert((user.0, group.0), encode(&link)?.as_slice()).map_err(db_error)?;
             }
             Ok(Some(link.read_seq))
         })
@@ -652,13 +535,8 @@ impl UserGroupStore for EmbeddedStore {
     }
 }
 
-fn last_seq_in(
-    messages: &impl ReadableTable<(u64, u64), &'static [u8]>,
-    group: u64,
-) -> StoreResult<Seq> {
-    let mut range = messages
-        .range((group, 0)..=(group, u64::MAX))
-        .map_err(db_error)?;
+fn last_seq_in(messages: &impl ReadableTable<(u64, u64), &'static [u8]>, group: u64) -> StoreResult<Seq> {
+    let mut range = messages.range((group, 0)..=(group, u64::MAX)).map_err(db_error)?;
     match range.next_back() {
         Some(entry) => Ok(entry.map_err(db_error)?.0.value().1),
         None => Ok(0),
@@ -667,42 +545,24 @@ fn last_seq_in(
 
 #[async_trait]
 impl MessageStore for EmbeddedStore {
-    async fn append_messages(
-        &self,
-        group: GroupId,
-        after: Seq,
-        messages: &[MessageRecord],
-    ) -> StoreResult<()> {
+    async fn append_messages(&self, group: GroupId, after: Seq, messages: &[MessageRecord]) -> StoreResult<()> {
         let mut rows = Vec::with_capacity(messages.len());
         for (i, message) in messages.iter().enumerate() {
             if message.group != group || message.seq != after + 1 + i as Seq {
-                return Err(StoreError::Conflict(
-                    "messages must have consecutive seqs after `after`".into(),
-                ));
+                return Err(StoreError::Conflict("messages must have consecutive seqs after `after`".into()));
             }
-            rows.push((
-                message.seq,
-                message.sender.0,
-                message.client_msg_id.clone(),
-                message.ts,
-                encode(message)?,
-            ));
+            rows.push((message.seq, message.sender.0, message.client_msg_id.clone(), message.ts, encode(message)?));
         }
         self.write(move |txn| {
             let mut table = txn.open_table(MESSAGES).map_err(db_error)?;
             let last = last_seq_in(&table, group.0)?;
             if last != after {
-                return Err(StoreError::Conflict(format!(
-                    "log of group {group} ends at {last}, not {after}"
-                )));
+                return Err(StoreError::Conflict(format!("log of group {group} ends at {last}, not {after}")));
             }
             let mut ids = txn.open_table(CLIENT_IDS).map_err(db_error)?;
             for (seq, sender, client_msg_id, ts, value) in &rows {
-                table
-                    .insert((group.0, *seq), value.as_slice())
-                    .map_err(db_error)?;
-                ids.insert((group.0, *sender, client_msg_id.as_str()), (*seq, *ts))
-                    .map_err(db_error)?;
+                table.insert((group.0, *seq), value.as_slice()).map_err(db_error)?;
+                ids.insert((group.0, *sender, client_msg_id.as_str()), (*seq, *ts)).map_err(db_error)?;
             }
             Ok(())
         })
@@ -716,41 +576,24 @@ impl MessageStore for EmbeddedStore {
         })
     }
 
-    async fn messages_after(
-        &self,
-        group: GroupId,
-        after: Seq,
-        limit: usize,
-    ) -> StoreResult<Vec<MessageRecord>> {
+    async fn messages_after(&self, group: GroupId, after: Seq, limit: usize) -> StoreResult<Vec<MessageRecord>> {
         if after == u64::MAX {
             return Ok(Vec::new());
         }
         self.read(|txn| {
             let messages = txn.open_table(MESSAGES).map_err(db_error)?;
-            let range = messages
-                .range((group.0, after + 1)..=(group.0, u64::MAX))
-                .map_err(db_error)?;
-            range
-                .take(limit)
-                .map(|entry| decode(entry.map_err(db_error)?.1.value()))
-                .collect()
+            let range = messages.range((group.0, after + 1)..=(group.0, u64::MAX)).map_err(db_error)?;
+            range.take(limit).map(|entry| decode(entry.map_err(db_error)?.1.value())).collect()
         })
     }
 
-    async fn messages_before(
-        &self,
-        group: GroupId,
-        before: Seq,
-        limit: usize,
-    ) -> StoreResult<Vec<MessageRecord>> {
+    async fn messages_before(&self, group: GroupId, before: Seq, limit: usize) -> StoreResult<Vec<MessageRecord>> {
         if before == 0 {
             return Ok(Vec::new());
         }
         self.read(|txn| {
             let messages = txn.open_table(MESSAGES).map_err(db_error)?;
-            let range = messages
-                .range((group.0, 0)..(group.0, before))
-                .map_err(db_error)?;
+            let range = messages.range((group.0, 0)..(group.0, before)).map_err(db_error)?;
             let mut page: Vec<MessageRecord> = range
                 .rev()
                 .take(limit)
@@ -769,10 +612,7 @@ impl MessageStore for EmbeddedStore {
     ) -> StoreResult<Option<(Seq, u64)>> {
         self.read(|txn| {
             let ids = txn.open_table(CLIENT_IDS).map_err(db_error)?;
-            Ok(ids
-                .get((group.0, sender.0, client_msg_id))
-                .map_err(db_error)?
-                .map(|v| v.value()))
+            Ok(ids.get((group.0, sender.0, client_msg_id)).map_err(db_error)?.map(|v| v.value()))
         })
     }
 }

@@ -76,28 +76,19 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
     }
     let envelope: Envelope = serde_json::from_str(text).map_err(|e| {
         if e.is_data() {
-            FrameError::InvalidField {
-                id: None,
-                detail: e.to_string(),
-            }
+            FrameError::InvalidField { id: None, detail: e.to_string() }
         } else {
             FrameError::Malformed(e.to_string())
         }
     })?;
     let id = envelope.id;
     let Some(op) = envelope.op else {
-        return Err(FrameError::InvalidField {
-            id,
-            detail: "missing field `op`".into(),
-        });
+        return Err(FrameError::InvalidField { id, detail: "missing field `op`".into() });
     };
     match Request::parse_fields(&op, text) {
         None => Err(FrameError::UnknownOp { id, op }),
         Some(Ok(request)) => Ok(ClientFrame { id, request }),
-        Some(Err(e)) => Err(FrameError::InvalidField {
-            id,
-            detail: e.to_string(),
-        }),
+        Some(Err(e)) => Err(FrameError::InvalidField { id, detail: e.to_string() }),
     }
 }
 
@@ -410,14 +401,11 @@ mod tests {
 
     #[test]
     fn parses_a_send() {
-        let frame = parse_client_frame(
-            r#"{"id":7,"op":"send","group":12,"client_msg_id":"a1","type":"text","body":"hi"}"#,
-        )
-        .unwrap();
+        let frame =
+            parse_client_frame(r#"{"id":7,"op":"send","group":12,"client_msg_id":"a1","type":"text","body":"hi"}"#)
+                .unwrap();
         assert_eq!(frame.id, Some(7));
-        let Request::Send(send) = frame.request else {
-            panic!("not a send")
-        };
+        let Request::Send(send) = frame.request else { panic!("not a send") };
         assert_eq!(send.group, GroupId(12));
         assert_eq!(send.kind, MessageKind::Text);
         assert_eq!(send.body, serde_json::json!("hi"));
@@ -432,22 +420,10 @@ mod tests {
             (r#"{"id":1,"op":"fly"}"#, ErrorCode::UnknownOp, Some(1)),
             (r#"{"id":2}"#, ErrorCode::InvalidField, Some(2)),
             (r#"{"id":"x","op":"ping"}"#, ErrorCode::InvalidField, None),
-            (
-                r#"{"id":3,"op":"join","group":"12"}"#,
-                ErrorCode::InvalidField,
-                Some(3),
-            ),
+            (r#"{"id":3,"op":"join","group":"12"}"#, ErrorCode::InvalidField, Some(3)),
             (r#"{"id":4,"op":"join"}"#, ErrorCode::InvalidField, Some(4)),
-            (
-                r#"{"id":5,"op":"set_role","group":1,"user":2,"role":"king"}"#,
-                ErrorCode::InvalidField,
-                Some(5),
-            ),
-            (
-                r#"{"id":6,"op":"join","group":-1}"#,
-                ErrorCode::InvalidField,
-                Some(6),
-            ),
+            (r#"{"id":5,"op":"set_role","group":1,"user":2,"role":"king"}"#, ErrorCode::InvalidField, Some(5)),
+            (r#"{"id":6,"op":"join","group":-1}"#, ErrorCode::InvalidField, Some(6)),
         ];
         for (text, code, id) in cases {
             let err = parse_client_frame(text).unwrap_err();
@@ -470,10 +446,7 @@ mod tests {
     fn protocol_doc_lists_every_op() {
         let doc = include_str!("../../PROTOCOL.md");
         for op in OPS {
-            assert!(
-                doc.contains(&format!("### `{op}`")),
-                "PROTOCOL.md has no section for {op}"
-            );
+            assert!(doc.contains(&format!("### `{op}`")), "PROTOCOL.md has no section for {op}");
         }
     }
 

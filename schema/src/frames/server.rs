@@ -90,23 +90,8 @@ pub struct MessageView {
 
 impl PartialEq for MessageView {
     fn eq(&self, other: &Self) -> bool {
-        (
-            self.group,
-            self.seq,
-            self.sender,
-            &self.client_msg_id,
-            self.kind,
-            self.body.get(),
-            self.ts,
-        ) == (
-            other.group,
-            other.seq,
-            other.sender,
-            &other.client_msg_id,
-            other.kind,
-            other.body.get(),
-            other.ts,
-        )
+        (self.group, self.seq, self.sender, &self.client_msg_id, self.kind, self.body.get(), self.ts)
+            == (other.group, other.seq, other.sender, &other.client_msg_id, other.kind, other.body.get(), other.ts)
     }
 }
 
@@ -150,24 +135,13 @@ struct ErrorOut<'a> {
 
 /// Encodes a reply event.
 pub fn encode_reply<T: Serialize>(id: Option<u64>, op: &str, result: &T) -> Vec<u8> {
-    let out = ReplyOut {
-        event: "reply",
-        id,
-        op,
-        result,
-    };
-    serde_json::to_vec(&out)
-        .unwrap_or_else(|e| encode_error(id, ErrorCode::Internal, &e.to_string()))
+    let out = ReplyOut { event: "reply", id, op, result };
+    serde_json::to_vec(&out).unwrap_or_else(|e| encode_error(id, ErrorCode::Internal, &e.to_string()))
 }
 
 /// Encodes an error event.
 pub fn encode_error(id: Option<u64>, code: ErrorCode, message: &str) -> Vec<u8> {
-    let out = ErrorOut {
-        event: "error",
-        id,
-        code,
-        message,
-    };
+    let out = ErrorOut { event: "error", id, code, message };
     // Serialising a struct of plain strings and integers cannot fail.
     serde_json::to_vec(&out).unwrap_or_default()
 }
@@ -409,12 +383,7 @@ mod tests {
 
     #[test]
     fn replies_decode_as_clients_see_them() {
-        let ack = SendAck {
-            group: GroupId(1),
-            seq: 2,
-            ts: 3,
-            duplicate: false,
-        };
+        let ack = SendAck { group: GroupId(1), seq: 2, ts: 3, duplicate: false };
         let bytes = encode_reply(Some(9), "send", &ack);
         let reply: ReplyFrame = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(reply.id, Some(9));

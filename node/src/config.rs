@@ -1,0 +1,202 @@
+//! The node's configuration: one typed struct, filled in layers (defaults, then a TOML
+//! file, then `TROUPE_...` environment variables, then command-line flags).
+//!
+//! Environment variables name a field by its path, upper-cased, with `__` between levels:
+//! `TROUPE_LISTEN=0.0.0.0:7878`, `TROUPE_ACTORS__MAX_GROUP_MEMBERS=200`.
+
+use actors::ActorsConfig;
+use actors::config::seconds;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything a node is told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where HTTP and the WebSocket endpoint (`/ws`) listen.
+    pub listen: SocketAddr,
+    /// Where the read-only debug console listens; keep it on localhost.
+    pub console_listen: SocketAddr,
+    /// Where the embedded store keeps its file.
+    pub data_dir: PathBuf,
+    /// WebSocket limits and timings.
+    pub gateway: GatewayConfig,
+    /// Actor limits and timings (also password cost and sessions).
+    pub actors: ActorsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            console_listen: SocketAddr::from(([127, 0, 0, 1], 7879)),
+            data_dir: PathBuf::from("troupe-data"),
+            gateway: GatewayConfig::default(),
+            actors: ActorsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// WebSocket limits and timings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The largest frame a client may send; a bigger one closes the socket with 1009.
+    pub max_frame_bytes: usize,
+    /// A connection that has not authenticated by then is closed (`auth_timeout`).
+    #[serde(with = "seconds")]
+    pub auth_timeout: Duration,
+    /// How often the node pings an idle client.
+    #[serde(with = "seconds")]
+    pub heartbeat_interval: Duration,
+    /// A client silent for this long (no frame, no pong) is closed (`heartbeat_timeout`).
+    #[serde(with = "seconds")]
+    pub heartbeat_timeout: Duration,
+    /// The most events the node packs into one outgoing frame.
+    pub max_events_per_frame: usize,
+    /// tungstenite's per-connection read buffer; small, because most connections are idle.
+    pub read_buffer_bytes: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            max_frame_bytes: 64 * 1024,
+            auth_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(75),
+            max_events_per_frame: 256,
+            read_buffer_bytes: 4096,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// An `EnvFilter` directive, e.g. `info` or `troupe=debug,info`; `RUST_LOG` overrides.
+    pub filter: String,
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { filter: "info".into(), format: LogFormat::Text }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Why a configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("read {0}: {1}")]
+    Read(String, std::io::Error),
+    /// The file or an environment variable is not valid TOML.
+    #[error("parse {0}: {1}")]
+    Parse(String, String),
+    /// The merged layers do not fit the schema (unknown key, wrong type).
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Builds the configuration from defaults, an optional file, and the environment.
+/// Flags are applied by the caller, last.
+pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+    let mut merged = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    if let Some(path) = file {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(shown.clone(), e))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(shown, e.to_string()))?;
+        merge(&mut merged, table);
+    }
+    merge(&mut merged, env_layer(env)?);
+    toml::Value::Table(merged).try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))
+}
+
+fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> Result<toml::Table, ConfigError> {
+    let mut layer = toml::Table::new();
+    for (key, raw) in env {
+        let Some(path) = key.strip_prefix("TROUPE_") else { continue };
+        let path: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+        // Numbers and booleans are taken as such; anything else is a string.
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .filter(|v| !v.is_table() && !v.is_array())
+            .unwrap_or(toml::Value::String(raw));
+        let mut table = &mut layer;
+        for (i, part) in path.iter().enumerate() {
+            if i + 1 == path.len() {
+                table.insert(part.clone(), value.clone());
+            } else {
+                let entry = table.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                match entry {
+                    toml::Value::Table(t) => table = t,
+                    _ => return Err(ConfigError::Parse(key.clone(), "conflicts with another variable".into())),
+                }
+            }
+        }
+    }
+    Ok(layer)
+}
+
+fn merge(base: &mut toml::Table, layer: toml::Table) {
+    for (key, value) in layer {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base)), toml::Value::Table(layer)) => merge(base, layer),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("troupe.toml");
+        std::fs::write(&file, "data_dir = \"/from/file\"\n[actors]\nmax_group_members = 300\nmax_text_bytes = 100\n")
+            .unwrap();
+        let env = [
+            ("TROUPE_ACTORS__MAX_GROUP_MEMBERS".to_string(), "200".to_string()),
+            ("TROUPE_LISTEN".to_string(), "0.0.0.0:9000".to_string()),
+            ("TROUPE_ACTORS__PASSWORD_COST".to_string(), "test".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+        ];
+        let config = load(Some(&file), env).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(config.actors.max_group_members, 200, "env beats file");
+        assert_eq!(config.actors.max_text_bytes, 100, "file beats default");
+        assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(config.actors.password_cost, actors::config::PasswordCost::Test);
+        assert_eq!(config.gateway.max_frame_bytes, 64 * 1024, "defaults stay");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let env = [("TROUPE_ACTORS__NO_SUCH_KNOB".to_string(), "1".to_string())];
+        assert!(matches!(load(None, env), Err(ConfigError::Invalid(_))));
+    }
+}

@@ -1,0 +1,110 @@
+//! The debug console: a read-only window into a running node's actors, for operators.
+//!
+//! It listens on its own port (localhost by default) and speaks one line in, one JSON
+//! document out, then closes, so `troupe console` and `nc` both work. Commands:
+//!
+//! * `actors`: counts by kind and every live group and user actor with its mailbox depth
+//!   (messages sent and not yet handled), peak depth and messages handled.
+//! * `group ID`: a live group actor's members, roles, last seq and commit queue.
+//! * `user ID`: a live user actor's connections.
+//! * `users`: connected users and their connection counts.
+//!
+//! Nothing here changes state.
+
+pub mod client;
+
+use actors::System;
+use schema::{GroupId, UserId};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The longest command line accepted.
+const MAX_LINE: u64 = 1024;
+
+/// Serves console connections until the listener fails.
+pub async fn serve(listener: TcpListener, system: Arc<System>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let system = system.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = handle(stream, &system).await {
+                        tracing::debug!(%error, "console connection failed");
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "console accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(stream: TcpStream, system: &Arc<System>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_LINE));
+    tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no command"))??;
+    let reply = answer(line.trim(), system).await;
+    let mut bytes = serde_json::to_vec_pretty(&reply).unwrap_or_default();
+    bytes.push(b'\n');
+    write.write_all(&bytes).await?;
+    write.shutdown().await
+}
+
+/// The console's answer to one command line.
+pub async fn answer(line: &str, system: &Arc<System>) -> Value {
+    let mut words = line.split_whitespace();
+    let command = words.next().unwrap_or("help");
+    let id = words.next().map(str::parse::<u64>);
+    match (command, id) {
+        ("actors", None) => actors(system),
+        ("users", None) => users(system),
+        ("group", Some(Ok(id))) => match system.inspect_group(GroupId(id)).await {
+            Some(snapshot) => json!({ "group": snapshot }),
+            None => json!({ "error": format!("no live actor for group {id} on this node") }),
+        },
+        ("user", Some(Ok(id))) => match system.inspect_user(UserId(id)).await {
+            Some(snapshot) => json!({ "user": snapshot }),
+            None => json!({ "error": format!("no live actor for user {id} on this node") }),
+        },
+        _ => json!({
+            "error": format!("unknown command `{line}`"),
+            "commands": ["actors", "users", "group ID", "user ID"],
+        }),
+    }
+}
+
+fn actors(system: &Arc<System>) -> Value {
+    let mut actors = system.actors();
+    actors.sort_by(|a, b| b.mailbox_depth.cmp(&a.mailbox_depth).then(b.mailbox_peak.cmp(&a.mailbox_peak)));
+    let (online_users, connections) = system.fanout.counts();
+    json!({
+        "node": system.node.0,
+        "store": system.store.backend(),
+        "connections": connections,
+        "online_users": online_users,
+        "counts": { "group": system.groups.len(), "user": system.users.len() },
+        "actors": actors,
+    })
+}
+
+fn users(system: &Arc<System>) -> Value {
+    let mut users: Vec<Value> = system
+        .users
+        .snapshot()
+        .into_iter()
+        .map(|(user, entry)| {
+            let connections = system.fanout.connections(user).map_or(0, |c| c.len());
+            json!({ "user": user, "connections": connections, "mailbox_depth": entry.gauge.depth() })
+        })
+        .collect();
+    users.sort_by_key(|u| u["user"].as_u64());
+    json!({ "users": users })
+}

@@ -1,0 +1,100 @@
+//! The gateway: the WebSocket endpoint at `/ws`.
+//!
+//! [`upgrade`] checks the HTTP upgrade request and hands the socket to [`conn::run`], one
+//! task per connection, which reads frames into the connection's
+//! [`Session`](actors::session::Session) and writes its outbox back.
+
+pub mod conn;
+
+use crate::config::GatewayConfig;
+use actors::System;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+/// The WebSocket endpoint's path.
+pub const PATH: &str = "/ws";
+
+/// What the WebSocket endpoint needs.
+#[derive(Clone)]
+pub struct Gateway {
+    /// The node's actors.
+    pub system: Arc<System>,
+    /// Limits and timings.
+    pub config: Arc<GatewayConfig>,
+    /// Flips to true when the node shuts down; every connection closes with 1001.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Gateway {
+    fn websocket_config(&self) -> WebSocketConfig {
+        let max = self.config.max_frame_bytes;
+        WebSocketConfig::default()
+            .read_buffer_size(self.config.read_buffer_bytes)
+            .write_buffer_size(0)
+            .max_write_buffer_size(usize::MAX)
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max))
+    }
+}
+
+/// `GET /ws`: validates the upgrade and starts the connection's task.
+pub async fn upgrade(State(gateway): State<Gateway>, mut request: Request) -> Response {
+    let key = match check_upgrade(request.headers()) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "websocket upgrade did not complete");
+                return;
+            }
+        };
+        let config = gateway.websocket_config();
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        let session = gateway.system.open_session();
+        conn::run(ws, session, gateway.config.clone(), gateway.shutdown.clone()).await;
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}
+
+fn check_upgrade(headers: &HeaderMap) -> Result<String, Response> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|v| v.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return Err((StatusCode::UPGRADE_REQUIRED, "this endpoint speaks WebSocket only\n").into_response());
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok()) != Some("13") {
+        let mut response = (StatusCode::BAD_REQUEST, "unsupported WebSocket version\n").into_response();
+        response.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return Err(response);
+    }
+    match headers.get(header::SEC_WEBSOCKET_KEY).and_then(|v| v.to_str().ok()) {
+        Some(key) if !key.is_empty() => Ok(key.to_owned()),
+        _ => Err((StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response()),
+    }
+}

@@ -1,0 +1,153 @@
+//! Test harness: starts the real `troupe` binary on ephemeral ports with a fresh data
+//! directory, and connects protocol clients to it.
+
+#![allow(dead_code)]
+
+pub use bench::{Client, ClientError};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long a test waits for an event it expects.
+pub const WAIT: Duration = Duration::from_secs(10);
+/// How long a test waits to be sure something does NOT arrive.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// A running node.
+pub struct TestNode {
+    child: Child,
+    pub http: SocketAddr,
+    pub console: SocketAddr,
+    pub url: String,
+    pub data: PathBuf,
+    env: Vec<(String, String)>,
+    _dir: Option<TempDir>,
+}
+
+impl TestNode {
+    /// A node on a fresh data directory.
+    pub async fn start() -> TestNode {
+        Self::start_with_env(&[]).await
+    }
+
+    /// A node on a fresh data directory with extra `TROUPE_...` settings.
+    pub async fn start_with_env(env: &[(&str, &str)]) -> TestNode {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().to_path_buf();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut node = Self::spawn(&data, env).await;
+        node._dir = Some(dir);
+        node
+    }
+
+    async fn spawn(data: &Path, env: Vec<(String, String)>) -> TestNode {
+        raise_open_file_limit();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_troupe"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--console-listen", "127.0.0.1:0", "--password-cost", "test"])
+            .arg("--data")
+            .arg(data)
+            .env("RUST_LOG", std::env::var("TROUPE_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .envs(env.iter().cloned())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("spawn troupe");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("troupe printed no ready line within 30 s")
+            .expect("read stdout")
+            .expect("troupe exited before it was ready");
+        // Keep draining stdout so the node never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let field = |name: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name}= in ready line {line:?}"))
+                .parse()
+                .expect("address")
+        };
+        let (http, console) = (field("http"), field("console"));
+        TestNode { child, http, console, url: format!("ws://{http}/ws"), data: data.to_path_buf(), env, _dir: None }
+    }
+
+    /// Kills the process with SIGKILL: no shutdown code runs.
+    pub async fn kill9(&mut self) {
+        self.child.start_kill().expect("kill");
+        let _ = self.child.wait().await;
+    }
+
+    /// Stops the node (SIGKILL) and starts it again on the same data directory.
+    pub async fn restart(&mut self) {
+        self.kill9().await;
+        let dir = self._dir.take();
+        let mut node = Self::spawn(&self.data, self.env.clone()).await;
+        node._dir = dir;
+        *self = node;
+    }
+
+    /// A fresh, unauthenticated connection.
+    pub async fn connect(&self) -> Client {
+        Client::connect(&self.url).await.expect("connect")
+    }
+
+    /// Registers a new user with a unique name and returns its logged-in connection and id.
+    pub async fn user(&self, prefix: &str) -> (Client, u64) {
+        let name = unique_name(prefix);
+        let (client, session) = Client::login(&self.url, &name, "password123", true).await.expect("register+login");
+        let id = session["profile"]["user"].as_u64().expect("user id");
+        (client, id)
+    }
+
+    /// Asks the console a command and returns its JSON answer.
+    pub async fn console(&self, command: &str) -> Value {
+        troupe::console::client::ask(self.console, command).await.expect("console")
+    }
+}
+
+/// A username nobody else in this test process has.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{prefix}{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Creates a group and returns its id.
+pub async fn create_group(client: &Client, name: &str, open: bool) -> u64 {
+    let info = client.request("create_group", json!({ "name": name, "open": open })).await.expect("create_group");
+    info["group"].as_u64().expect("group id")
+}
+
+/// Sends a text and returns the ack.
+pub async fn send_text(client: &Client, group: u64, client_msg_id: &str, body: &str) -> Result<Value, ClientError> {
+    client
+        .request("send", json!({ "group": group, "client_msg_id": client_msg_id, "type": "text", "body": body }))
+        .await
+}
+
+/// The error code of a failed request.
+pub fn code(result: Result<Value, ClientError>) -> String {
+    match result {
+        Ok(value) => panic!("expected an error, got {value}"),
+        Err(e) => e.code().unwrap_or("(not a server error)").to_owned(),
+    }
+}
+
+/// Lets the test process hold as many sockets as the host allows.
+pub fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
