@@ -107,6 +107,21 @@ impl TestNode {
         (client, id)
     }
 
+    /// Like [`TestNode::user`], also returning the session token.
+    pub async fn user_with_token(&self, prefix: &str) -> (Client, u64, String) {
+        let name = unique_name(prefix);
+        let (client, session) = Client::login(&self.url, &name, "password123", true).await.expect("register+login");
+        let id = session["profile"]["user"].as_u64().expect("user id");
+        (client, id, session["token"].as_str().expect("token").to_owned())
+    }
+
+    /// A new connection authenticated with a token; returns it with the auth result.
+    pub async fn auth(&self, token: &str) -> (Client, Value) {
+        let client = self.connect().await;
+        let session = client.request("auth", json!({ "token": token })).await.expect("auth");
+        (client, session)
+    }
+
     /// Asks the console a command and returns its JSON answer.
     pub async fn console(&self, command: &str) -> Value {
         troupe::console::client::ask(self.console, command).await.expect("console")
