@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::store::{AddMemberOutcome, StoreError};
 use crate::{System, now_ms, views};
 use bytes::Bytes;
-use dedupe::{Recent, RecentIds};
+use dedupe::RecentIds;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use schema::cluster::{GroupCommand, GroupEnvelope, ReplyTo};
 use schema::frames::server::{self as wire, AddMemberOutcome as AddLine, AddStatus, Event, LeaveReason};
@@ -27,7 +27,7 @@ use schema::frames::{MessageKind, Role};
 use schema::records::{GroupRecord, MemberRecord, MessageRecord, UserGroupRecord};
 use schema::{GroupId, Seq, UserId};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -79,6 +79,8 @@ pub struct GroupState {
     committed_seq: Seq,
     queued: Vec<Pending>,
     in_flight: Vec<Pending>,
+    /// (sender, client_msg_id) of every message in `queued` and `in_flight`.
+    pending_ids: HashSet<(UserId, String)>,
     recent: RecentIds,
     dissolved: bool,
 }
@@ -119,6 +121,7 @@ pub async fn activate(
         committed_seq,
         queued: Vec::new(),
         in_flight: Vec::new(),
+        pending_ids: HashSet::new(),
         dissolved: false,
     };
     let spawned = match supervisor {
@@ -258,31 +261,29 @@ impl GroupState {
     ) -> Result<(), ApiError> {
         let sender = to.user;
         self.role_of(sender)?;
-        match self.recent.get(sender, &client_msg_id) {
-            Some(Recent::Committed { seq, ts }) => {
-                self.ack(&to, seq, ts, true);
-                return Ok(());
-            }
-            Some(Recent::Pending) => {
-                let pending = self
-                    .queued
-                    .iter_mut()
-                    .chain(self.in_flight.iter_mut())
-                    .find(|p| p.record.sender == sender && p.record.client_msg_id == client_msg_id);
-                if let Some(pending) = pending {
-                    pending.waiters.push(to);
-                    return Ok(());
-                }
-            }
-            None => {}
-        }
-        let group = self.record.id;
-        if let Some((seq, ts)) = self.system.store.message_by_client_id(group, sender, &client_msg_id).await? {
-            self.recent.insert_committed(sender, &client_msg_id, seq, ts);
+        if let Some((seq, ts)) = self.recent.get(sender, &client_msg_id) {
             self.ack(&to, seq, ts, true);
             return Ok(());
         }
-        self.recent.insert_pending(sender, &client_msg_id);
+        if self.pending_ids.contains(&(sender, client_msg_id.clone())) {
+            // A resend of a message that is not committed yet: answer it with the original.
+            let pending = self
+                .queued
+                .iter_mut()
+                .chain(self.in_flight.iter_mut())
+                .find(|p| p.record.sender == sender && p.record.client_msg_id == client_msg_id);
+            if let Some(pending) = pending {
+                pending.waiters.push(to);
+                return Ok(());
+            }
+        }
+        let group = self.record.id;
+        if let Some((seq, ts)) = self.system.store.message_by_client_id(group, sender, &client_msg_id).await? {
+            self.recent.insert(sender, &client_msg_id, seq, ts);
+            self.ack(&to, seq, ts, true);
+            return Ok(());
+        }
+        self.pending_ids.insert((sender, client_msg_id.clone()));
         let record = MessageRecord { group, seq: 0, sender, client_msg_id, kind, body, ts: now_ms() };
         self.queued.push(Pending { record, reply_to: to, waiters: Vec::new() });
         self.flush(myself);
@@ -319,8 +320,8 @@ impl GroupState {
             // the same client_msg_id and are deduplicated if the batch did land.
             tracing::error!(group = %self.record.id, %error, "commit failed; restarting the group actor");
             let failed = ApiError::Unavailable("commit failed; retry".into());
+            self.pending_ids.clear();
             for pending in batch.iter().chain(self.queued.iter()) {
-                self.recent.remove(pending.record.sender, &pending.record.client_msg_id);
                 for to in std::iter::once(&pending.reply_to).chain(&pending.waiters) {
                     self.reply_error(to, &failed);
                 }
@@ -333,7 +334,8 @@ impl GroupState {
         let mut marks: HashMap<UserId, Seq> = HashMap::new();
         for pending in &batch {
             let record = &pending.record;
-            self.recent.insert_committed(record.sender, &record.client_msg_id, record.seq, record.ts);
+            self.pending_ids.remove(&(record.sender, record.client_msg_id.clone()));
+            self.recent.insert(record.sender, &record.client_msg_id, record.seq, record.ts);
             self.ack(&pending.reply_to, record.seq, record.ts, false);
             for to in &pending.waiters {
                 self.ack(to, record.seq, record.ts, true);

@@ -12,7 +12,8 @@ use futures_util::{SinkExt, StreamExt};
 use schema::error::CloseReason;
 use schema::frames::server::join_frame;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -80,10 +81,31 @@ pub async fn run<S>(
         // Whatever was queued before the close goes out first (replies to the last requests).
         let _ = write_queued(&mut ws, &outbox, config.max_events_per_frame).await;
         let frame = CloseFrame { code: CloseCode::from(reason.code()), reason: reason.as_str().into() };
-        let _ = tokio::time::timeout(config.auth_timeout, ws.close(Some(frame))).await;
+        if let Ok(Ok(())) = tokio::time::timeout(LINGER, ws.close(Some(frame))).await {
+            linger(ws.get_mut()).await;
+        }
         tracing::debug!(conn = %outbox.conn(), reason = reason.as_str(), "closed connection");
     }
     session.close().await;
+}
+
+/// How long a closing connection waits for the client to take the close frame.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Half-closes the socket and discards what the client still sends until it closes too.
+/// Without this, unread input (say, the rest of an oversized frame) makes the kernel answer
+/// with a reset, and the client loses the close frame that says why.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut S) {
+    let _ = socket.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let mut budget: usize = 4 * 1024 * 1024;
+    let deadline = Instant::now() + LINGER;
+    while budget > 0 {
+        match tokio::time::timeout_at(deadline, socket.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => budget = budget.saturating_sub(n),
+            _ => return,
+        }
+    }
 }
 
 /// Writes everything queued, in frames of at most `max_events` events, then flushes.

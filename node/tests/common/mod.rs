@@ -53,7 +53,7 @@ impl TestNode {
             .args(["serve", "--listen", "127.0.0.1:0", "--console-listen", "127.0.0.1:0", "--password-cost", "test"])
             .arg("--data")
             .arg(data)
-            .env("RUST_LOG", std::env::var("TROUPE_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .envs(env.iter().cloned())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,0 +1,301 @@
+//! The actor system in-process, without sockets: sessions fed frames directly, over the
+//! real embedded store. Covers supervision (a crashing group actor harms no other),
+//! idle retirement and reactivation, and user actors leaving with their last connection.
+
+use actors::config::PasswordCost;
+use actors::outbox::Outbox;
+use actors::session::Session;
+use actors::store::*;
+use actors::{ActorsConfig, System};
+use async_trait::async_trait;
+use bytes::Bytes;
+use schema::frames::Role;
+use schema::records::*;
+use schema::{GroupId, Seq, UserId};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use troupe::store::embedded::EmbeddedStore;
+
+/// One in-process connection.
+struct Conn {
+    session: Session,
+    outbox: Arc<Outbox>,
+    backlog: VecDeque<Value>,
+    next_id: u64,
+}
+
+impl Conn {
+    fn new(system: &Arc<System>) -> Conn {
+        let session = system.open_session();
+        let outbox = session.outbox().clone();
+        Conn { session, outbox, backlog: VecDeque::new(), next_id: 1 }
+    }
+
+    async fn pump(&mut self, wait: Duration) -> bool {
+        let mut batch: Vec<Bytes> = Vec::new();
+        if !self.outbox.has_events() && tokio::time::timeout(wait, self.outbox.ready()).await.is_err() {
+            return false;
+        }
+        self.outbox.take(usize::MAX, &mut batch);
+        for event in batch {
+            self.backlog.push_back(serde_json::from_slice(&event).unwrap());
+        }
+        true
+    }
+
+    /// Sends a request and returns its reply or error event (None if none comes).
+    async fn request(&mut self, op: &str, mut fields: Value) -> Option<Value> {
+        let id = self.next_id;
+        self.next_id += 1;
+        fields["id"] = json!(id);
+        fields["op"] = json!(op);
+        self.session.handle_text(&fields.to_string()).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+        loop {
+            if let Some(i) = self.backlog.iter().position(|e| e["id"] == id) {
+                return self.backlog.remove(i);
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() || !self.pump(left).await {
+                return None;
+            }
+        }
+    }
+
+    async fn ok(&mut self, op: &str, fields: Value) -> Value {
+        let reply = self.request(op, fields).await.expect("a reply");
+        assert_eq!(reply["event"], "reply", "{op}: {reply}");
+        reply["result"].clone()
+    }
+
+    async fn next_message(&mut self) -> Option<Value> {
+        loop {
+            if let Some(i) = self.backlog.iter().position(|e| e["event"] == "message") {
+                return self.backlog.remove(i);
+            }
+            if !self.pump(Duration::from_millis(1500)).await {
+                return None;
+            }
+        }
+    }
+}
+
+async fn user(system: &Arc<System>, name: &str) -> (Conn, u64) {
+    let mut conn = Conn::new(system);
+    conn.ok("register", json!({ "username": name, "password": "password123" })).await;
+    let session = conn.ok("login", json!({ "username": name, "password": "password123" })).await;
+    let id = session["profile"]["user"].as_u64().unwrap();
+    (conn, id)
+}
+
+fn config() -> ActorsConfig {
+    ActorsConfig { password_cost: PasswordCost::Test, ..ActorsConfig::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_group_actor_harms_no_other_and_restarts_on_next_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Faulty { inner: EmbeddedStore::open(dir.path()).unwrap(), panic_on: AtomicU64::new(0) });
+    let system = System::start(config(), store.clone()).await.unwrap();
+    let (mut alice, _) = user(&system, "alice").await;
+    let (mut bob, _) = user(&system, "bob").await;
+    let doomed = alice.ok("create_group", json!({ "name": "doomed", "open": true })).await["group"].as_u64().unwrap();
+    let healthy = alice.ok("create_group", json!({ "name": "healthy", "open": true })).await["group"].as_u64().unwrap();
+    for group in [doomed, healthy] {
+        bob.ok("join", json!({ "group": group })).await;
+    }
+    let send = |group: u64, id: &str| json!({ "group": group, "client_msg_id": id, "type": "text", "body": "hi" });
+
+    store.panic_on.store(doomed, Ordering::SeqCst);
+    assert!(alice.request("send", send(doomed, "x")).await.is_none(), "the crash took that request with it");
+    assert_eq!(system.groups.len(), 1, "the supervisor dropped the dead actor; the other lives");
+
+    let ack = alice.ok("send", send(healthy, "y")).await;
+    assert_eq!(ack["seq"], 1);
+    assert_eq!(bob.next_message().await.unwrap()["group"], healthy);
+
+    // The next request starts a fresh actor from the store; the retried send lands once.
+    let ack = alice.ok("send", send(doomed, "x")).await;
+    assert_eq!((ack["seq"].as_u64(), ack["duplicate"].as_bool()), (Some(1), Some(false)));
+    assert_eq!(bob.next_message().await.unwrap()["group"], doomed);
+    assert_eq!(system.groups.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_group_actors_retire_and_come_back_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let config = ActorsConfig { group_idle_after: Duration::from_millis(200), ..config() };
+    let system = System::start(config, store).await.unwrap();
+    let (mut alice, _) = user(&system, "alice").await;
+    let group = alice.ok("create_group", json!({ "name": "sleepy", "open": true })).await["group"].as_u64().unwrap();
+    let send = |id: &str| json!({ "group": group, "client_msg_id": id, "type": "text", "body": "hi" });
+    alice.ok("send", send("a")).await;
+    assert_eq!(system.groups.len(), 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !system.groups.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the idle actor never retired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ack = alice.ok("send", send("b")).await;
+    assert_eq!(ack["seq"], 2, "the seq continues from the store");
+    let dup = alice.ok("send", send("a")).await;
+    assert_eq!((dup["seq"].as_u64(), dup["duplicate"].as_bool()), (Some(1), Some(true)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_actors_live_exactly_as_long_as_their_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = System::start(config(), EmbeddedStore::open(dir.path()).unwrap()).await.unwrap();
+    let (alice, alice_id) = user(&system, "alice").await;
+    let session = {
+        let mut second = Conn::new(&system);
+        let token = {
+            let mut login = Conn::new(&system);
+            let s = login.ok("login", json!({ "username": "alice", "password": "password123" })).await;
+            login.session.close().await;
+            s["token"].as_str().unwrap().to_owned()
+        };
+        second.ok("auth", json!({ "token": token })).await;
+        second
+    };
+    assert_eq!(system.users.len(), 1, "one actor for all of a user's connections");
+    assert_eq!(system.fanout.connections(UserId(alice_id)).map(|c| c.len()), Some(2));
+    alice.session.close().await;
+    session.session.close().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !system.users.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the user actor outlived its connections");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(system.fanout.counts(), (0, 0));
+}
+
+/// The embedded store, with a fault: the group named in `panic_on` panics once inside its
+/// actor (in the client-id lookup a send makes).
+struct Faulty {
+    inner: Arc<EmbeddedStore>,
+    panic_on: AtomicU64,
+}
+
+#[async_trait]
+impl AccountStore for Faulty {
+    async fn insert_user(&self, user: &UserRecord) -> StoreResult<bool> {
+        self.inner.insert_user(user).await
+    }
+    async fn user(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
+        self.inner.user(id).await
+    }
+    async fn update_profile(&self, id: UserId, nickname: &str, avatar_url: &str) -> StoreResult<bool> {
+        self.inner.update_profile(id, nickname, avatar_url).await
+    }
+    async fn claim_username(&self, username: &str, credential: &CredentialRecord) -> StoreResult<bool> {
+        self.inner.claim_username(username, credential).await
+    }
+    async fn credential(&self, username: &str) -> StoreResult<Option<CredentialRecord>> {
+        self.inner.credential(username).await
+    }
+    async fn insert_session(&self, token: &TokenHash, session: &SessionRecord) -> StoreResult<()> {
+        self.inner.insert_session(token, session).await
+    }
+    async fn session(&self, token: &TokenHash) -> StoreResult<Option<SessionRecord>> {
+        self.inner.session(token).await
+    }
+    async fn delete_session(&self, token: &TokenHash) -> StoreResult<()> {
+        self.inner.delete_session(token).await
+    }
+}
+
+#[async_trait]
+impl GroupStore for Faulty {
+    async fn create_group(&self, group: &GroupRecord, owner: &MemberRecord) -> StoreResult<bool> {
+        self.inner.create_group(group, owner).await
+    }
+    async fn group(&self, id: GroupId) -> StoreResult<Option<GroupRecord>> {
+        self.inner.group(id).await
+    }
+    async fn member(&self, group: GroupId, user: UserId) -> StoreResult<Option<MemberRecord>> {
+        self.inner.member(group, user).await
+    }
+    async fn members(&self, group: GroupId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<MemberRecord>> {
+        self.inner.members(group, after, limit).await
+    }
+    async fn add_member_if_below_cap(&self, group: GroupId, member: &MemberRecord) -> StoreResult<AddMemberOutcome> {
+        self.inner.add_member_if_below_cap(group, member).await
+    }
+    async fn remove_member(&self, group: GroupId, user: UserId) -> StoreResult<Option<u32>> {
+        self.inner.remove_member(group, user).await
+    }
+    async fn set_member_role(&self, group: GroupId, user: UserId, role: Role) -> StoreResult<bool> {
+        self.inner.set_member_role(group, user, role).await
+    }
+    async fn transfer_ownership(&self, group: GroupId, from: UserId, to: UserId) -> StoreResult<bool> {
+        self.inner.transfer_ownership(group, from, to).await
+    }
+    async fn update_group(
+        &self,
+        group: GroupId,
+        name: Option<&str>,
+        open: Option<bool>,
+    ) -> StoreResult<Option<GroupRecord>> {
+        self.inner.update_group(group, name, open).await
+    }
+    async fn dissolve_group(&self, group: GroupId) -> StoreResult<bool> {
+        self.inner.dissolve_group(group).await
+    }
+}
+
+#[async_trait]
+impl UserGroupStore for Faulty {
+    async fn link_user_group(&self, user: UserId, link: &UserGroupRecord) -> StoreResult<()> {
+        self.inner.link_user_group(user, link).await
+    }
+    async fn unlink_user_group(&self, user: UserId, group: GroupId) -> StoreResult<()> {
+        self.inner.unlink_user_group(user, group).await
+    }
+    async fn user_groups(&self, user: UserId) -> StoreResult<Vec<UserGroupRecord>> {
+        self.inner.user_groups(user).await
+    }
+    async fn user_group(&self, user: UserId, group: GroupId) -> StoreResult<Option<UserGroupRecord>> {
+        self.inner.user_group(user, group).await
+    }
+    async fn advance_read_mark(&self, user: UserId, group: GroupId, seq: Seq) -> StoreResult<Option<Seq>> {
+        self.inner.advance_read_mark(user, group, seq).await
+    }
+}
+
+#[async_trait]
+impl MessageStore for Faulty {
+    async fn append_messages(&self, group: GroupId, after: Seq, messages: &[MessageRecord]) -> StoreResult<()> {
+        self.inner.append_messages(group, after, messages).await
+    }
+    async fn last_seq(&self, group: GroupId) -> StoreResult<Seq> {
+        self.inner.last_seq(group).await
+    }
+    async fn messages_after(&self, group: GroupId, after: Seq, limit: usize) -> StoreResult<Vec<MessageRecord>> {
+        self.inner.messages_after(group, after, limit).await
+    }
+    async fn messages_before(&self, group: GroupId, before: Seq, limit: usize) -> StoreResult<Vec<MessageRecord>> {
+        self.inner.messages_before(group, before, limit).await
+    }
+    async fn message_by_client_id(
+        &self,
+        group: GroupId,
+        sender: UserId,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<(Seq, u64)>> {
+        if self.panic_on.compare_exchange(group.0, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            panic!("injected fault in group {group}");
+        }
+        self.inner.message_by_client_id(group, sender, client_msg_id).await
+    }
+}
+
+impl Store for Faulty {
+    fn backend(&self) -> &'static str {
+        "faulty-embedded"
+    }
+}
