@@ -99,10 +99,12 @@ pub enum DirectoryError<E> {
     Stopped,
 }
 
+type Shard<K, M> = RwLock<HashMap<K, Slot<M>>>;
+
 /// The live actors of one kind on this node.
 pub struct Directory<K, M> {
     kind: &'static str,
-    shards: Box<[RwLock<HashMap<K, Slot<M>>>]>,
+    shards: Box<[Shard<K, M>]>,
     ids: Mutex<HashMap<ActorId, K>>,
     supervisor: Mutex<Option<ActorCell>>,
 }
@@ -144,7 +146,7 @@ where
         self.supervisor.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn shard(&self, key: &K) -> &RwLock<HashMap<K, Slot<M>>> {
+    fn shard(&self, key: &K) -> &Shard<K, M> {
         use std::hash::{BuildHasher, RandomState};
         // One hasher per process: keys only need spreading across shards.
         static STATE: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();

@@ -49,7 +49,7 @@ impl Gateway {
 pub async fn upgrade(State(gateway): State<Gateway>, mut request: Request) -> Response {
     let key = match check_upgrade(request.headers()) {
         Ok(key) => key,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
@@ -76,7 +76,7 @@ pub async fn upgrade(State(gateway): State<Gateway>, mut request: Request) -> Re
     response
 }
 
-fn check_upgrade(headers: &HeaderMap) -> Result<String, Response> {
+fn check_upgrade(headers: &HeaderMap) -> Result<String, Box<Response>> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers
             .get_all(name)
@@ -86,15 +86,15 @@ fn check_upgrade(headers: &HeaderMap) -> Result<String, Response> {
             .any(|v| v.trim().eq_ignore_ascii_case(token))
     };
     if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
-        return Err((StatusCode::UPGRADE_REQUIRED, "this endpoint speaks WebSocket only\n").into_response());
+        return Err(Box::new((StatusCode::UPGRADE_REQUIRED, "this endpoint speaks WebSocket only\n").into_response()));
     }
     if headers.get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok()) != Some("13") {
         let mut response = (StatusCode::BAD_REQUEST, "unsupported WebSocket version\n").into_response();
         response.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-        return Err(response);
+        return Err(Box::new(response));
     }
     match headers.get(header::SEC_WEBSOCKET_KEY).and_then(|v| v.to_str().ok()) {
         Some(key) if !key.is_empty() => Ok(key.to_owned()),
-        _ => Err((StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response()),
+        _ => Err(Box::new((StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response())),
     }
 }

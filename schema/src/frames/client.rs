@@ -450,6 +450,22 @@ mod tests {
         }
     }
 
+    #[test]
+    fn every_request_example_in_the_protocol_doc_parses() {
+        let doc = include_str!("../../PROTOCOL.md");
+        let examples: Vec<&str> =
+            doc.lines().map(str::trim).filter(|l| l.starts_with('{') && l.contains("\"op\":") && !l.contains("\"event\":")).collect();
+        assert!(examples.len() >= OPS.len(), "every op has an example ({} found)", examples.len());
+        let mut seen = std::collections::HashSet::new();
+        for example in examples {
+            let frame = parse_client_frame(example).unwrap_or_else(|e| panic!("{example}: {e}"));
+            seen.insert(frame.request.op());
+        }
+        for op in OPS {
+            assert!(seen.contains(op), "PROTOCOL.md has no request example for {op}");
+        }
+    }
+
     proptest! {
         #[test]
         fn arbitrary_text_never_panics(text in ".{0,200}") {
