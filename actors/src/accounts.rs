@@ -71,7 +71,8 @@ impl Accounts {
         };
         let credential = CredentialRecord { user: user.id, password_hash };
         if !self.store.claim_username(username, &credential).await? {
-            // The user row stays behind unreachable; it holds no credential.
+            // Another registration won the name between our check and our claim.
+            self.store.delete_user(user.id).await?;
             return Err(ApiError::UsernameTaken);
         }
         Ok(user.id)

@@ -5,8 +5,11 @@
 //! an `await`. A send takes a read lock, counts the message in the actor's
 //! [`MailboxGauge`] and clones the actor's ref; the actor uncounts it when it handles it.
 //! ractor's mailboxes expose no length, and this count is what the debug console shows,
-//! and what makes retiring safe: an actor leaves the map only under the write lock and
-//! only with nothing counted, so no message can be sent to an actor that has stopped.
+//! and what makes retiring safe: an idle actor leaves the map only under the write lock and
+//! only with nothing counted, so no message can be sent to an actor that has stopped. An
+//! actor that must go while messages are queued (a failed commit) leaves the map first and
+//! then drains its mailbox, answering each message; ractor refuses sends after the drain
+//! starts, and a refused send is rerouted to a fresh actor.
 //!
 //! Activation runs outside the lock (it reads the store); concurrent requests for the same
 //! key wait for the first one instead of starting a second actor.
@@ -41,6 +44,11 @@ impl MailboxGauge {
         self.depth.fetch_sub(1, Ordering::AcqRel);
         self.handled.fetch_add(1, Ordering::Relaxed);
         self.last_active_ms.store(crate::now_ms(), Ordering::Relaxed);
+    }
+
+    /// Takes back a count for a message that never reached the actor.
+    fn uncount(&self) {
+        self.depth.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Marks the actor active now (at start, so a new actor is not idle at once).
@@ -178,7 +186,7 @@ where
         match entry.actor.send_message(message) {
             Ok(()) => Ok(()),
             Err(error) => {
-                entry.gauge.leave();
+                entry.gauge.uncount();
                 self.forget(entry.actor.get_id());
                 match error {
                     ractor::MessagingErr::SendErr(message) => Err(Some(message)),
@@ -211,27 +219,25 @@ where
     {
         let mut activate = Some(activate);
         loop {
-            let notify = {
+            let waiting = {
                 let mut shard = self.shard(&key).write().unwrap_or_else(|e| e.into_inner());
                 match shard.get(&key) {
                     Some(Slot::Active(entry)) => return Ok(entry.clone()),
-                    Some(Slot::Activating(notify)) => Some(notify.clone()),
+                    Some(Slot::Activating(notify)) => {
+                        // Registered while the lock is held: the activator can only finish
+                        // (and notify) after we let go, so the wake-up cannot be missed.
+                        let mut notified = Box::pin(notify.clone().notified_owned());
+                        notified.as_mut().enable();
+                        Some(notified)
+                    }
                     None => {
                         shard.insert(key, Slot::Activating(Arc::new(Notify::new())));
                         None
                     }
                 }
             };
-            match notify {
-                Some(notify) => {
-                    let notified = notify.notified();
-                    tokio::pin!(notified);
-                    notified.as_mut().enable();
-                    // Re-check: the activator may have finished between the lock and enable.
-                    if matches!(self.slot_state(&key), SlotState::Activating) {
-                        notified.await;
-                    }
-                }
+            match waiting {
+                Some(notified) => notified.await,
                 None => {
                     let Some(activate) = activate.take() else {
                         // Only the first pass can become the activator, and it returns.
@@ -243,14 +249,6 @@ where
                     return guard.finish(result.map(|actor| Entry { actor, gauge }));
                 }
             }
-        }
-    }
-
-    fn slot_state(&self, key: &K) -> SlotState {
-        match self.shard(key).read().unwrap_or_else(|e| e.into_inner()).get(key) {
-            Some(Slot::Active(_)) => SlotState::Active,
-            Some(Slot::Activating(_)) => SlotState::Activating,
-            None => SlotState::Empty,
         }
     }
 
@@ -271,6 +269,19 @@ where
             // Already replaced or removed: nothing can reach this actor through the map.
             _ => true,
         }
+    }
+
+    /// Removes an actor from the map whatever its mailbox holds: it is going away (a
+    /// failed commit) and answers what is queued itself; new messages go to a successor.
+    pub fn remove(&self, key: &K, actor: ActorId) {
+        let mut shard = self.shard(key).write().unwrap_or_else(|e| e.into_inner());
+        if let Some(Slot::Active(entry)) = shard.get(key)
+            && entry.actor.get_id() == actor
+        {
+            shard.remove(key);
+        }
+        drop(shard);
+        self.ids.lock().unwrap_or_else(|e| e.into_inner()).remove(&actor);
     }
 
     /// Drops a dead actor from the map (supervision, failed sends).
@@ -322,12 +333,6 @@ where
             supervisor.stop(None);
         }
     }
-}
-
-enum SlotState {
-    Active,
-    Activating,
-    Empty,
 }
 
 /// Clears an `Activating` slot even if the activating task is cancelled, so waiters never

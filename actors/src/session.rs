@@ -155,6 +155,9 @@ impl Session {
             }
             Request::GroupInfo(r) => self.to_group(id, r.group, GroupCommand::Info).await,
             Request::UpdateGroup(r) => {
+                if r.name.is_none() && r.open.is_none() {
+                    return Err(ApiError::InvalidField("give name and/or open".into()));
+                }
                 if let Some(name) = &r.name {
                     accounts::validate_display_name("name", name)?;
                 }
@@ -209,11 +212,27 @@ impl Session {
         let user = signed_in.user.id;
         let (done, attached) = oneshot::channel();
         let attach = UserMsg::Attach { outbox: self.outbox.clone(), token: signed_in.token_hash, done };
-        self.system.to_user(user, attach).await?;
-        attached.await.map_err(|_| ApiError::Unavailable("the user actor stopped; retry".into()))?;
+        let result = match self.system.to_user(user, attach).await {
+            Ok(()) => match attached.await {
+                Ok(()) => self.summaries(user).await,
+                Err(_) => Err(ApiError::Unavailable("the user actor stopped; retry".into())),
+            },
+            Err(error) => Err(error),
+        };
+        let groups = match result {
+            Ok(groups) => groups,
+            Err(error) => {
+                // Leave the connection as it was: unauthenticated, registered nowhere, and
+                // with no new session left behind.
+                let _ = self.system.users.try_send(&user, UserMsg::Detach { conn: self.outbox.conn() });
+                if token.is_some() {
+                    let _ = self.system.accounts.logout(&signed_in.token_hash).await;
+                }
+                return Err(error);
+            }
+        };
         let profile = views::profile(&signed_in.user);
         self.signed_in = Some(signed_in);
-        let groups = self.summaries(user).await?;
         self.reply(id, op, &wire::SessionResult { token, profile, groups });
         Ok(())
     }
@@ -266,14 +285,10 @@ impl Session {
             accounts::validate_avatar_url(url)?;
         }
         let store = &self.system.store;
-        let mut user = store.user(me).await?.ok_or(ApiError::NotFound("user"))?;
-        if let Some(nickname) = r.nickname {
-            user.nickname = nickname;
-        }
-        if let Some(url) = r.avatar_url {
-            user.avatar_url = url;
-        }
-        store.update_profile(me, &user.nickname, &user.avatar_url).await?;
+        let user = store
+            .update_profile(me, r.nickname.as_deref(), r.avatar_url.as_deref())
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
         self.reply(id, "update_profile", &views::profile(&user));
         if let Some(signed_in) = &mut self.signed_in {
             signed_in.user = user;

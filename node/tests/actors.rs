@@ -98,7 +98,7 @@ fn config() -> ActorsConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashing_group_actor_harms_no_other_and_restarts_on_next_use() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Faulty { inner: EmbeddedStore::open(dir.path()).unwrap(), panic_on: AtomicU64::new(0) });
+    let store = Faulty::open(dir.path());
     let system = System::start(config(), store.clone()).await.unwrap();
     let (mut alice, _) = user(&system, "alice").await;
     let (mut bob, _) = user(&system, "bob").await;
@@ -122,6 +122,104 @@ async fn a_crashing_group_actor_harms_no_other_and_restarts_on_next_use() {
     assert_eq!((ack["seq"].as_u64(), ack["duplicate"].as_bool()), (Some(1), Some(false)));
     assert_eq!(bob.next_message().await.unwrap()["group"], doomed);
     assert_eq!(system.groups.len(), 2);
+}
+
+/// A failed commit: every request the group had queued or still receives is answered (none
+/// is dropped), the log stays gapless, and retries with the same ids land exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_answers_every_request_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Faulty::open(dir.path());
+    let system = System::start(config(), store.clone()).await.unwrap();
+    let (mut alice, _) = user(&system, "alice").await;
+    let group = alice.ok("create_group", json!({ "name": "shaky", "open": true })).await["group"].as_u64().unwrap();
+    store.fail_append.store(group, Ordering::SeqCst);
+    let first_id = alice.next_id;
+    for n in 0..200 {
+        let frame = json!({ "id": first_id + n, "op": "send", "group": group, "client_msg_id": format!("m{n}"), "type": "text", "body": "x" });
+        alice.session.handle_text(&frame.to_string()).await;
+    }
+    alice.next_id += 200;
+    let mut failed = Vec::new();
+    let mut acked = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while failed.len() + acked.len() < 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of 200 requests were answered",
+            failed.len() + acked.len()
+        );
+        alice.pump(Duration::from_millis(200)).await;
+        while let Some(i) = alice.backlog.iter().position(|e| e["id"].as_u64().is_some_and(|id| id >= first_id)) {
+            let event = alice.backlog.remove(i).unwrap();
+            let n = event["id"].as_u64().unwrap() - first_id;
+            match event["event"].as_str() {
+                Some("reply") => acked.push((n, event["result"]["seq"].as_u64().unwrap())),
+                _ => {
+                    assert_eq!(event["code"], "unavailable", "{event}");
+                    failed.push(n);
+                }
+            }
+        }
+    }
+    assert!(!failed.is_empty(), "the injected failure hit at least the first batch");
+    for n in &failed {
+        let ack = alice
+            .ok("send", json!({ "group": group, "client_msg_id": format!("m{n}"), "type": "text", "body": "x" }))
+            .await;
+        assert_eq!(ack["duplicate"], false, "the failed batch did not land, so the retry is new");
+    }
+    let mut seqs = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = alice.ok("history", json!({ "group": group, "after": after, "limit": 100 })).await;
+        let got: Vec<u64> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+        if let Some(last) = got.last() {
+            after = *last;
+        }
+        seqs.extend(got);
+        if !page["has_more"].as_bool().unwrap() {
+            break;
+        }
+    }
+    assert_eq!(seqs, (1..=200).collect::<Vec<u64>>(), "200 messages, gapless, none twice");
+}
+
+/// A member removed while their send waits for the commit under way: that send is refused,
+/// it does not land after their departure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_members_queued_send_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Faulty::open(dir.path());
+    let system = System::start(config(), store.clone()).await.unwrap();
+    let (mut owner, _) = user(&system, "owner").await;
+    let (mut eve, eve_id) = user(&system, "eve").await;
+    let group = owner.ok("create_group", json!({ "name": "g", "open": true })).await["group"].as_u64().unwrap();
+    eve.ok("join", json!({ "group": group })).await;
+    store.slow_append.store(group, Ordering::SeqCst);
+    // First send goes into the (slow) commit; the second queues behind it.
+    for (id, cmid) in [(100, "e1"), (101, "e2")] {
+        let frame =
+            json!({ "id": id, "op": "send", "group": group, "client_msg_id": cmid, "type": "text", "body": "x" });
+        eve.session.handle_text(&frame.to_string()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    owner.ok("remove_member", json!({ "group": group, "user": eve_id })).await;
+    let mut answers = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while answers.len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline);
+        eve.pump(Duration::from_millis(100)).await;
+        while let Some(i) = eve.backlog.iter().position(|e| e["id"] == 100 || e["id"] == 101) {
+            let event = eve.backlog.remove(i).unwrap();
+            answers.insert(event["id"].as_u64().unwrap(), event);
+        }
+    }
+    assert_eq!(answers[&100]["result"]["seq"], 1, "the send already in the commit lands");
+    assert_eq!(answers[&101]["code"], "not_found", "the queued one does not");
+    store.slow_append.store(0, Ordering::SeqCst);
+    let page = owner.ok("history", json!({ "group": group })).await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,11 +272,26 @@ async fn user_actors_live_exactly_as_long_as_their_connections() {
     assert_eq!(system.fanout.counts(), (0, 0));
 }
 
-/// The embedded store, with a fault: the group named in `panic_on` panics once inside its
-/// actor (in the client-id lookup a send makes).
+/// The embedded store with injectable faults, each armed with a group id and fired once:
+/// `panic_on` panics inside the group's actor (in the client-id lookup a send makes),
+/// `fail_append` fails the group's next commit; `slow_append` delays every commit of that
+/// group by 300 ms.
 struct Faulty {
     inner: Arc<EmbeddedStore>,
     panic_on: AtomicU64,
+    fail_append: AtomicU64,
+    slow_append: AtomicU64,
+}
+
+impl Faulty {
+    fn open(dir: &std::path::Path) -> Arc<Faulty> {
+        Arc::new(Faulty {
+            inner: EmbeddedStore::open(dir).unwrap(),
+            panic_on: AtomicU64::new(0),
+            fail_append: AtomicU64::new(0),
+            slow_append: AtomicU64::new(0),
+        })
+    }
 }
 
 #[async_trait]
@@ -189,7 +302,15 @@ impl AccountStore for Faulty {
     async fn user(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
         self.inner.user(id).await
     }
-    async fn update_profile(&self, id: UserId, nickname: &str, avatar_url: &str) -> StoreResult<bool> {
+    async fn delete_user(&self, id: UserId) -> StoreResult<()> {
+        self.inner.delete_user(id).await
+    }
+    async fn update_profile(
+        &self,
+        id: UserId,
+        nickname: Option<&str>,
+        avatar_url: Option<&str>,
+    ) -> StoreResult<Option<UserRecord>> {
         self.inner.update_profile(id, nickname, avatar_url).await
     }
     async fn claim_username(&self, username: &str, credential: &CredentialRecord) -> StoreResult<bool> {
@@ -270,6 +391,12 @@ impl UserGroupStore for Faulty {
 #[async_trait]
 impl MessageStore for Faulty {
     async fn append_messages(&self, group: GroupId, after: Seq, messages: &[MessageRecord]) -> StoreResult<()> {
+        if self.fail_append.compare_exchange(group.0, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            return Err(StoreError::Unavailable("injected commit failure".into()));
+        }
+        if self.slow_append.load(Ordering::SeqCst) == group.0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
         self.inner.append_messages(group, after, messages).await
     }
     async fn last_seq(&self, group: GroupId) -> StoreResult<Seq> {

@@ -73,3 +73,27 @@ async fn former_members_lose_access_immediately() {
         assert_eq!(code(bob.request(op, fields).await), "not_found", "{op} after removal");
     }
 }
+
+/// Many connections asking about the same unknown groups at once (each activation fails
+/// fast): every request is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_for_unknown_groups_are_all_answered() {
+    let node = TestNode::start().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let (client, _) = node.user(&format!("probe{i}_")).await;
+        tasks.spawn(async move {
+            let mut pending = Vec::new();
+            for n in 0..60u64 {
+                pending.push(client.start_request("group_info", json!({ "group": 1000 + n % 3 })).await.unwrap());
+            }
+            for rx in pending {
+                let answer = tokio::time::timeout(WAIT, rx).await.expect("answered").unwrap();
+                assert_eq!(answer.unwrap_err().code(), Some("not_found"));
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}

@@ -106,7 +106,7 @@ impl fmt::Display for ErrorCode {
 /// reason text is [`CloseReason::as_str`], so clients can tell the cases apart.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The client closed, or the node is shutting down (1001).
+    /// The node is shutting down (1001).
     GoingAway,
     /// No `auth`, `login` within the auth deadline (1008).
     AuthTimeout,

@@ -83,6 +83,9 @@ pub struct GroupState {
     pending_ids: HashSet<(UserId, String)>,
     recent: RecentIds,
     dissolved: bool,
+    /// A commit failed: the actor has left the directory and is draining its mailbox,
+    /// answering `unavailable` to everything until it stops.
+    failed: bool,
 }
 
 struct Pending {
@@ -123,6 +126,7 @@ pub async fn activate(
         in_flight: Vec::new(),
         pending_ids: HashSet::new(),
         dissolved: false,
+        failed: false,
     };
     let spawned = match supervisor {
         Some(supervisor) => Actor::spawn_linked(None, GroupActor, state, supervisor).await,
@@ -150,6 +154,10 @@ impl Actor for GroupActor {
             GroupMsg::Command(envelope) => {
                 state.gauge.leave();
                 let reply_to = envelope.reply_to;
+                if state.failed {
+                    state.reply_error(&reply_to, &ApiError::Unavailable("the group is restarting; retry".into()));
+                    return Ok(());
+                }
                 let op = envelope.command.op();
                 if let Err(error) = state.command(&myself, envelope).await {
                     state.reply_error(&reply_to, &error);
@@ -160,7 +168,7 @@ impl Actor for GroupActor {
             }
             GroupMsg::Committed(result) => state.committed(&myself, result),
             GroupMsg::Retire => {
-                let idle = state.queued.is_empty() && state.in_flight.is_empty();
+                let idle = state.queued.is_empty() && state.in_flight.is_empty() && !state.failed;
                 if idle && state.system.groups.retire_if_idle(&state.record.id, myself.get_id()) {
                     myself.stop(None);
                 }
@@ -316,9 +324,11 @@ impl GroupState {
         let batch = std::mem::take(&mut self.in_flight);
         if let Err(error) = result {
             // The log may or may not hold the batch (a timeout is ambiguous). Fail every
-            // uncommitted send and restart from the store, which knows; senders retry with
-            // the same client_msg_id and are deduplicated if the batch did land.
-            tracing::error!(group = %self.record.id, %error, "commit failed; restarting the group actor");
+            // uncommitted send and hand the group to a successor that starts from the
+            // store, which knows; senders retry with the same client_msg_id and are
+            // deduplicated if the batch did land. This actor leaves the directory now and
+            // drains its mailbox, answering each request, so nothing is dropped unanswered.
+            tracing::error!(group = %self.record.id, %error, "commit failed; handing the group to a fresh actor");
             let failed = ApiError::Unavailable("commit failed; retry".into());
             self.pending_ids.clear();
             for pending in batch.iter().chain(self.queued.iter()) {
@@ -327,7 +337,11 @@ impl GroupState {
                 }
             }
             self.queued.clear();
-            myself.stop(Some(format!("commit failed: {error}")));
+            self.failed = true;
+            self.system.groups.remove(&self.record.id, myself.get_id());
+            if myself.drain().is_err() {
+                myself.stop(Some(format!("commit failed: {error}")));
+            }
             return;
         }
         let mut events = Vec::with_capacity(batch.len());
@@ -464,11 +478,16 @@ impl GroupState {
         self.members.remove(&user);
         self.record.member_count = count;
         self.membership_changed();
-        // The index entry goes after the membership row, so it never misses a group.
-        store.unlink_user_group(user, group).await?;
+        // Sends of theirs that have no seq yet would land after their departure: refuse them.
+        self.refuse_queued(|p| p.record.sender == user, &ApiError::group_not_found());
         let event = Bytes::from(wire::encode_event(&Event::MemberLeft { group, user, reason, member_count: count }));
         self.system.fanout.deliver(&self.recipients, std::slice::from_ref(&event));
         self.system.fanout.deliver(&[user], std::slice::from_ref(&event));
+        // The index entry goes after the membership row, so it never misses a group. If this
+        // write fails the entry lingers; readers check membership, so it shows nothing.
+        if let Err(error) = store.unlink_user_group(user, group).await {
+            tracing::warn!(%group, %user, %error, "could not unlink a departed member");
+        }
         Ok(count)
     }
 
@@ -542,6 +561,7 @@ impl GroupState {
         let group = self.record.id;
         self.system.store.dissolve_group(group).await?;
         self.dissolved = true;
+        self.refuse_queued(|_| true, &ApiError::group_not_found());
         self.broadcast(&Event::GroupDissolved { group });
         self.reply(&to, "dissolve_group", &wire::Done {});
         let members: Vec<UserId> = std::mem::take(&mut self.members).into_keys().collect();
@@ -557,6 +577,19 @@ impl GroupState {
             }
         });
         Ok(())
+    }
+
+    /// Answers and drops queued sends (not yet given a seq) that match.
+    fn refuse_queued(&mut self, matches: impl Fn(&Pending) -> bool, error: &ApiError) {
+        let (refused, kept): (Vec<Pending>, Vec<Pending>) =
+            std::mem::take(&mut self.queued).into_iter().partition(matches);
+        self.queued = kept;
+        for pending in refused {
+            self.pending_ids.remove(&(pending.record.sender, pending.record.client_msg_id.clone()));
+            for to in std::iter::once(&pending.reply_to).chain(&pending.waiters) {
+                self.reply_error(to, error);
+            }
+        }
     }
 
     fn membership_changed(&mut self) {

@@ -100,10 +100,16 @@ pub async fn users_and_usernames(store: Arc<dyn Store>) {
     assert_eq!(store.credential(&name).await.unwrap(), Some(credential));
     assert_eq!(store.credential("nobody-here").await.unwrap(), None);
 
-    assert!(store.update_profile(UserId(id), "Nick", "https://a/b.png").await.unwrap());
-    let updated = store.user(UserId(id)).await.unwrap().unwrap();
+    let updated = store.update_profile(UserId(id), Some("Nick"), Some("https://a/b.png")).await.unwrap().unwrap();
     assert_eq!((updated.nickname.as_str(), updated.avatar_url.as_str()), ("Nick", "https://a/b.png"));
-    assert!(!store.update_profile(UserId(random_id()), "x", "").await.unwrap());
+    let partial = store.update_profile(UserId(id), None, Some("")).await.unwrap().unwrap();
+    assert_eq!((partial.nickname.as_str(), partial.avatar_url.as_str()), ("Nick", ""), "absent fields stay");
+    assert_eq!(store.user(UserId(id)).await.unwrap(), Some(partial));
+    assert_eq!(store.update_profile(UserId(random_id()), Some("x"), None).await.unwrap(), None);
+
+    store.delete_user(UserId(id)).await.unwrap();
+    assert_eq!(store.user(UserId(id)).await.unwrap(), None);
+    store.delete_user(UserId(id)).await.unwrap();
 }
 
 /// Sessions are stored, read and deleted by token hash.

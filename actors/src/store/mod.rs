@@ -46,8 +46,16 @@ pub trait AccountStore: Send + Sync {
     async fn insert_user(&self, user: &UserRecord) -> StoreResult<bool>;
     /// A user by id.
     async fn user(&self, id: UserId) -> StoreResult<Option<UserRecord>>;
-    /// Replaces a user's nickname and avatar; false if there is no such user.
-    async fn update_profile(&self, id: UserId, nickname: &str, avatar_url: &str) -> StoreResult<bool>;
+    /// Deletes a user row (registration lost the race for its username).
+    async fn delete_user(&self, id: UserId) -> StoreResult<()>;
+    /// Changes the given profile fields in one atomic write (so two devices editing
+    /// different fields lose nothing); the updated user, or None if there is no such user.
+    async fn update_profile(
+        &self,
+        id: UserId,
+        nickname: Option<&str>,
+        avatar_url: Option<&str>,
+    ) -> StoreResult<Option<UserRecord>>;
     /// Claims a username for a credential if nobody has it; false if taken.
     /// Invariant: registration inserts the user first, so a claimed name always has a user.
     async fn claim_username(&self, username: &str, credential: &CredentialRecord) -> StoreResult<bool>;

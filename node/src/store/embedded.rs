@@ -95,7 +95,10 @@ impl EmbeddedStore {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |txn| {
             let result = apply(txn);
-            let storage_failed = matches!(result, Err(StoreError::Unavailable(_) | StoreError::Corrupt(_)));
+            // Jobs read and decode before their first write, so a decode error (`Corrupt`)
+            // or a refused condition leaves nothing behind and fails that job alone; only
+            // a storage error may have left a job half-applied and must abort the batch.
+            let storage_failed = matches!(result, Err(StoreError::Unavailable(_)));
             let completion: Completion = Box::new(move |commit: &StoreResult<()>| {
                 let _ = tx.send(match commit {
                     Ok(()) => result,
@@ -245,19 +248,34 @@ impl AccountStore for EmbeddedStore {
         })
     }
 
-    async fn update_profile(&self, id: UserId, nickname: &str, avatar_url: &str) -> StoreResult<bool> {
-        let (nickname, avatar_url) = (nickname.to_owned(), avatar_url.to_owned());
+    async fn delete_user(&self, id: UserId) -> StoreResult<()> {
         self.write(move |txn| {
             let mut users = txn.open_table(USERS).map_err(db_error)?;
-            let Some(mut user) =
-                users.get(id.0).map_err(db_error)?.map(|v| decode::<UserRecord>(v.value())).transpose()?
-            else {
-                return Ok(false);
-            };
-            user.nickname = nickname;
-            user.avatar_url = avatar_url;
+            users.remove(id.0).map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_profile(
+        &self,
+        id: UserId,
+        nickname: Option<&str>,
+        avatar_url: Option<&str>,
+    ) -> StoreResult<Option<UserRecord>> {
+        let (nickname, avatar_url) = (nickname.map(str::to_owned), avatar_url.map(str::to_owned));
+        self.write(move |txn| {
+            let mut users = txn.open_table(USERS).map_err(db_error)?;
+            let current = users.get(id.0).map_err(db_error)?.map(|v| decode::<UserRecord>(v.value())).transpose()?;
+            let Some(mut user) = current else { return Ok(None) };
+            if let Some(nickname) = nickname {
+                user.nickname = nickname;
+            }
+            if let Some(avatar_url) = avatar_url {
+                user.avatar_url = avatar_url;
+            }
             users.insert(id.0, encode(&user)?.as_slice()).map_err(db_error)?;
-            Ok(true)
+            Ok(Some(user))
         })
         .await
     }

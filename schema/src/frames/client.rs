@@ -138,7 +138,7 @@ requests! {
     "update_profile" => UpdateProfile(UpdateProfileRequest),
     /// Create a group; the caller becomes its owner.
     "create_group" => CreateGroup(CreateGroupRequest),
-    /// A group's name, owner, counts and the caller's role.
+    /// A group's name, owner, openness, member count, cap and last seq.
     "group_info" => GroupInfo(GroupInfoRequest),
     /// The caller's groups with unread counts.
     "my_groups" => MyGroups(MyGroupsRequest),
@@ -453,8 +453,11 @@ mod tests {
     #[test]
     fn every_request_example_in_the_protocol_doc_parses() {
         let doc = include_str!("../../PROTOCOL.md");
-        let examples: Vec<&str> =
-            doc.lines().map(str::trim).filter(|l| l.starts_with('{') && l.contains("\"op\":") && !l.contains("\"event\":")).collect();
+        let examples: Vec<&str> = doc
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with('{') && l.contains("\"op\":") && !l.contains("\"event\":"))
+            .collect();
         assert!(examples.len() >= OPS.len(), "every op has an example ({} found)", examples.len());
         let mut seen = std::collections::HashSet::new();
         for example in examples {

@@ -57,7 +57,7 @@ pub enum Event {
         /// The group.
         group: GroupId,
     },
-    /// The receiver's read mark moved (on this or another of their connections).
+    /// The receiver called `read` on another of their connections.
     ReadMark(ReadAck),
 }
 
