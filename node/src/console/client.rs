@@ -42,24 +42,25 @@ pub fn render(reply: &Value, json: bool) -> String {
         return serde_json::to_string_pretty(reply).unwrap_or_default();
     }
     if let Some(actors) = reply.get("actors").and_then(Value::as_array) {
+        let number = |v: &Value| v.as_u64().unwrap_or(0);
         let mut out = format!(
             "node {} store {}: {} connections, {} online users, {} group actors, {} user actors\n",
-            reply["node"],
-            reply["store"],
-            reply["connections"],
-            reply["online_users"],
-            reply["counts"]["group"],
-            reply["counts"]["user"],
+            number(&reply["node"]),
+            reply["store"].as_str().unwrap_or("?"),
+            number(&reply["connections"]),
+            number(&reply["online_users"]),
+            number(&reply["counts"]["group"]),
+            number(&reply["counts"]["user"]),
         );
         out.push_str(&format!("{:<6} {:>18} {:>8} {:>8} {:>10}\n", "KIND", "ID", "DEPTH", "PEAK", "HANDLED"));
         for a in actors {
             out.push_str(&format!(
                 "{:<6} {:>18} {:>8} {:>8} {:>10}\n",
                 a["kind"].as_str().unwrap_or("?"),
-                a["id"],
-                a["mailbox_depth"],
-                a["mailbox_peak"],
-                a["handled"]
+                number(&a["id"]),
+                number(&a["mailbox_depth"]),
+                number(&a["mailbox_peak"]),
+                number(&a["handled"]),
             ));
         }
         return out;
@@ -76,7 +77,7 @@ pub fn render(reply: &Value, json: bool) -> String {
             group["in_flight"],
         );
         for member in group["members"].as_array().into_iter().flatten() {
-            out.push_str(&format!("  {:>18} {}\n", member[0], member[1].as_str().unwrap_or("")));
+            out.push_str(&format!("  {:>18} {}\n", member[0].as_u64().unwrap_or(0), member[1].as_str().unwrap_or("")));
         }
         return out;
     }
