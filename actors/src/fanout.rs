@@ -59,9 +59,10 @@ impl Fanout {
     pub fn deliver(&self, recipients: &[UserId], events: &[Bytes]) -> usize {
         let mut reached = 0;
         for &user in recipients {
-            let Some(connections) = self.connections(user) else {
-                continue;
-            };
+            // Pushing under the shard's read lock saves cloning the connection list; a push
+            // is a short append, and writers of this shard are rare (connects, disconnects).
+            let shard = self.shard(user).read().unwrap_or_else(|e| e.into_inner());
+            let Some(connections) = shard.get(&user) else { continue };
             for outbox in connections.iter() {
                 if outbox.push_all(events) {
                     reached += 1;
@@ -69,6 +70,16 @@ impl Fanout {
             }
         }
         reached
+    }
+
+    /// Calls `f` for every connection on this node (heartbeats, shutdown).
+    pub fn for_each_connection(&self, mut f: impl FnMut(&Outbox)) {
+        for shard in self.shards.iter() {
+            let shard = shard.read().unwrap_or_else(|e| e.into_inner());
+            for outbox in shard.values().flat_map(|c| c.iter()) {
+                f(outbox);
+            }
+        }
     }
 
     /// Queues one event on one connection; false if it is gone.

@@ -5,13 +5,18 @@
 //! so under load one wake-up and one write carry many events. The queue is bounded: a
 //! client that stops reading overflows it and is closed as a slow consumer, instead of
 //! growing the node's memory; it catches up by `sync` when it comes back.
+//!
+//! Waking is cheap on purpose (it happens once per delivery): a push takes the queue's lock
+//! for an append, and wakes the writer only if no wake-up is already pending.
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use schema::ConnId;
 use schema::error::CloseReason;
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use tokio::sync::Notify;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 /// The queue between everything that talks to a connection and its writer.
 #[derive(Debug)]
@@ -19,19 +24,37 @@ pub struct Outbox {
     conn: ConnId,
     limit: usize,
     state: Mutex<State>,
-    ready: Notify,
+    writer: AtomicWaker,
+    /// Set by producers, cleared by the writer when it looks: a wake-up is pending.
+    scheduled: AtomicBool,
 }
 
 #[derive(Debug, Default)]
 struct State {
     events: VecDeque<Bytes>,
     close: Option<CloseReason>,
+    heartbeat: bool,
+}
+
+/// What the writer took from the outbox.
+#[derive(Debug, Default, PartialEq)]
+pub struct Taken {
+    /// Close the connection once the taken events are written.
+    pub close: Option<CloseReason>,
+    /// The heartbeat sweep asked the writer to check the client's liveness.
+    pub heartbeat: bool,
 }
 
 impl Outbox {
     /// A queue holding at most `limit` events.
     pub fn new(conn: ConnId, limit: usize) -> Self {
-        Outbox { conn, limit: limit.max(1), state: Mutex::new(State::default()), ready: Notify::new() }
+        Outbox {
+            conn,
+            limit: limit.max(1),
+            state: Mutex::new(State::default()),
+            writer: AtomicWaker::new(),
+            scheduled: AtomicBool::new(false),
+        }
     }
 
     /// The connection this queue belongs to.
@@ -56,12 +79,12 @@ impl Outbox {
                 state.events = VecDeque::new();
                 state.close = Some(CloseReason::SlowConsumer);
                 drop(state);
-                self.ready.notify_one();
+                self.wake();
                 return false;
             }
             state.events.extend(events.iter().cloned());
         }
-        self.ready.notify_one();
+        self.wake();
         true
     }
 
@@ -72,24 +95,29 @@ impl Outbox {
             state.close = Some(reason);
         }
         drop(state);
-        self.ready.notify_one();
+        self.wake();
     }
 
-    /// Moves up to `max_events` queued events into `out`, and says whether the connection
-    /// should close once they are written.
-    pub fn take(&self, max_events: usize, out: &mut Vec<Bytes>) -> Option<CloseReason> {
+    /// Asks the writer to check the client's liveness (and ping it).
+    pub fn heartbeat(&self) {
+        self.lock().heartbeat = true;
+        self.wake();
+    }
+
+    /// Moves up to `max_events` queued events into `out`. The close (or heartbeat) comes
+    /// with the call that empties the queue, so queued events are written first.
+    pub fn take(&self, max_events: usize, out: &mut Vec<Bytes>) -> Taken {
         let mut state = self.lock();
         let n = state.events.len().min(max_events);
         out.extend(state.events.drain(..n));
-        if state.events.is_empty() {
-            // Give back a burst's allocation so an idle connection stays small.
-            if state.events.capacity() > 64 {
-                state.events = VecDeque::new();
-            }
-            state.close
-        } else {
-            None
+        if !state.events.is_empty() {
+            return Taken::default();
         }
+        // Give back a burst's allocation so an idle connection stays small.
+        if state.events.capacity() > 64 {
+            state.events = VecDeque::new();
+        }
+        Taken { close: state.close, heartbeat: std::mem::take(&mut state.heartbeat) }
     }
 
     /// True when events are queued.
@@ -102,9 +130,22 @@ impl Outbox {
         self.lock().events.len()
     }
 
-    /// Resolves once something was pushed or a close was asked since the last call.
+    /// Ready once something was pushed (or a close or heartbeat asked) since the last
+    /// time this returned ready.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.writer.register(cx.waker());
+        if self.scheduled.swap(false, Ordering::AcqRel) { Poll::Ready(()) } else { Poll::Pending }
+    }
+
+    /// [`Outbox::poll_ready`] as a future.
     pub async fn ready(&self) {
-        self.ready.notified().await
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await
+    }
+
+    fn wake(&self) {
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            self.writer.wake();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -126,7 +167,7 @@ mod tests {
         }
         assert!(!outbox.push(Bytes::from_static(b"{}")));
         let mut out = Vec::new();
-        assert_eq!(outbox.take(10, &mut out), Some(CloseReason::SlowConsumer));
+        assert_eq!(outbox.take(10, &mut out).close, Some(CloseReason::SlowConsumer));
         assert!(out.is_empty());
         assert!(!outbox.push(Bytes::from_static(b"{}")), "closed outboxes refuse events");
     }
@@ -137,10 +178,13 @@ mod tests {
         outbox.push(Bytes::from_static(b"1"));
         outbox.push(Bytes::from_static(b"2"));
         outbox.close(CloseReason::SessionRevoked);
+        outbox.heartbeat();
         let mut out = Vec::new();
-        assert_eq!(outbox.take(1, &mut out), None, "events first");
-        assert_eq!(outbox.take(10, &mut out), Some(CloseReason::SessionRevoked));
+        assert_eq!(outbox.take(1, &mut out), Taken::default(), "events first");
+        let taken = outbox.take(10, &mut out);
+        assert_eq!(taken, Taken { close: Some(CloseReason::SessionRevoked), heartbeat: true });
         assert_eq!(out, vec![Bytes::from_static(b"1"), Bytes::from_static(b"2")]);
+        assert!(!outbox.take(10, &mut out).heartbeat, "a heartbeat is taken once");
     }
 
     #[tokio::test]
@@ -148,5 +192,17 @@ mod tests {
         let outbox = Outbox::new(ConnId(1), 10);
         outbox.push(Bytes::from_static(b"1"));
         tokio::time::timeout(std::time::Duration::from_secs(1), outbox.ready()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_push_while_waiting_wakes_the_writer() {
+        let outbox = std::sync::Arc::new(Outbox::new(ConnId(1), 10));
+        let writer = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.ready().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        outbox.push(Bytes::from_static(b"1"));
+        tokio::time::timeout(std::time::Duration::from_secs(1), writer).await.unwrap().unwrap();
     }
 }

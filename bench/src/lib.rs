@@ -1,10 +1,11 @@
 //! Drives a running troupe node from outside, the way users do.
 //!
-//! * [`client`]: a small WebSocket client for the protocol: requests matched to replies by
-//!   id, pushed events on a channel, and the close frame when the node closes.
-//!
-//! The `chat` binary is a two-terminal demo built on it; integration tests use it too.
+//! * [`client`]: a small protocol client (requests matched to replies, events on a
+//!   channel), used by the integration tests and the `chat` demo.
+//! * [`load`] and [`scenario`]: the load generator behind the `bench` binary.
 
 pub mod client;
+pub mod load;
+pub mod scenario;
 
 pub use client::{Client, ClientError};

@@ -59,7 +59,8 @@ pub struct GatewayConfig {
     pub heartbeat_timeout: Duration,
     /// The most events the node packs into one outgoing frame.
     pub max_events_per_frame: usize,
-    /// tungstenite's per-connection read buffer; small, because most connections are idle.
+    /// tungstenite's per-connection read buffer. Small, because most connections are idle
+    /// and tungstenite zero-fills the free part on every read; bigger frames still work.
     pub read_buffer_bytes: usize,
 }
 
@@ -71,7 +72,7 @@ impl Default for GatewayConfig {
             heartbeat_interval: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(75),
             max_events_per_frame: 256,
-            read_buffer_bytes: 4096,
+            read_buffer_bytes: 1024,
         }
     }
 }

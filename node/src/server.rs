@@ -9,10 +9,10 @@ use crate::gateway::{self, Gateway};
 use crate::store::embedded::EmbeddedStore;
 use crate::{console, http};
 use actors::System;
+use axum::serve::ListenerExt;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// Why a node could not run.
 #[derive(Debug, thiserror::Error)]
@@ -38,19 +38,28 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let store = EmbeddedStore::open(&config.data_dir)?;
     let system = System::start(config.actors.clone(), store).await?;
-    let (stop, stopped) = watch::channel(false);
-    let gateway = Gateway { system: system.clone(), config: Arc::new(config.gateway.clone()), shutdown: stopped };
+    let gateway = Gateway { system: system.clone(), config: Arc::new(config.gateway.clone()) };
     let console_task = tokio::spawn(console::serve(console_listener, system.clone()));
+    let heartbeats = gateway::spawn_heartbeats(system.clone(), config.gateway.heartbeat_interval);
     let router = http::router(gateway);
+    let closing = system.clone();
+    // Events are small and latency-bound: without TCP_NODELAY, Nagle's algorithm holds a
+    // write until the previous one is acked, and a client's delayed ACK can make that 40 ms.
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;
-            let _ = stop.send(true);
+            gateway::close_all(&closing);
         })
         .await;
     console_task.abort();
+    heartbeats.abort();
     // Give connection tasks a moment to send their close frames.
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     system.shutdown().await;
     Ok(served?)
 }

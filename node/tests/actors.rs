@@ -386,6 +386,9 @@ impl UserGroupStore for Faulty {
     async fn advance_read_mark(&self, user: UserId, group: GroupId, seq: Seq) -> StoreResult<Option<Seq>> {
         self.inner.advance_read_mark(user, group, seq).await
     }
+    fn advance_read_marks_then(&self, group: GroupId, marks: Vec<(UserId, Seq)>, done: WriteDone) {
+        self.inner.advance_read_marks_then(group, marks, done)
+    }
 }
 
 #[async_trait]
@@ -398,6 +401,20 @@ impl MessageStore for Faulty {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         self.inner.append_messages(group, after, messages).await
+    }
+    fn append_messages_then(&self, group: GroupId, after: Seq, messages: Vec<MessageRecord>, done: WriteDone) {
+        if self.fail_append.compare_exchange(group.0, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            return done(Err(StoreError::Unavailable("injected commit failure".into())));
+        }
+        if self.slow_append.load(Ordering::SeqCst) == group.0 {
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                inner.append_messages_then(group, after, messages, done);
+            });
+            return;
+        }
+        self.inner.append_messages_then(group, after, messages, done)
     }
     async fn last_seq(&self, group: GroupId) -> StoreResult<Seq> {
         self.inner.last_seq(group).await

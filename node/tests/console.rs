@@ -41,6 +41,11 @@ async fn shows_actors_groups_and_users() {
     assert_eq!(members.len(), 2);
     assert!(members.contains(&alice_id) && members.contains(&bob_id));
 
+    let stats = node.console("stats").await;
+    assert!(stats["process"]["rss_bytes"].as_u64().unwrap() > 0);
+    assert!(stats["process"]["cpu_seconds"].as_f64().is_some(), "CPU time is reported (it may still round to 0)");
+    assert_eq!(stats["connections"], 2);
+
     let users = node.console("users").await;
     assert_eq!(users["users"].as_array().unwrap().len(), 2);
     assert!(node.console("group 1").await["error"].is_string());

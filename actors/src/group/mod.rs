@@ -16,7 +16,7 @@ pub mod rules;
 
 use crate::directory::MailboxGauge;
 use crate::error::ApiError;
-use crate::store::{AddMemberOutcome, StoreError};
+use crate::store::{AddMemberOutcome, StoreError, WriteDone};
 use crate::{System, now_ms, views};
 use bytes::Bytes;
 use dedupe::RecentIds;
@@ -81,6 +81,9 @@ pub struct GroupState {
     in_flight: Vec<Pending>,
     /// (sender, client_msg_id) of every message in `queued` and `in_flight`.
     pending_ids: HashSet<(UserId, String)>,
+    /// Events emitted while a batch was being committed, delivered after its messages so
+    /// every member sees messages and membership changes in the order they happened.
+    deferred: Vec<(Arc<[UserId]>, Bytes)>,
     recent: RecentIds,
     dissolved: bool,
     /// A commit failed: the actor has left the directory and is draining its mailbox,
@@ -125,6 +128,7 @@ pub async fn activate(
         queued: Vec::new(),
         in_flight: Vec::new(),
         pending_ids: HashSet::new(),
+        deferred: Vec::new(),
         dissolved: false,
         failed: false,
     };
@@ -300,28 +304,61 @@ impl GroupState {
 
     /// Starts committing everything queued, unless a commit is under way (its completion
     /// calls this again).
+    ///
+    /// The batch's acks and message events are encoded here, once, and handed to the store
+    /// with the commit: the store delivers them the moment the commit is durable, from the
+    /// thread that learned it, so delivery does not wait for this actor to be scheduled.
+    /// The actor hears of the commit afterwards, for its bookkeeping and the next batch.
     fn flush(&mut self, myself: &ActorRef<GroupMsg>) {
         if self.queued.is_empty() || !self.in_flight.is_empty() {
             return;
         }
         self.in_flight = std::mem::take(&mut self.queued);
         let after = self.committed_seq;
-        for (i, pending) in self.in_flight.iter_mut().enumerate() {
-            pending.record.seq = after + 1 + i as Seq;
-        }
-        let records: Vec<MessageRecord> = self.in_flight.iter().map(|p| p.record.clone()).collect();
-        let store = self.system.store.clone();
         let group = self.record.id;
+        let mut records = Vec::with_capacity(self.in_flight.len());
+        let mut events = Vec::with_capacity(self.in_flight.len());
+        let mut acks = Vec::with_capacity(self.in_flight.len());
+        for (i, pending) in self.in_flight.iter_mut().enumerate() {
+            let record = &mut pending.record;
+            record.seq = after + 1 + i as Seq;
+            events.push(Bytes::from(wire::encode_event(&Event::Message(views::message_view(record)))));
+            let ack = wire::SendAck { group, seq: record.seq, ts: record.ts, duplicate: false };
+            acks.push((pending.reply_to, Bytes::from(wire::encode_reply(pending.reply_to.request, "send", &ack))));
+            records.push(record.clone());
+        }
+        // Sending moves the sender's read mark. Submitted ahead of the append, it is durable
+        // by the time the sender is acked; it is a separate partition, so a failure here only
+        // leaves a mark behind (more unread), never a message.
+        let mut marks: HashMap<UserId, Seq> = HashMap::new();
+        for record in &records {
+            marks.insert(record.sender, record.seq);
+        }
+        let marks_done: WriteDone = Box::new(move |result| {
+            if let Err(error) = result {
+                tracing::warn!(%group, %error, "could not move the senders' read marks");
+            }
+        });
+        self.system.store.advance_read_marks_then(group, marks.into_iter().collect(), marks_done);
+        let system = self.system.clone();
+        let recipients = self.recipients.clone();
         let myself = myself.clone();
-        tokio::spawn(async move {
-            let result = store.append_messages(group, after, &records).await;
-            // If the actor is gone, nobody was acked; the senders retry.
+        let done: WriteDone = Box::new(move |result| {
+            if result.is_ok() {
+                for (to, ack) in acks {
+                    system.fanout.reply(to.user, to.conn, ack);
+                }
+                system.fanout.deliver(&recipients, &events);
+            }
+            // If the actor is gone, the batch was still acked and delivered above.
             let _ = myself.send_message(GroupMsg::Committed(result));
         });
+        self.system.store.append_messages_then(group, after, records, done);
     }
 
     fn committed(&mut self, myself: &ActorRef<GroupMsg>, result: Result<(), StoreError>) {
         let batch = std::mem::take(&mut self.in_flight);
+        self.release_deferred();
         if let Err(error) = result {
             // The log may or may not hold the batch (a timeout is ambiguous). Fail every
             // uncommitted send and hand the group to a successor that starts from the
@@ -344,34 +381,19 @@ impl GroupState {
             }
             return;
         }
-        let mut events = Vec::with_capacity(batch.len());
-        let mut marks: HashMap<UserId, Seq> = HashMap::new();
+        // The store already acked the senders, moved their read marks and delivered the
+        // messages.
         for pending in &batch {
             let record = &pending.record;
             self.pending_ids.remove(&(record.sender, record.client_msg_id.clone()));
             self.recent.insert(record.sender, &record.client_msg_id, record.seq, record.ts);
-            self.ack(&pending.reply_to, record.seq, record.ts, false);
             for to in &pending.waiters {
                 self.ack(to, record.seq, record.ts, true);
             }
-            events.push(Bytes::from(wire::encode_event(&Event::Message(views::message_view(record)))));
-            marks.insert(record.sender, record.seq);
         }
         if let Some(last) = batch.last() {
             self.committed_seq = last.record.seq;
         }
-        self.system.fanout.deliver(&self.recipients, &events);
-        // Sending moves the sender's read mark; it is a separate partition, so a crash here
-        // only leaves a mark behind (more unread), never a message.
-        let store = self.system.store.clone();
-        let group = self.record.id;
-        tokio::spawn(async move {
-            for (user, seq) in marks {
-                if let Err(error) = store.advance_read_mark(user, group, seq).await {
-                    tracing::warn!(%group, %user, %error, "could not move the sender's read mark");
-                }
-            }
-        });
         self.flush(myself);
     }
 
@@ -481,8 +503,8 @@ impl GroupState {
         // Sends of theirs that have no seq yet would land after their departure: refuse them.
         self.refuse_queued(|p| p.record.sender == user, &ApiError::group_not_found());
         let event = Bytes::from(wire::encode_event(&Event::MemberLeft { group, user, reason, member_count: count }));
-        self.system.fanout.deliver(&self.recipients, std::slice::from_ref(&event));
-        self.system.fanout.deliver(&[user], std::slice::from_ref(&event));
+        self.emit(self.recipients.clone(), event.clone());
+        self.emit(Arc::from([user]), event);
         // The index entry goes after the membership row, so it never misses a group. If this
         // write fails the entry lingers; readers check membership, so it shows nothing.
         if let Err(error) = store.unlink_user_group(user, group).await {
@@ -598,9 +620,24 @@ impl GroupState {
 
     // ---- output --------------------------------------------------------------------
 
-    fn broadcast(&self, event: &Event) {
+    fn broadcast(&mut self, event: &Event) {
         let bytes = Bytes::from(wire::encode_event(event));
-        self.system.fanout.deliver(&self.recipients, std::slice::from_ref(&bytes));
+        self.emit(self.recipients.clone(), bytes);
+    }
+
+    /// Delivers an event now, or after the batch being committed if there is one.
+    fn emit(&mut self, recipients: Arc<[UserId]>, event: Bytes) {
+        if self.in_flight.is_empty() {
+            self.system.fanout.deliver(&recipients, std::slice::from_ref(&event));
+        } else {
+            self.deferred.push((recipients, event));
+        }
+    }
+
+    fn release_deferred(&mut self) {
+        for (recipients, event) in std::mem::take(&mut self.deferred) {
+            self.system.fanout.deliver(&recipients, std::slice::from_ref(&event));
+        }
     }
 
     fn reply<T: Serialize>(&self, to: &ReplyTo, op: &str, result: &T) {

@@ -25,6 +25,7 @@ macro_rules! store_contract_tests {
             append_is_fenced,
             history_pages,
             client_ids_are_remembered,
+            writes_without_waiting,
         );
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {
@@ -306,4 +307,41 @@ pub async fn client_ids_are_remembered(store: Arc<dyn Store>) {
         None,
         "scoped to the group"
     );
+}
+
+fn waiter() -> (WriteDone, tokio::sync::oneshot::Receiver<StoreResult<()>>) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    (
+        Box::new(move |result| {
+            let _ = tx.send(result);
+        }),
+        rx,
+    )
+}
+
+/// The `_then` calls run `done` exactly once with the outcome; a mark submitted before an
+/// append is durable by the time the append's `done` runs.
+pub async fn writes_without_waiting(store: Arc<dyn Store>) {
+    let g = GroupId(random_id());
+    let (alice, bob) = (UserId(random_id()), UserId(random_id()));
+    for user in [alice, bob] {
+        store.link_user_group(user, &UserGroupRecord { group: g, read_seq: 0, joined_at: 1 }).await.unwrap();
+    }
+    let (marks_done, marks_rx) = waiter();
+    store.advance_read_marks_then(g, vec![(alice, 2), (bob, 1)], marks_done);
+    let (append_done, append_rx) = waiter();
+    store.append_messages_then(g, 0, vec![message(g, 1, alice.0, "a"), message(g, 2, alice.0, "b")], append_done);
+    append_rx.await.expect("done ran").unwrap();
+    assert_eq!(store.user_group(alice, g).await.unwrap().unwrap().read_seq, 2, "the earlier mark is durable");
+    assert_eq!(store.user_group(bob, g).await.unwrap().unwrap().read_seq, 1);
+    marks_rx.await.expect("done ran").unwrap();
+    assert_eq!(store.last_seq(g).await.unwrap(), 2);
+
+    let (stale_done, stale_rx) = waiter();
+    store.append_messages_then(g, 1, vec![message(g, 2, alice.0, "c")], stale_done);
+    assert!(matches!(stale_rx.await.expect("done ran"), Err(StoreError::Conflict(_))), "the fence holds here too");
+    let (gap_done, gap_rx) = waiter();
+    store.append_messages_then(g, 2, vec![message(g, 5, alice.0, "d")], gap_done);
+    assert!(matches!(gap_rx.await.expect("done ran"), Err(StoreError::Conflict(_))));
+    assert_eq!(store.last_seq(g).await.unwrap(), 2);
 }

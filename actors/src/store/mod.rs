@@ -35,6 +35,10 @@ pub enum StoreError {
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Called once with the outcome of a write submitted without waiting
+/// ([`MessageStore::append_messages_then`], [`UserGroupStore::advance_read_marks_then`]).
+pub type WriteDone = Box<dyn FnOnce(StoreResult<()>) + Send>;
+
 /// The SHA-256 of a session token: sessions are stored under it so a leaked database does
 /// not leak usable tokens.
 pub type TokenHash = [u8; 32];
@@ -130,6 +134,12 @@ pub trait UserGroupStore: Send + Sync {
     /// Moves the read mark up to `seq` (never down); the mark after the call, or None if
     /// the group is not in the user's index.
     async fn advance_read_mark(&self, user: UserId, group: GroupId, seq: Seq) -> StoreResult<Option<Seq>>;
+    /// Moves several users' marks in one group (each its own atomic write, like
+    /// [`UserGroupStore::advance_read_mark`]) without waiting; `done` runs once when all are
+    /// written. A write submitted before an append is durable no later than that append
+    /// (the embedded store keeps submission order), so a sender's mark has moved by the time
+    /// the sender is acked.
+    fn advance_read_marks_then(&self, group: GroupId, marks: Vec<(UserId, Seq)>, done: WriteDone);
 }
 
 /// Message logs: one log per group.
@@ -140,6 +150,11 @@ pub trait MessageStore: Send + Sync {
     /// fence that keeps seqs gapless and unique even if two writers race. Also records each
     /// message's (sender, client_msg_id).
     async fn append_messages(&self, group: GroupId, after: Seq, messages: &[MessageRecord]) -> StoreResult<()>;
+    /// [`MessageStore::append_messages`] without waiting: `done` runs exactly once with the
+    /// outcome, as soon as it is known, on whatever thread learned it. The embedded store
+    /// runs it on its writer thread right after the commit, so acks and deliveries do not
+    /// wait for a task to be scheduled. `done` must be quick and must not block.
+    fn append_messages_then(&self, group: GroupId, after: Seq, messages: Vec<MessageRecord>, done: WriteDone);
     /// The seq of the newest message, 0 for an empty log.
     async fn last_seq(&self, group: GroupId) -> StoreResult<Seq>;
     /// Up to `limit` messages with seq > `after`, ascending.

@@ -22,7 +22,7 @@ pub async fn run(addr: SocketAddr, command: Vec<String>, json: bool) -> std::io:
         println!("{}", render(&reply, json));
         return Ok(());
     }
-    eprintln!("troupe console at {addr}: actors | users | group ID | user ID (Ctrl-D to quit)");
+    eprintln!("troupe console at {addr}: actors | users | stats | group ID | user ID (Ctrl-D to quit)");
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
         if line.trim().is_empty() {

@@ -8,10 +8,12 @@
 //! * `group ID`: a live group actor's members, roles, last seq and commit queue.
 //! * `user ID`: a live user actor's connections.
 //! * `users`: connected users and their connection counts.
+//! * `stats`: the process's memory and CPU time, connection and actor counts, version.
 //!
 //! Nothing here changes state.
 
 pub mod client;
+pub mod process;
 
 use actors::System;
 use schema::{GroupId, UserId};
@@ -66,6 +68,7 @@ pub async fn answer(line: &str, system: &Arc<System>) -> Value {
     match (command, id) {
         ("actors", None) => actors(system),
         ("users", None) => users(system),
+        ("stats", None) => stats(system),
         ("group", Some(Ok(id))) => match system.inspect_group(GroupId(id)).await {
             Some(snapshot) => json!({ "group": snapshot }),
             None => json!({ "error": format!("no live actor for group {id} on this node") }),
@@ -76,7 +79,7 @@ pub async fn answer(line: &str, system: &Arc<System>) -> Value {
         },
         _ => json!({
             "error": format!("unknown command `{line}`"),
-            "commands": ["actors", "users", "group ID", "user ID"],
+            "commands": ["actors", "users", "stats", "group ID", "user ID"],
         }),
     }
 }
@@ -92,6 +95,18 @@ fn actors(system: &Arc<System>) -> Value {
         "online_users": online_users,
         "counts": { "group": system.groups.len(), "user": system.users.len() },
         "actors": actors,
+    })
+}
+
+fn stats(system: &Arc<System>) -> Value {
+    let (online_users, connections) = system.fanout.counts();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "node": system.node.0,
+        "process": process::current(),
+        "connections": connections,
+        "online_users": online_users,
+        "counts": { "group": system.groups.len(), "user": system.users.len() },
     })
 }
 

@@ -1,55 +1,115 @@
 //! One WebSocket connection's task: it reads and writes the socket, nothing else.
 //!
-//! One task does both directions (a `select!` over the socket and the outbox) so an idle
-//! connection costs one task, not two. Each time the outbox wakes it, it takes everything
-//! queued and writes it as few frames as possible (a frame is a JSON array of events),
-//! then flushes once: one write per wake-up, however many events arrived.
+//! One task does both directions so an idle connection costs one task, not two. It is a
+//! hand-written poll rather than a `select!` because it runs once per delivery: a wake-up
+//! from the outbox must not also poll the socket's read side (which costs a buffer fill
+//! and a waker registration in tungstenite). A small [`ReadGate`] waker records whether the
+//! socket itself woke the task, and the read side is polled only then.
+//!
+//! Each time the outbox wakes it, it takes everything queued and writes it as few frames as
+//! possible (a frame is a JSON array of events), then flushes once: one write per wake-up,
+//! however many events arrived. Heartbeats arrive through the outbox too (a node-wide sweep,
+//! see [`super::spawn_heartbeats`]), so an idle connection holds no timer.
 
 use crate::config::GatewayConfig;
+use actors::outbox::Outbox;
 use actors::session::Session;
-use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use futures_util::{SinkExt, StreamExt};
 use schema::error::CloseReason;
-use schema::frames::server::join_frame;
+use std::future::{Future, poll_fn};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+/// How long a closing connection waits for the client to take the close frame.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Remembers whether the socket woke the task, so outbox wake-ups skip the read side.
+struct ReadGate {
+    socket_woke: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for ReadGate {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.socket_woke.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+enum Turn {
+    Outbox,
+    Frame(Option<Result<Message, WsError>>),
+    AuthDeadline,
+}
+
 /// Serves one connection until it closes.
-pub async fn run<S>(
-    mut ws: WebSocketStream<S>,
-    mut session: Session,
-    config: Arc<GatewayConfig>,
-    mut shutdown: watch::Receiver<bool>,
-) where
+pub async fn run<S>(mut ws: WebSocketStream<S>, mut session: Session, config: Arc<GatewayConfig>)
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let outbox = session.outbox().clone();
+    let gate = Arc::new(ReadGate { socket_woke: AtomicBool::new(true), task: AtomicWaker::new() });
+    let read_waker = Waker::from(gate.clone());
     let auth_deadline = tokio::time::sleep(config.auth_timeout);
     tokio::pin!(auth_deadline);
-    let mut heartbeat = tokio::time::interval_at(Instant::now() + config.heartbeat_interval, config.heartbeat_interval);
     let mut last_heard = Instant::now();
 
     let close: Option<CloseReason> = loop {
-        tokio::select! {
-            biased;
-            _ = outbox.ready() => {
-                match write_queued(&mut ws, &outbox, config.max_events_per_frame).await {
-                    Ok(None) => {}
-                    Ok(Some(reason)) => break Some(reason),
-                    Err(_) => break None,
+        let turn = poll_fn(|cx| {
+            gate.task.register(cx.waker());
+            if outbox.poll_ready(cx).is_ready() {
+                return Poll::Ready(Turn::Outbox);
+            }
+            if gate.socket_woke.swap(false, Ordering::AcqRel) {
+                let mut read_cx = Context::from_waker(&read_waker);
+                if let Poll::Ready(frame) = ws.poll_next_unpin(&mut read_cx) {
+                    // tungstenite may hold more frames from the same read: look again next turn.
+                    gate.socket_woke.store(true, Ordering::Release);
+                    return Poll::Ready(Turn::Frame(frame));
                 }
             }
-            frame = ws.next() => {
+            if session.user().is_none() && auth_deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Turn::AuthDeadline);
+            }
+            Poll::Pending
+        })
+        .await;
+        match turn {
+            Turn::Outbox => match write_queued(&mut ws, &outbox, config.max_events_per_frame).await {
+                Ok(taken) => {
+                    if let Some(reason) = taken.close {
+                        break Some(reason);
+                    }
+                    if taken.heartbeat {
+                        if last_heard.elapsed() >= config.heartbeat_timeout {
+                            break Some(CloseReason::HeartbeatTimeout);
+                        }
+                        if ws.get_mut().write_all(&super::frame::ping_frame()).await.is_err() {
+                            break None;
+                        }
+                    }
+                }
+                Err(_) => break None,
+            },
+            Turn::Frame(frame) => {
                 last_heard = Instant::now();
                 match frame {
-                    Some(Ok(Message::Text(text))) => session.handle_text(text.as_str()).await,
+                    // Boxed so the connection's idle task stays small: a request's future
+                    // (login, sync) is large and lives only while it runs.
+                    Some(Ok(Message::Text(text))) => Box::pin(session.handle_text(text.as_str())).await,
                     Some(Ok(Message::Binary(_))) => session.handle_binary(),
                     // tungstenite answers pings itself; the flush sends the pong now.
                     Some(Ok(Message::Ping(_))) => {
@@ -64,16 +124,7 @@ pub async fn run<S>(
                     Some(Err(_)) => break None,
                 }
             }
-            _ = &mut auth_deadline, if session.user().is_none() => break Some(CloseReason::AuthTimeout),
-            _ = heartbeat.tick() => {
-                if last_heard.elapsed() >= config.heartbeat_timeout {
-                    break Some(CloseReason::HeartbeatTimeout);
-                }
-                if ws.send(Message::Ping(Bytes::new())).await.is_err() {
-                    break None;
-                }
-            }
-            _ = shutdown.changed() => break Some(CloseReason::GoingAway),
+            Turn::AuthDeadline => break Some(CloseReason::AuthTimeout),
         }
     };
 
@@ -88,9 +139,6 @@ pub async fn run<S>(
     }
     session.close().await;
 }
-
-/// How long a closing connection waits for the client to take the close frame.
-const LINGER: Duration = Duration::from_secs(2);
 
 /// Half-closes the socket and discards what the client still sends until it closes too.
 /// Without this, unread input (say, the rest of an oversized frame) makes the kernel answer
@@ -108,13 +156,14 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut S) {
     }
 }
 
-/// Writes everything queued, in frames of at most `max_events` events, then flushes.
-/// Returns the close the outbox asks for, if any.
+/// Writes everything queued, in frames of at most `max_events` events, each frame in one
+/// write straight to the socket (see [`super::frame`]). Returns what else the outbox asked
+/// for (a close, a heartbeat).
 async fn write_queued<S>(
     ws: &mut WebSocketStream<S>,
-    outbox: &actors::outbox::Outbox,
+    outbox: &Outbox,
     max_events: usize,
-) -> Result<Option<CloseReason>, WsError>
+) -> std::io::Result<actors::outbox::Taken>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -123,14 +172,12 @@ where
     let mut batch = Vec::new();
     loop {
         batch.clear();
-        let close = outbox.take(max_events, &mut batch);
+        let taken = outbox.take(max_events, &mut batch);
         if !batch.is_empty() {
-            let frame = join_frame(batch.iter().map(|b| b.as_ref()));
-            ws.feed(Message::Text(frame.into())).await?;
+            ws.get_mut().write_all(&super::frame::text_frame_of_events(&batch)).await?;
         }
-        if close.is_some() || batch.len() < max_events {
-            ws.flush().await?;
-            return Ok(close);
+        if batch.len() < max_events || taken.close.is_some() {
+            return Ok(taken);
         }
     }
 }

@@ -5,6 +5,7 @@
 //! [`Session`](actors::session::Session) and writes its outbox back.
 
 pub mod conn;
+pub mod frame;
 
 use crate::config::GatewayConfig;
 use actors::System;
@@ -13,8 +14,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
+use schema::error::CloseReason;
 use std::sync::Arc;
-use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -29,8 +30,6 @@ pub struct Gateway {
     pub system: Arc<System>,
     /// Limits and timings.
     pub config: Arc<GatewayConfig>,
-    /// Flips to true when the node shuts down; every connection closes with 1001.
-    pub shutdown: watch::Receiver<bool>,
 }
 
 impl Gateway {
@@ -63,7 +62,7 @@ pub async fn upgrade(State(gateway): State<Gateway>, mut request: Request) -> Re
         let config = gateway.websocket_config();
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
         let session = gateway.system.open_session();
-        conn::run(ws, session, gateway.config.clone(), gateway.shutdown.clone()).await;
+        conn::run(ws, session, gateway.config.clone()).await;
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -74,6 +73,26 @@ pub async fn upgrade(State(gateway): State<Gateway>, mut request: Request) -> Re
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     response
+}
+
+/// Asks every authenticated connection, once per `interval`, to check that its client is
+/// alive and to ping it: one task for the node instead of a timer per connection.
+/// (Unauthenticated connections have their auth deadline.)
+pub fn spawn_heartbeats(system: Arc<System>, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            system.fanout.for_each_connection(|outbox| outbox.heartbeat());
+        }
+    })
+}
+
+/// Closes every authenticated connection with `going_away` (node shutdown).
+pub fn close_all(system: &System) {
+    system.fanout.for_each_connection(|outbox| outbox.close(CloseReason::GoingAway));
 }
 
 fn check_upgrade(headers: &HeaderMap) -> Result<String, Box<Response>> {

@@ -39,8 +39,51 @@ const FORMAT_VERSION: u64 = 1;
 /// The most jobs one commit takes; bounds a commit's latency under a flood.
 const MAX_BATCH: usize = 4096;
 
-type Completion = Box<dyn FnOnce(&StoreResult<()>) + Send>;
-type Job = Box<dyn FnOnce(&WriteTransaction) -> (Completion, bool) + Send>;
+/// A unit of work for the writer thread. Every job is finished exactly once, with the
+/// commit's outcome, whether or not it was applied (the writer may be gone or poisoned).
+trait Job: Send {
+    /// Applies the job to the batch's transaction; true if it hit a storage error part-way
+    /// (then the whole batch must be aborted).
+    fn apply(&mut self, txn: &WriteTransaction) -> bool;
+    /// Reports the outcome: the job's own result if the commit succeeded, else the commit's
+    /// error (or, if the job never ran, that error).
+    fn finish(self: Box<Self>, commit: &StoreResult<()>);
+}
+
+struct FnJob<R, A, D> {
+    apply: Option<A>,
+    result: Option<StoreResult<R>>,
+    done: D,
+}
+
+impl<R, A, D> Job for FnJob<R, A, D>
+where
+    R: Send,
+    A: FnOnce(&WriteTransaction) -> StoreResult<R> + Send,
+    D: FnOnce(StoreResult<R>) + Send,
+{
+    fn apply(&mut self, txn: &WriteTransaction) -> bool {
+        let Some(apply) = self.apply.take() else { return false };
+        let result = apply(txn);
+        // Jobs read and decode before their first write, so a decode error (`Corrupt`) or a
+        // refused condition leaves nothing behind and fails that job alone; only a storage
+        // error may have left a job half-applied and must abort the batch.
+        let storage_failed = matches!(result, Err(StoreError::Unavailable(_)));
+        self.result = Some(result);
+        storage_failed
+    }
+
+    fn finish(self: Box<Self>, commit: &StoreResult<()>) {
+        let outcome = match (commit, self.result) {
+            (Ok(()), Some(result)) => result,
+            (Err(e), _) => Err(e.clone()),
+            (Ok(()), None) => Err(unavailable("the store writer did not run this write")),
+        };
+        (self.done)(outcome);
+    }
+}
+
+type BoxedJob = Box<dyn Job>;
 
 /// Why the embedded store could not open.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +105,7 @@ pub enum OpenError {
 /// The embedded store.
 pub struct EmbeddedStore {
     db: Arc<Database>,
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::UnboundedSender<BoxedJob>,
 }
 
 impl EmbeddedStore {
@@ -93,22 +136,24 @@ impl EmbeddedStore {
         F: FnOnce(&WriteTransaction) -> StoreResult<R> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |txn| {
-            let result = apply(txn);
-            // Jobs read and decode before their first write, so a decode error (`Corrupt`)
-            // or a refused condition leaves nothing behind and fails that job alone; only
-            // a storage error may have left a job half-applied and must abort the batch.
-            let storage_failed = matches!(result, Err(StoreError::Unavailable(_)));
-            let completion: Completion = Box::new(move |commit: &StoreResult<()>| {
-                let _ = tx.send(match commit {
-                    Ok(()) => result,
-                    Err(e) => Err(e.clone()),
-                });
-            });
-            (completion, storage_failed)
+        self.submit(apply, move |result| {
+            let _ = tx.send(result);
         });
-        self.jobs.send(job).map_err(|_| unavailable("the store writer has stopped"))?;
         rx.await.map_err(|_| unavailable("the store writer has stopped"))?
+    }
+
+    /// Queues `apply` for the next group commit; `done` gets its result once durable (or the
+    /// error), on the writer thread.
+    fn submit<R, A, D>(&self, apply: A, done: D)
+    where
+        R: Send + 'static,
+        A: FnOnce(&WriteTransaction) -> StoreResult<R> + Send + 'static,
+        D: FnOnce(StoreResult<R>) + Send + 'static,
+    {
+        let job: BoxedJob = Box::new(FnJob { apply: Some(apply), result: None, done });
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
+            job.finish(&Err(unavailable("the store writer has stopped")));
+        }
     }
 
     fn read<R>(&self, f: impl FnOnce(&redb::ReadTransaction) -> StoreResult<R>) -> StoreResult<R> {
@@ -140,7 +185,7 @@ fn init_tables(db: &Database) -> Result<u64, redb::Error> {
     Ok(found)
 }
 
-fn run_writer(db: Arc<Database>, mut queue: mpsc::UnboundedReceiver<Job>) {
+fn run_writer(db: Arc<Database>, mut queue: mpsc::UnboundedReceiver<BoxedJob>) {
     let mut poisoned = false;
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
@@ -151,7 +196,7 @@ fn run_writer(db: Arc<Database>, mut queue: mpsc::UnboundedReceiver<Job>) {
             }
         }
         if poisoned {
-            fail_all(&db, batch, unavailable("the store failed to commit earlier; restart the node"));
+            finish_all(batch, &Err(unavailable("the store failed to commit earlier; restart the node")));
             continue;
         }
         let txn = match db.begin_write() {
@@ -162,16 +207,13 @@ fn run_writer(db: Arc<Database>, mut queue: mpsc::UnboundedReceiver<Job>) {
                 txn
             }
             Err(e) => {
-                fail_all(&db, batch, db_error(e));
+                finish_all(batch, &Err(db_error(e)));
                 continue;
             }
         };
-        let mut completions = Vec::with_capacity(batch.len());
         let mut storage_failed = false;
-        for job in batch {
-            let (completion, failed) = job(&txn);
-            storage_failed |= failed;
-            completions.push(completion);
+        for job in batch.iter_mut() {
+            storage_failed |= job.apply(&txn);
         }
         let outcome = if storage_failed {
             // A job hit a storage error part-way; none of the batch may land.
@@ -184,29 +226,13 @@ fn run_writer(db: Arc<Database>, mut queue: mpsc::UnboundedReceiver<Job>) {
                 db_error(e)
             })
         };
-        for completion in completions {
-            completion(&outcome);
-        }
+        finish_all(batch, &outcome);
     }
 }
 
-fn fail_all(db: &Database, batch: Vec<Job>, error: StoreError) {
-    // Jobs must still be run to get their completions; run them against a transaction that
-    // is then dropped without commit.
-    let outcome = Err(error);
-    match db.begin_write() {
-        Ok(txn) => {
-            for job in batch {
-                let (completion, _) = job(&txn);
-                completion(&outcome);
-            }
-            let _ = txn.abort();
-        }
-        Err(_) => {
-            // No transaction at all: the jobs' answer channels close and callers see
-            // `Unavailable` from the closed channel.
-            drop(batch);
-        }
+fn finish_all(batch: Vec<BoxedJob>, outcome: &StoreResult<()>) {
+    for job in batch {
+        job.finish(outcome);
     }
 }
 
@@ -537,20 +563,59 @@ impl UserGroupStore for EmbeddedStore {
     }
 
     async fn advance_read_mark(&self, user: UserId, group: GroupId, seq: Seq) -> StoreResult<Option<Seq>> {
-        self.write(move |txn| {
-            let mut links = txn.open_table(USER_GROUPS).map_err(db_error)?;
-            let current = links.get((user.0, group.0)).map_err(db_error)?.map(|v| decode::<UserGroupRecord>(v.value()));
-            let Some(mut link) = current.transpose()? else {
-                return Ok(None);
-            };
-            if seq > link.read_seq {
-                link.read_seq = seq;
-                links.insert((user.0, group.0), encode(&link)?.as_slice()).map_err(db_error)?;
-            }
-            Ok(Some(link.read_seq))
-        })
-        .await
+        self.write(move |txn| advance_mark(txn, user, group, seq)).await
     }
+
+    fn advance_read_marks_then(&self, group: GroupId, marks: Vec<(UserId, Seq)>, done: WriteDone) {
+        self.submit(
+            move |txn| {
+                for (user, seq) in marks {
+                    advance_mark(txn, user, group, seq)?;
+                }
+                Ok(())
+            },
+            done,
+        );
+    }
+}
+
+fn advance_mark(txn: &WriteTransaction, user: UserId, group: GroupId, seq: Seq) -> StoreResult<Option<Seq>> {
+    let mut links = txn.open_table(USER_GROUPS).map_err(db_error)?;
+    let current = links.get((user.0, group.0)).map_err(db_error)?.map(|v| decode::<UserGroupRecord>(v.value()));
+    let Some(mut link) = current.transpose()? else { return Ok(None) };
+    if seq > link.read_seq {
+        link.read_seq = seq;
+        links.insert((user.0, group.0), encode(&link)?.as_slice()).map_err(db_error)?;
+    }
+    Ok(Some(link.read_seq))
+}
+
+/// (seq, sender, client_msg_id, ts, encoded record) for each message, checked to follow `after`.
+type AppendRow = (Seq, u64, String, u64, Vec<u8>);
+
+fn append_rows(group: GroupId, after: Seq, messages: &[MessageRecord]) -> StoreResult<Vec<AppendRow>> {
+    let mut rows = Vec::with_capacity(messages.len());
+    for (i, message) in messages.iter().enumerate() {
+        if message.group != group || message.seq != after + 1 + i as Seq {
+            return Err(StoreError::Conflict("messages must have consecutive seqs after `after`".into()));
+        }
+        rows.push((message.seq, message.sender.0, message.client_msg_id.clone(), message.ts, encode(message)?));
+    }
+    Ok(rows)
+}
+
+fn apply_append(txn: &WriteTransaction, group: GroupId, after: Seq, rows: &[AppendRow]) -> StoreResult<()> {
+    let mut table = txn.open_table(MESSAGES).map_err(db_error)?;
+    let last = last_seq_in(&table, group.0)?;
+    if last != after {
+        return Err(StoreError::Conflict(format!("log of group {group} ends at {last}, not {after}")));
+    }
+    let mut ids = txn.open_table(CLIENT_IDS).map_err(db_error)?;
+    for (seq, sender, client_msg_id, ts, value) in rows {
+        table.insert((group.0, *seq), value.as_slice()).map_err(db_error)?;
+        ids.insert((group.0, *sender, client_msg_id.as_str()), (*seq, *ts)).map_err(db_error)?;
+    }
+    Ok(())
 }
 
 fn last_seq_in(messages: &impl ReadableTable<(u64, u64), &'static [u8]>, group: u64) -> StoreResult<Seq> {
@@ -564,27 +629,15 @@ fn last_seq_in(messages: &impl ReadableTable<(u64, u64), &'static [u8]>, group: 
 #[async_trait]
 impl MessageStore for EmbeddedStore {
     async fn append_messages(&self, group: GroupId, after: Seq, messages: &[MessageRecord]) -> StoreResult<()> {
-        let mut rows = Vec::with_capacity(messages.len());
-        for (i, message) in messages.iter().enumerate() {
-            if message.group != group || message.seq != after + 1 + i as Seq {
-                return Err(StoreError::Conflict("messages must have consecutive seqs after `after`".into()));
-            }
-            rows.push((message.seq, message.sender.0, message.client_msg_id.clone(), message.ts, encode(message)?));
+        let rows = append_rows(group, after, messages)?;
+        self.write(move |txn| apply_append(txn, group, after, &rows)).await
+    }
+
+    fn append_messages_then(&self, group: GroupId, after: Seq, messages: Vec<MessageRecord>, done: WriteDone) {
+        match append_rows(group, after, &messages) {
+            Ok(rows) => self.submit(move |txn| apply_append(txn, group, after, &rows), done),
+            Err(error) => done(Err(error)),
         }
-        self.write(move |txn| {
-            let mut table = txn.open_table(MESSAGES).map_err(db_error)?;
-            let last = last_seq_in(&table, group.0)?;
-            if last != after {
-                return Err(StoreError::Conflict(format!("log of group {group} ends at {last}, not {after}")));
-            }
-            let mut ids = txn.open_table(CLIENT_IDS).map_err(db_error)?;
-            for (seq, sender, client_msg_id, ts, value) in &rows {
-                table.insert((group.0, *seq), value.as_slice()).map_err(db_error)?;
-                ids.insert((group.0, *sender, client_msg_id.as_str()), (*seq, *ts)).map_err(db_error)?;
-            }
-            Ok(())
-        })
-        .await
     }
 
     async fn last_seq(&self, group: GroupId) -> StoreResult<Seq> {

@@ -1,0 +1,44 @@
+//! `bench`: drives a running troupe node like its users would and measures it.
+//!
+//! Every scenario checks what it receives (nothing lost, doubled or reordered), prints a
+//! summary, and with `--out PREFIX` writes `PREFIX.json` (command line, node version,
+//! machine, parameters, results) and SVG pictures next to it. See BENCHMARKS.md.
+
+use clap::{Parser, Subcommand};
+use troupe_bench::scenario;
+
+#[derive(Parser)]
+#[command(name = "bench", about = "Load generator for troupe")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// G groups of M online members; S senders per group at an offered rate.
+    Fanout(scenario::fanout::FanoutArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    raise_open_file_limit();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.scenario {
+            Scenario::Fanout(args) => scenario::fanout::run(args).await,
+        }
+    })?;
+    Ok(())
+}
+
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

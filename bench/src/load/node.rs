@@ -1,0 +1,25 @@
+//! What the node under test reports about itself, through its debug console.
+
+use serde_json::Value;
+use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Asks the node's console for `stats` (memory, CPU seconds, version).
+pub async fn stats(console: SocketAddr) -> Option<Value> {
+    let mut stream = TcpStream::connect(console).await.ok()?;
+    stream.write_all(b"stats\n").await.ok()?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.ok()?;
+    serde_json::from_slice(&reply).ok()
+}
+
+/// The node's CPU seconds in a stats answer.
+pub fn cpu_seconds(stats: &Option<Value>) -> Option<f64> {
+    stats.as_ref()?["process"]["cpu_seconds"].as_f64()
+}
+
+/// The node's resident memory in a stats answer.
+pub fn rss_bytes(stats: &Option<Value>) -> Option<u64> {
+    stats.as_ref()?["process"]["rss_bytes"].as_u64()
+}

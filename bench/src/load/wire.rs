@@ -1,0 +1,83 @@
+//! Fast decoding of node frames for the load generator: events are borrowed from the frame
+//! text, and only the fields the bench checks are read.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// One event of a node frame, as far as the bench cares.
+#[derive(Debug, Deserialize)]
+pub struct Event<'a> {
+    /// `message`, `reply`, `error`, ...
+    #[serde(borrow)]
+    pub event: Cow<'a, str>,
+    /// The request id of a reply or error.
+    #[serde(default)]
+    pub id: Option<u64>,
+    /// The group of a message.
+    #[serde(default)]
+    pub group: Option<u64>,
+    /// The seq of a message.
+    #[serde(default)]
+    pub seq: Option<u64>,
+    /// A text message's body.
+    #[serde(default, borrow)]
+    pub body: Option<Cow<'a, str>>,
+    /// An error's code.
+    #[serde(default, borrow)]
+    pub code: Option<Cow<'a, str>>,
+    /// A reply's result, undecoded.
+    #[serde(default, borrow)]
+    pub result: Option<&'a RawValue>,
+}
+
+/// Decodes a node frame (a JSON array of events).
+pub fn decode_frame(text: &str) -> Result<Vec<Event<'_>>, serde_json::Error> {
+    serde_json::from_str(text)
+}
+
+/// A message body that carries its send time: `t=<unix micros>;` padded to `len` bytes.
+pub fn timed_body(sent_micros: u64, len: usize) -> String {
+    let mut body = format!("t={sent_micros};");
+    while body.len() < len {
+        body.push('x');
+    }
+    body
+}
+
+/// The send time carried by a body made by [`timed_body`].
+pub fn body_time(body: &str) -> Option<u64> {
+    let rest = body.strip_prefix("t=")?;
+    let end = rest.find(';')?;
+    rest[..end].parse().ok()
+}
+
+/// Microseconds since the Unix epoch (all bench processes on one machine share the clock).
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_carry_their_send_time() {
+        let body = timed_body(1_764_480_000_123_456, 160);
+        assert_eq!(body.len(), 160);
+        assert_eq!(body_time(&body), Some(1_764_480_000_123_456));
+        assert_eq!(body_time("hello"), None);
+    }
+
+    #[test]
+    fn decodes_a_batch() {
+        let frame = r#"[{"event":"message","group":1,"seq":2,"sender":3,"client_msg_id":"c","type":"text","body":"t=5;xx","ts":9},
+                        {"event":"reply","id":7,"op":"send","result":{"group":1,"seq":2,"ts":9,"duplicate":false}}]"#;
+        let events = decode_frame(frame).unwrap();
+        assert_eq!(events[0].event, "message");
+        assert_eq!((events[0].group, events[0].seq), (Some(1), Some(2)));
+        assert_eq!(body_time(events[0].body.as_deref().unwrap()), Some(5));
+        assert_eq!(events[1].id, Some(7));
+        assert!(events[1].result.unwrap().get().contains("\"seq\":2"));
+    }
+}

@@ -1,0 +1,3 @@
+//! One module per `bench` scenario.
+
+pub mod fanout;
