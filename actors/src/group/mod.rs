@@ -84,6 +84,8 @@ pub struct GroupState {
     /// Events emitted while a batch was being committed, delivered after its messages so
     /// every member sees messages and membership changes in the order they happened.
     deferred: Vec<(Arc<[UserId]>, Bytes)>,
+    /// The member list when the batch in flight was started: its messages go to them.
+    batch_recipients: Arc<[UserId]>,
     recent: RecentIds,
     dissolved: bool,
     /// A commit failed: the actor has left the directory and is draining its mailbox,
@@ -129,6 +131,7 @@ pub async fn activate(
         in_flight: Vec::new(),
         pending_ids: HashSet::new(),
         deferred: Vec::new(),
+        batch_recipients: Arc::from([]),
         dissolved: false,
         failed: false,
     };
@@ -303,54 +306,36 @@ impl GroupState {
     }
 
     /// Starts committing everything queued, unless a commit is under way (its completion
-    /// calls this again).
-    ///
-    /// The batch's acks and message events are encoded here, once, and handed to the store
-    /// with the commit: the store delivers them the moment the commit is durable, from the
-    /// thread that learned it, so delivery does not wait for this actor to be scheduled.
-    /// The actor hears of the commit afterwards, for its bookkeeping and the next batch.
+    /// calls this again). The store reports the outcome straight into this actor's mailbox
+    /// (no task in between); acks and deliveries then go out from here, on a runtime thread,
+    /// where waking connection tasks is cheapest.
     fn flush(&mut self, myself: &ActorRef<GroupMsg>) {
         if self.queued.is_empty() || !self.in_flight.is_empty() {
             return;
         }
         self.in_flight = std::mem::take(&mut self.queued);
+        self.batch_recipients = self.recipients.clone();
         let after = self.committed_seq;
         let group = self.record.id;
         let mut records = Vec::with_capacity(self.in_flight.len());
-        let mut events = Vec::with_capacity(self.in_flight.len());
-        let mut acks = Vec::with_capacity(self.in_flight.len());
+        let mut marks: HashMap<UserId, Seq> = HashMap::new();
         for (i, pending) in self.in_flight.iter_mut().enumerate() {
-            let record = &mut pending.record;
-            record.seq = after + 1 + i as Seq;
-            events.push(Bytes::from(wire::encode_event(&Event::Message(views::message_view(record)))));
-            let ack = wire::SendAck { group, seq: record.seq, ts: record.ts, duplicate: false };
-            acks.push((pending.reply_to, Bytes::from(wire::encode_reply(pending.reply_to.request, "send", &ack))));
-            records.push(record.clone());
+            pending.record.seq = after + 1 + i as Seq;
+            marks.insert(pending.record.sender, pending.record.seq);
+            records.push(pending.record.clone());
         }
         // Sending moves the sender's read mark. Submitted ahead of the append, it is durable
         // by the time the sender is acked; it is a separate partition, so a failure here only
         // leaves a mark behind (more unread), never a message.
-        let mut marks: HashMap<UserId, Seq> = HashMap::new();
-        for record in &records {
-            marks.insert(record.sender, record.seq);
-        }
         let marks_done: WriteDone = Box::new(move |result| {
             if let Err(error) = result {
                 tracing::warn!(%group, %error, "could not move the senders' read marks");
             }
         });
         self.system.store.advance_read_marks_then(group, marks.into_iter().collect(), marks_done);
-        let system = self.system.clone();
-        let recipients = self.recipients.clone();
         let myself = myself.clone();
         let done: WriteDone = Box::new(move |result| {
-            if result.is_ok() {
-                for (to, ack) in acks {
-                    system.fanout.reply(to.user, to.conn, ack);
-                }
-                system.fanout.deliver(&recipients, &events);
-            }
-            // If the actor is gone, the batch was still acked and delivered above.
+            // If the actor is gone, nobody was acked; the senders retry.
             let _ = myself.send_message(GroupMsg::Committed(result));
         });
         self.system.store.append_messages_then(group, after, records, done);
@@ -358,8 +343,8 @@ impl GroupState {
 
     fn committed(&mut self, myself: &ActorRef<GroupMsg>, result: Result<(), StoreError>) {
         let batch = std::mem::take(&mut self.in_flight);
-        self.release_deferred();
         if let Err(error) = result {
+            self.release_deferred();
             // The log may or may not hold the batch (a timeout is ambiguous). Fail every
             // uncommitted send and hand the group to a successor that starts from the
             // store, which knows; senders retry with the same client_msg_id and are
@@ -381,19 +366,24 @@ impl GroupState {
             }
             return;
         }
-        // The store already acked the senders, moved their read marks and delivered the
-        // messages.
+        let mut events = Vec::with_capacity(batch.len());
         for pending in &batch {
             let record = &pending.record;
             self.pending_ids.remove(&(record.sender, record.client_msg_id.clone()));
             self.recent.insert(record.sender, &record.client_msg_id, record.seq, record.ts);
+            self.ack(&pending.reply_to, record.seq, record.ts, false);
             for to in &pending.waiters {
                 self.ack(to, record.seq, record.ts, true);
             }
+            events.push(Bytes::from(wire::encode_event(&Event::Message(views::message_view(record)))));
         }
         if let Some(last) = batch.last() {
             self.committed_seq = last.record.seq;
         }
+        // The batch's messages go out with the member list they were accepted under, then
+        // whatever membership events happened meanwhile.
+        self.system.fanout.deliver(&self.batch_recipients, &events);
+        self.release_deferred();
         self.flush(myself);
     }
 
