@@ -18,6 +18,10 @@ struct Cli {
 enum Scenario {
     /// G groups of M online members; S senders per group at an offered rate.
     Fanout(scenario::fanout::FanoutArgs),
+    /// Sign up users and write their tokens to a file (for `connections`).
+    Accounts(scenario::connections::AccountsArgs),
+    /// Hold N authenticated idle connections; node memory per connection, connect rate.
+    Connections(scenario::connections::ConnectionsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -27,6 +31,8 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.scenario {
             Scenario::Fanout(args) => scenario::fanout::run(args).await,
+            Scenario::Accounts(args) => scenario::connections::accounts(args).await,
+            Scenario::Connections(args) => scenario::connections::connections(args).await,
         }
     })?;
     Ok(())

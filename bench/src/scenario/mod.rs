@@ -1,3 +1,4 @@
 //! One module per `bench` scenario.
 
+pub mod connections;
 pub mod fanout;

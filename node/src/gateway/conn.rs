@@ -63,8 +63,8 @@ where
     let outbox = session.outbox().clone();
     let gate = Arc::new(ReadGate { socket_woke: AtomicBool::new(true), task: AtomicWaker::new() });
     let read_waker = Waker::from(gate.clone());
-    let auth_deadline = tokio::time::sleep(config.auth_timeout);
-    tokio::pin!(auth_deadline);
+    // Boxed and dropped once authenticated: an idle connection keeps no timer.
+    let mut auth_deadline = Some(Box::pin(tokio::time::sleep(config.auth_timeout)));
     let mut last_heard = Instant::now();
 
     let close: Option<CloseReason> = loop {
@@ -81,8 +81,12 @@ where
                     return Poll::Ready(Turn::Frame(frame));
                 }
             }
-            if session.user().is_none() && auth_deadline.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Turn::AuthDeadline);
+            if let Some(deadline) = auth_deadline.as_mut() {
+                if session.user().is_some() {
+                    auth_deadline = None;
+                } else if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Turn::AuthDeadline);
+                }
             }
             Poll::Pending
         })
@@ -129,15 +133,24 @@ where
     };
 
     if let Some(reason) = close {
-        // Whatever was queued before the close goes out first (replies to the last requests).
-        let _ = write_queued(&mut ws, &outbox, config.max_events_per_frame).await;
-        let frame = CloseFrame { code: CloseCode::from(reason.code()), reason: reason.as_str().into() };
-        if let Ok(Ok(())) = tokio::time::timeout(LINGER, ws.close(Some(frame))).await {
-            linger(ws.get_mut()).await;
-        }
-        tracing::debug!(conn = %outbox.conn(), reason = reason.as_str(), "closed connection");
+        // Boxed: the close path is long and runs once, so it should not size the task.
+        Box::pin(close_with(ws, &outbox, reason, config.max_events_per_frame)).await;
     }
     session.close().await;
+}
+
+/// Writes what is still queued (replies to the last requests), sends the close frame, and
+/// lingers until the client has it.
+async fn close_with<S>(mut ws: WebSocketStream<S>, outbox: &Outbox, reason: CloseReason, max_events: usize)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = write_queued(&mut ws, outbox, max_events).await;
+    let frame = CloseFrame { code: CloseCode::from(reason.code()), reason: reason.as_str().into() };
+    if let Ok(Ok(())) = tokio::time::timeout(LINGER, ws.close(Some(frame))).await {
+        linger(ws.get_mut()).await;
+    }
+    tracing::debug!(conn = %outbox.conn(), reason = reason.as_str(), "closed connection");
 }
 
 /// Half-closes the socket and discards what the client still sends until it closes too.
@@ -145,7 +158,7 @@ where
 /// with a reset, and the client loses the close frame that says why.
 async fn linger<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut S) {
     let _ = socket.shutdown().await;
-    let mut sink = [0u8; 4096];
+    let mut sink = vec![0u8; 4096];
     let mut budget: usize = 4 * 1024 * 1024;
     let deadline = Instant::now() + LINGER;
     while budget > 0 {

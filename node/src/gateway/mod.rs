@@ -62,7 +62,9 @@ pub async fn upgrade(State(gateway): State<Gateway>, mut request: Request) -> Re
         let config = gateway.websocket_config();
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
         let session = gateway.system.open_session();
-        conn::run(ws, session, gateway.config.clone()).await;
+        // A task of its own, so the connection's long-lived task holds only what serving
+        // needs, not the handshake's state.
+        tokio::spawn(conn::run(ws, session, gateway.config.clone()));
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
