@@ -91,8 +91,7 @@ fn main() -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
     raise_open_file_limit();
-    let listener =
-        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
+    let listener = bind(config.listen).with_context(|| format!("bind {}", config.listen))?;
     let console = tokio::net::TcpListener::bind(config.console_listen)
         .await
         .with_context(|| format!("bind console {}", config.console_listen))?;
@@ -104,6 +103,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     troupe::server::run(config, listener, console, shutdown_signal()).await?;
     tracing::info!("troupe stopped");
     Ok(())
+}
+
+/// Binds with a deep accept queue: a reconnect storm arrives all at once, and a dropped SYN
+/// costs the client a one-second retransmit.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 async fn shutdown_signal() {
