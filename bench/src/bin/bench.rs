@@ -22,6 +22,12 @@ enum Scenario {
     Accounts(scenario::connections::AccountsArgs),
     /// Hold N authenticated idle connections; node memory per connection, connect rate.
     Connections(scenario::connections::ConnectionsArgs),
+    /// Durable sends with acks: S senders each keeping a window in flight.
+    Send(scenario::send::SendArgs),
+    /// K concurrent joins against one capped group; the cap must hold.
+    Joins(scenario::joins::JoinsArgs),
+    /// A reconnect storm: N clients sync what they missed, all at once.
+    Sync(scenario::sync::SyncArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,6 +39,9 @@ fn main() -> anyhow::Result<()> {
             Scenario::Fanout(args) => scenario::fanout::run(args).await,
             Scenario::Accounts(args) => scenario::connections::accounts(args).await,
             Scenario::Connections(args) => scenario::connections::connections(args).await,
+            Scenario::Send(args) => scenario::send::run(args).await,
+            Scenario::Joins(args) => scenario::joins::run(args).await,
+            Scenario::Sync(args) => scenario::sync::run(args).await,
         }
     })?;
     Ok(())

@@ -1,4 +1,8 @@
-//! One module per `bench` scenario.
+//! One module per `bench` scenario, and the setup they share.
 
 pub mod connections;
 pub mod fanout;
+pub mod joins;
+pub mod send;
+pub mod setup;
+pub mod sync;
