@@ -35,6 +35,10 @@ pub struct System {
     pub users: Arc<Directory<UserId, UserMsg>>,
     /// Registration and login.
     pub accounts: Accounts,
+    /// Where group actors run. A group actor's mailbox must not wait behind the thousands of
+    /// connection tasks its own fan-outs wake, so group actors get a runtime (a thread) of
+    /// their own when the node provides one.
+    group_runtime: Option<tokio::runtime::Handle>,
     next_conn: AtomicU64,
 }
 
@@ -62,8 +66,13 @@ pub struct ActorLine {
 }
 
 impl System {
-    /// Starts the directories and the idle sweeper.
-    pub async fn start(config: ActorsConfig, store: Arc<dyn Store>) -> Result<Arc<Self>, StartError> {
+    /// Starts the directories and the idle sweeper. Group actors run on `group_runtime` when
+    /// given, else on the current runtime.
+    pub async fn start(
+        config: ActorsConfig,
+        store: Arc<dyn Store>,
+        group_runtime: Option<tokio::runtime::Handle>,
+    ) -> Result<Arc<Self>, StartError> {
         let accounts =
             Accounts::new(store.clone(), config.password_cost, config.max_concurrent_hashes, config.session_ttl);
         let system = Arc::new(System {
@@ -73,6 +82,7 @@ impl System {
             groups: Directory::start("group").await?,
             users: Directory::start("user").await?,
             accounts,
+            group_runtime,
             next_conn: AtomicU64::new(1),
             config,
         });
@@ -92,8 +102,14 @@ impl System {
         let group = envelope.group;
         let system = self.clone();
         self.groups
-            .send(group, GroupMsg::Command(envelope), move |gauge, supervisor| {
-                group::activate(system, group, gauge, supervisor)
+            .send(group, GroupMsg::Command(envelope), move |gauge, supervisor| async move {
+                match system.group_runtime.clone() {
+                    Some(runtime) => runtime
+                        .spawn(group::activate(system, group, gauge, supervisor))
+                        .await
+                        .map_err(|e| ApiError::Internal(format!("group activation: {e}")))?,
+                    None => group::activate(system, group, gauge, supervisor).await,
+                }
             })
             .await
             .map_err(|e| match e {

@@ -37,7 +37,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let store = EmbeddedStore::open(&config.data_dir)?;
-    let system = System::start(config.actors.clone(), store).await?;
+    let groups = GroupRuntime::start()?;
+    let system = System::start(config.actors.clone(), store, Some(groups.handle.clone())).await?;
     let gateway = Gateway { system: system.clone(), config: Arc::new(config.gateway.clone()) };
     let console_task = tokio::spawn(console::serve(console_listener, system.clone()));
     let heartbeats = gateway::spawn_heartbeats(system.clone(), config.gateway.heartbeat_interval);
@@ -61,7 +62,40 @@ pub async fn run(
     // Give connection tasks a moment to send their close frames.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     system.shutdown().await;
+    groups.stop();
     Ok(served?)
+}
+
+/// A thread with its own single-threaded runtime for group actors. Their mailboxes then
+/// never wait in the same run queue as the connection tasks that every fan-out wakes by the
+/// hundred, so a commit's completion is handled (and the next batch started) promptly.
+struct GroupRuntime {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GroupRuntime {
+    fn start() -> std::io::Result<GroupRuntime> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new().name("troupe-groups".into()).spawn(move || {
+            runtime.block_on(async {
+                let _ = stopped.await;
+            });
+        })?;
+        Ok(GroupRuntime { handle, stop: Some(stop), thread: Some(thread) })
+    }
+
+    fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Re-exported so the binary can name the WebSocket route in its banner.

@@ -99,7 +99,7 @@ fn config() -> ActorsConfig {
 async fn a_crashing_group_actor_harms_no_other_and_restarts_on_next_use() {
     let dir = tempfile::tempdir().unwrap();
     let store = Faulty::open(dir.path());
-    let system = System::start(config(), store.clone()).await.unwrap();
+    let system = System::start(config(), store.clone(), None).await.unwrap();
     let (mut alice, _) = user(&system, "alice").await;
     let (mut bob, _) = user(&system, "bob").await;
     let doomed = alice.ok("create_group", json!({ "name": "doomed", "open": true })).await["group"].as_u64().unwrap();
@@ -130,7 +130,7 @@ async fn a_crashing_group_actor_harms_no_other_and_restarts_on_next_use() {
 async fn a_failed_commit_answers_every_request_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Faulty::open(dir.path());
-    let system = System::start(config(), store.clone()).await.unwrap();
+    let system = System::start(config(), store.clone(), None).await.unwrap();
     let (mut alice, _) = user(&system, "alice").await;
     let group = alice.ok("create_group", json!({ "name": "shaky", "open": true })).await["group"].as_u64().unwrap();
     store.fail_append.store(group, Ordering::SeqCst);
@@ -191,7 +191,7 @@ async fn a_failed_commit_answers_every_request_and_loses_nothing() {
 async fn a_removed_members_queued_send_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = Faulty::open(dir.path());
-    let system = System::start(config(), store.clone()).await.unwrap();
+    let system = System::start(config(), store.clone(), None).await.unwrap();
     let (mut owner, _) = user(&system, "owner").await;
     let (mut eve, eve_id) = user(&system, "eve").await;
     let group = owner.ok("create_group", json!({ "name": "g", "open": true })).await["group"].as_u64().unwrap();
@@ -227,7 +227,7 @@ async fn idle_group_actors_retire_and_come_back_from_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
     let config = ActorsConfig { group_idle_after: Duration::from_millis(200), ..config() };
-    let system = System::start(config, store).await.unwrap();
+    let system = System::start(config, store, None).await.unwrap();
     let (mut alice, _) = user(&system, "alice").await;
     let group = alice.ok("create_group", json!({ "name": "sleepy", "open": true })).await["group"].as_u64().unwrap();
     let send = |id: &str| json!({ "group": group, "client_msg_id": id, "type": "text", "body": "hi" });
@@ -247,7 +247,7 @@ async fn idle_group_actors_retire_and_come_back_from_the_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_actors_live_exactly_as_long_as_their_connections() {
     let dir = tempfile::tempdir().unwrap();
-    let system = System::start(config(), EmbeddedStore::open(dir.path()).unwrap()).await.unwrap();
+    let system = System::start(config(), EmbeddedStore::open(dir.path()).unwrap(), None).await.unwrap();
     let (alice, alice_id) = user(&system, "alice").await;
     let session = {
         let mut second = Conn::new(&system);

@@ -10,6 +10,9 @@ use troupe_bench::scenario;
 #[derive(Parser)]
 #[command(name = "bench", about = "Load generator for troupe")]
 struct Cli {
+    /// Worker threads of the bench's runtime (default: one per CPU).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -33,7 +36,11 @@ enum Scenario {
 fn main() -> anyhow::Result<()> {
     raise_open_file_limit();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.threads {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(async move {
         match cli.scenario {
             Scenario::Fanout(args) => scenario::fanout::run(args).await,

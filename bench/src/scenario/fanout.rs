@@ -10,7 +10,7 @@
 use crate::load::conn::{LoadError, Socket, Target, connect, loopback_sources, request};
 use crate::load::report::{self, Report, histogram, latency_summary};
 use crate::load::sequence::SeqTracker;
-use crate::load::wire::{body_time, decode_frame, now_micros, timed_body};
+use crate::load::wire::{body_time, decode_frame, fast_messages, now_micros, timed_body};
 use crate::load::{accounts, node};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -391,6 +391,7 @@ async fn member_task(
     let mut ticker = tokio::time::interval_at(Instant::now() + offset, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut history_request: Option<u64> = None;
+    let mut deliveries = Vec::new();
     let sender = member.send_every.is_some();
     let group_last = &shared.group_last[member.group_index];
     loop {
@@ -423,60 +424,77 @@ async fn member_task(
                     }
                 };
                 let now = now_micros();
-                let Ok(events) = decode_frame(text.as_str()) else { continue };
                 let (window_start, window_end) = (shared.measure_start.load(Ordering::Relaxed), shared.measure_end.load(Ordering::Relaxed));
-                for event in events {
-                    match event.event.as_ref() {
-                        "message" if event.group == Some(member.group) => {
-                            let Some(seq) = event.seq else { continue };
-                            if result.tracker.record(seq) {
-                                shared.delivered.fetch_add(1, Ordering::Relaxed);
-                                if now >= window_start && now < window_end {
-                                    shared.delivered_in_window.fetch_add(1, Ordering::Relaxed);
-                                }
-                                if let Some(sent) = event.body.as_deref().and_then(body_time)
-                                    && sent >= window_start && sent < window_end
-                                    && let Some(h) = result.latency.as_mut()
-                                {
-                                    report::record(h, now.saturating_sub(sent));
-                                }
-                            }
-                            shared.progress[member.index].store(result.tracker.contiguous, Ordering::Relaxed);
+                // Counted per frame, not per event: shared counters are contended.
+                let (mut fresh, mut fresh_in_window) = (0u64, 0u64);
+                let mut record = |result: &mut MemberResult, seq: u64, sent: Option<u64>| {
+                    if result.tracker.record(seq) {
+                        fresh += 1;
+                        if now >= window_start && now < window_end {
+                            fresh_in_window += 1;
                         }
-                        "reply" | "error" => {
-                            let Some(id) = event.id else { continue };
-                            if Some(id) == history_request {
-                                history_request = None;
-                                if let Some(page) = event.result.and_then(|r| serde_json::from_str::<HistoryResult>(r.get()).ok()) {
-                                    for m in &page.messages {
-                                        if result.tracker.record(m.seq) {
-                                            result.resynced += 1;
+                        if let Some(sent) = sent
+                            && sent >= window_start && sent < window_end
+                            && let Some(h) = result.latency.as_mut()
+                        {
+                            report::record(h, now.saturating_sub(sent));
+                        }
+                    }
+                };
+                deliveries.clear();
+                if fast_messages(text.as_str(), &mut deliveries).is_some() {
+                    for &(group, seq, sent) in &deliveries {
+                        if group == member.group {
+                            record(&mut result, seq, sent);
+                        }
+                    }
+                } else {
+                    let Ok(events) = decode_frame(text.as_str()) else { continue };
+                    for event in events {
+                        match event.event.as_ref() {
+                            "message" if event.group == Some(member.group) => {
+                                let Some(seq) = event.seq else { continue };
+                                record(&mut result, seq, event.body.as_deref().and_then(body_time));
+                            }
+                            "reply" | "error" => {
+                                let Some(id) = event.id else { continue };
+                                if Some(id) == history_request {
+                                    history_request = None;
+                                    if let Some(page) = event.result.and_then(|r| serde_json::from_str::<HistoryResult>(r.get()).ok()) {
+                                        for m in &page.messages {
+                                            if result.tracker.record(m.seq) {
+                                                result.resynced += 1;
+                                            }
+                                        }
+                                        if page.has_more || result.tracker.contiguous < group_last.load(Ordering::SeqCst) {
+                                            history_request = send_history(&mut ws, &mut next_id, member.group, result.tracker.contiguous).await;
                                         }
                                     }
-                                    shared.progress[member.index].store(result.tracker.contiguous, Ordering::Relaxed);
-                                    if page.has_more || result.tracker.contiguous < group_last.load(Ordering::SeqCst) {
-                                        history_request = send_history(&mut ws, &mut next_id, member.group, result.tracker.contiguous).await;
+                                    continue;
+                                }
+                                let Some(sent) = in_flight.remove(&id) else { continue };
+                                shared.pending_acks.fetch_sub(1, Ordering::SeqCst);
+                                if event.event == "reply" {
+                                    shared.acked.fetch_add(1, Ordering::Relaxed);
+                                    if let Some(ack) = event.result.and_then(|r| serde_json::from_str::<AckResult>(r.get()).ok()) {
+                                        group_last.fetch_max(ack.seq, Ordering::SeqCst);
+                                    }
+                                    if sent >= window_start && sent < window_end
+                                        && let Some(h) = result.ack_latency.as_mut()
+                                    {
+                                        report::record(h, now.saturating_sub(sent));
                                     }
                                 }
-                                continue;
                             }
-                            let Some(sent) = in_flight.remove(&id) else { continue };
-                            shared.pending_acks.fetch_sub(1, Ordering::SeqCst);
-                            if event.event == "reply" {
-                                shared.acked.fetch_add(1, Ordering::Relaxed);
-                                if let Some(ack) = event.result.and_then(|r| serde_json::from_str::<AckResult>(r.get()).ok()) {
-                                    group_last.fetch_max(ack.seq, Ordering::SeqCst);
-                                }
-                                if sent >= window_start && sent < window_end
-                                    && let Some(h) = result.ack_latency.as_mut()
-                                {
-                                    report::record(h, now.saturating_sub(sent));
-                                }
-                            }
+                            _ => {}
                         }
-                        _ => {}
                     }
                 }
+                if fresh > 0 {
+                    shared.delivered.fetch_add(fresh, Ordering::Relaxed);
+                    shared.delivered_in_window.fetch_add(fresh_in_window, Ordering::Relaxed);
+                }
+                shared.progress[member.index].store(result.tracker.contiguous, Ordering::Relaxed);
             }
             _ = ticker.tick(), if sending => {
                 next_id += 1;
