@@ -113,7 +113,7 @@ impl Report {
 const W: f64 = 720.0;
 const H: f64 = 420.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 20.0;
+const RIGHT: f64 = 45.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
 

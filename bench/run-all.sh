@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs every bench scenario against fresh release nodes on this machine and writes the
+# results (JSON and SVG pictures) to bench/results/<name>/. This is how the figures in
+# BENCHMARKS.md were produced:
+#
+#   bench/run-all.sh <name> [scenario...]     e.g. bench/run-all.sh 2026-11-30 fanout overload
+#
+# Scenarios: connections fanout overload send joins sync (all when none are named).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+name=${1:-$(date +%Y-%m-%d)}
+shift || true
+scenarios=${*:-connections fanout overload send joins sync}
+out=bench/results/$name
+mkdir -p "$out"
+cargo build --release -q -p troupe -p troupe-bench
+node_bin=target/release/troupe
+bench_bin=target/release/bench
+data=$(mktemp -d)
+node_pid=
+trap 'kill $node_pid 2>/dev/null || true; rm -rf "$data"' EXIT
+
+start_node() { # fresh unless "keep" is given
+  [ "${1:-}" = keep ] || { rm -rf "$data"; mkdir -p "$data"; }
+  "$node_bin" serve --listen 127.0.0.1:7878 --console-listen 127.0.0.1:7879 \
+    --password-cost test --data "$data" > "$out/node.log" 2>&1 &
+  node_pid=$!
+  for _ in $(seq 100); do grep -q 'troupe ready' "$out/node.log" && return; sleep 0.1; done
+  echo "node did not start"; cat "$out/node.log"; exit 1
+}
+stop_node() { kill "$node_pid" 2>/dev/null || true; wait "$node_pid" 2>/dev/null || true; }
+
+for scenario in $scenarios; do
+  echo "== $scenario"
+  case $scenario in
+    connections)
+      start_node
+      "$bench_bin" accounts --count 19000 --tokens "$data/tokens.txt"
+      cp "$data/tokens.txt" "$data.tokens"; stop_node
+      # Restart so the baseline holds nothing left over from signing up.
+      start_node keep; mv "$data.tokens" "$data/tokens.txt"
+      "$bench_bin" connections --tokens "$data/tokens.txt" --hold 10 --out "$out/connections" ;;
+    fanout)   start_node; "$bench_bin" fanout --warmup 3 --duration 30 --out "$out/fanout-100k" ;;
+    overload) start_node; "$bench_bin" fanout --rate 100 --warmup 3 --duration 30 --out "$out/fanout-overload" ;;
+    send)     start_node; "$bench_bin" send --duration 20 --out "$out/send" ;;
+    joins)    start_node; "$bench_bin" joins --out "$out/joins" ;;
+    sync)     start_node; "$bench_bin" sync --clients 2000 --groups 20 --missed 500 --out "$out/sync" ;;
+    *) echo "unknown scenario $scenario"; exit 2 ;;
+  esac
+  stop_node
+done
+echo "results in $out"
