@@ -18,15 +18,15 @@ node_bin=target/release/troupe
 bench_bin=target/release/bench
 data=$(mktemp -d)
 node_pid=
-trap 'kill $node_pid 2>/dev/null || true; rm -rf "$data"' EXIT
+trap 'kill $node_pid 2>/dev/null || true; rm -rf "$data" "$data.log"' EXIT
 
 start_node() { # fresh unless "keep" is given
   [ "${1:-}" = keep ] || { rm -rf "$data"; mkdir -p "$data"; }
   "$node_bin" serve --listen 127.0.0.1:7878 --console-listen 127.0.0.1:7879 \
-    --password-cost test --data "$data" > "$out/node.log" 2>&1 &
+    --password-cost test --data "$data" > "$data.log" 2>&1 &
   node_pid=$!
-  for _ in $(seq 100); do grep -q 'troupe ready' "$out/node.log" && return; sleep 0.1; done
-  echo "node did not start"; cat "$out/node.log"; exit 1
+  for _ in $(seq 100); do grep -q "troupe ready" "$data.log" && return; sleep 0.1; done
+  echo "node did not start"; cat "$data.log"; exit 1
 }
 stop_node() { kill "$node_pid" 2>/dev/null || true; wait "$node_pid" 2>/dev/null || true; }
 

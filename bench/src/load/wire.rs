@@ -23,6 +23,9 @@ pub struct Event<'a> {
     /// A text message's body.
     #[serde(default, borrow)]
     pub body: Option<Cow<'a, str>>,
+    /// A message's accept time on the node, ms since the epoch.
+    #[serde(default)]
+    pub ts: Option<u64>,
     /// An error's code.
     #[serde(default, borrow)]
     pub code: Option<Cow<'a, str>>,
@@ -36,8 +39,9 @@ pub fn decode_frame(text: &str) -> Result<Vec<Event<'_>>, serde_json::Error> {
     serde_json::from_str(text)
 }
 
-/// One text message as the bench needs it: (group, seq, send time from its timed body).
-pub type Delivery = (u64, u64, Option<u64>);
+/// One text message as the bench needs it: (group, seq, send time from its timed body in
+/// µs, the node's accept time `ts` in ms).
+pub type Delivery = (u64, u64, Option<u64>, u64);
 
 /// Reads a frame that holds only message events, without a general JSON parser: the node
 /// encodes them in a fixed shape (`{"event":"message","group":G,"seq":S,...,"body":"...",
@@ -57,9 +61,9 @@ pub fn fast_messages(text: &str, out: &mut Vec<Delivery>) -> Option<()> {
         let body_end = body.find('"')?;
         let sent = body_time(&body[..body_end]);
         let after = body[body_end + 1..].strip_prefix(r#","ts":"#)?;
-        let (_, after) = number(after)?;
+        let (ts, after) = number(after)?;
         let after = after.strip_prefix('}')?;
-        out.push((group, seq, sent));
+        out.push((group, seq, sent, ts));
         match after.as_bytes().first()? {
             b',' => rest = &after[1..],
             b']' if after.len() == 1 => return Some(()),
@@ -111,7 +115,7 @@ mod tests {
         let frame = r#"[{"event":"message","group":11,"seq":7,"sender":3,"client_msg_id":"b1-9","type":"text","body":"t=55;xxx","ts":99},{"event":"message","group":11,"seq":8,"sender":3,"client_msg_id":"b1-10","type":"text","body":"hello","ts":100}]"#;
         let mut out = Vec::new();
         assert_eq!(fast_messages(frame, &mut out), Some(()));
-        assert_eq!(out, vec![(11, 7, Some(55)), (11, 8, None)]);
+        assert_eq!(out, vec![(11, 7, Some(55), 99), (11, 8, None, 100)]);
         let mut other = Vec::new();
         assert_eq!(fast_messages(r#"[{"event":"reply","id":1}]"#, &mut other), None);
         assert_eq!(fast_messages(r#"[{"event":"message","group":1,"seq":2}]"#, &mut other), None);

@@ -105,6 +105,10 @@ struct Member {
 #[derive(Default)]
 struct MemberResult {
     latency: Option<Histogram<u64>>,
+    /// Send to the node's accept stamp, and accept stamp to receive (ms resolution): where
+    /// the latency is spent.
+    to_accept: Option<Histogram<u64>>,
+    from_accept: Option<Histogram<u64>>,
     ack_latency: Option<Histogram<u64>>,
     tracker: SeqTracker,
     resynced: u64,
@@ -267,6 +271,8 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
 
     let mut latency = histogram();
     let mut ack_latency = histogram();
+    let mut to_accept = histogram();
+    let mut from_accept = histogram();
     let (mut duplicates, mut out_of_order, mut missing, mut resynced, mut received) = (0, 0, 0, 0, 0);
     let mut close_reasons: HashMap<String, u64> = HashMap::new();
     while let Some(result) = tasks.join_next().await {
@@ -276,6 +282,12 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
         }
         if let Some(h) = &result.ack_latency {
             let _ = ack_latency.add(h);
+        }
+        if let Some(h) = &result.to_accept {
+            let _ = to_accept.add(h);
+        }
+        if let Some(h) = &result.from_accept {
+            let _ = from_accept.add(h);
         }
         duplicates += result.tracker.duplicates;
         out_of_order += result.tracker.out_of_order;
@@ -310,6 +322,8 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
         "out_of_order": out_of_order,
         "latency": summary,
         "ack_latency": latency_summary(&ack_latency),
+        "send_to_accept_latency": latency_summary(&to_accept),
+        "accept_to_receive_latency": latency_summary(&from_accept),
         "node_cpu_seconds": cpu,
         "deliveries_per_node_cpu_second": per_cpu_second.map(f64::round),
         "node_rss_bytes": node::rss_bytes(&stats_end),
@@ -336,6 +350,13 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
         format!(
             "lost {missing}, duplicated {duplicates}, out of order {out_of_order}, resynced {resynced}, closes {:?}",
             results["closes"]
+        ),
+        format!(
+            "split (ms, accept stamp has ms resolution): send->accept p50 {} p99 {}; accept->receive p50 {} p99 {}",
+            results["send_to_accept_latency"]["p50_ms"],
+            results["send_to_accept_latency"]["p99_ms"],
+            results["accept_to_receive_latency"]["p50_ms"],
+            results["accept_to_receive_latency"]["p99_ms"]
         ),
         format!("node CPU {:.2} s over {:.1} s; RSS {:?}", cpu.unwrap_or(0.0), window, node::rss_bytes(&stats_end)),
     ];
@@ -382,6 +403,8 @@ async fn member_task(
 ) -> MemberResult {
     let mut result = MemberResult {
         latency: Some(histogram()),
+        to_accept: Some(histogram()),
+        from_accept: Some(histogram()),
         ack_latency: member.send_every.map(|_| histogram()),
         ..MemberResult::default()
     };
@@ -427,7 +450,7 @@ async fn member_task(
                 let (window_start, window_end) = (shared.measure_start.load(Ordering::Relaxed), shared.measure_end.load(Ordering::Relaxed));
                 // Counted per frame, not per event: shared counters are contended.
                 let (mut fresh, mut fresh_in_window) = (0u64, 0u64);
-                let mut record = |result: &mut MemberResult, seq: u64, sent: Option<u64>| {
+                let mut record = |result: &mut MemberResult, seq: u64, sent: Option<u64>, ts: u64| {
                     if result.tracker.record(seq) {
                         fresh += 1;
                         if now >= window_start && now < window_end {
@@ -438,14 +461,19 @@ async fn member_task(
                             && let Some(h) = result.latency.as_mut()
                         {
                             report::record(h, now.saturating_sub(sent));
+                            let accepted = ts * 1000;
+                            if let (Some(a), Some(b)) = (result.to_accept.as_mut(), result.from_accept.as_mut()) {
+                                report::record(a, accepted.saturating_sub(sent));
+                                report::record(b, now.saturating_sub(accepted));
+                            }
                         }
                     }
                 };
                 deliveries.clear();
                 if fast_messages(text.as_str(), &mut deliveries).is_some() {
-                    for &(group, seq, sent) in &deliveries {
+                    for &(group, seq, sent, ts) in &deliveries {
                         if group == member.group {
-                            record(&mut result, seq, sent);
+                            record(&mut result, seq, sent, ts);
                         }
                     }
                 } else {
@@ -454,7 +482,7 @@ async fn member_task(
                         match event.event.as_ref() {
                             "message" if event.group == Some(member.group) => {
                                 let Some(seq) = event.seq else { continue };
-                                record(&mut result, seq, event.body.as_deref().and_then(body_time));
+                                record(&mut result, seq, event.body.as_deref().and_then(body_time), event.ts.unwrap_or(0));
                             }
                             "reply" | "error" => {
                                 let Some(id) = event.id else { continue };

@@ -1,0 +1,102 @@
+//! Every `bench` scenario, run briefly against a real node: the load generator stays in
+//! working order, and its own checks (nothing lost, the cap held) pass at small scale.
+
+mod common;
+
+use bench::scenario::{connections, fanout, joins, send, sync};
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+
+fn results(dir: &Path, name: &str) -> Value {
+    let text = std::fs::read_to_string(dir.join(format!("{name}.json"))).expect("result written");
+    let document: Value = serde_json::from_str(&text).expect("JSON");
+    assert!(document["machine"]["cpus"].as_u64().unwrap() >= 1);
+    assert!(document["command"].is_string());
+    assert!(dir.join(format!("{name}-latency.svg")).exists(), "a picture comes with every result");
+    document["results"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_scenario_runs_and_checks_itself() {
+    let node = TestNode::start().await;
+    let out = tempfile::tempdir().unwrap();
+    let url = node.url.clone();
+
+    fanout::run(fanout::FanoutArgs {
+        url: url.clone(),
+        console: node.console,
+        groups: 2,
+        members: 15,
+        senders: 2,
+        rate: 20.0,
+        body_bytes: 160,
+        warmup: 0.5,
+        duration: 1.5,
+        sources: 2,
+        out: Some(out.path().join("fanout")),
+    })
+    .await
+    .unwrap();
+    let fan = results(out.path(), "fanout");
+    assert_eq!(fan["lost"], 0);
+    assert_eq!(fan["duplicated"], 0);
+    assert!(fan["deliveries_in_window"].as_u64().unwrap() > 0);
+    assert!(fan["node_cpu_seconds"].as_f64().is_some());
+
+    send::run(send::SendArgs {
+        url: url.clone(),
+        console: node.console,
+        groups: 3,
+        members: 3,
+        online_members: true,
+        window: 4,
+        body_bytes: 100,
+        warmup: 0.2,
+        duration: 1.0,
+        sources: 1,
+        out: Some(out.path().join("send")),
+    })
+    .await
+    .unwrap();
+    let sent = results(out.path(), "send");
+    assert!(sent["acked_in_window"].as_u64().unwrap() > 0);
+    assert_eq!(sent["groups_with_gapless_acked_seqs"], 3);
+    assert_eq!(sent["errors"], 0);
+
+    joins::run(joins::JoinsArgs { url: url.clone(), console: node.console, users: 40, cap: 10, sources: 1, out: Some(out.path().join("joins")) })
+        .await
+        .unwrap();
+    let joined = results(out.path(), "joins");
+    assert_eq!(joined["cap_held"], true);
+    assert_eq!(joined["joined"], 9);
+
+    sync::run(sync::SyncArgs { url: url.clone(), console: node.console, clients: 12, groups: 3, missed: 150, sources: 1, out: Some(out.path().join("sync")) })
+        .await
+        .unwrap();
+    let synced = results(out.path(), "sync");
+    assert_eq!(synced["missing"], 0);
+    assert_eq!(synced["duplicates"], 0);
+    assert_eq!(synced["fully_synced"], synced["clients"]);
+
+    let tokens = out.path().join("tokens.txt");
+    connections::accounts(connections::AccountsArgs { url: url.clone(), count: 30, tokens: tokens.clone(), concurrency: 8, sources: 1 })
+        .await
+        .unwrap();
+    connections::connections(connections::ConnectionsArgs {
+        url,
+        console: node.console,
+        tokens,
+        count: None,
+        concurrency: 8,
+        hold: 0.2,
+        sources: 2,
+        out: Some(out.path().join("connections")),
+    })
+    .await
+    .unwrap();
+    let held = results(out.path(), "connections");
+    assert_eq!(held["connections"], 30);
+    assert_eq!(held["failed"], 0);
+    assert_eq!(held["node_reports_connections"], 30);
+}
