@@ -64,25 +64,46 @@ async fn every_scenario_runs_and_checks_itself() {
     assert_eq!(sent["groups_with_gapless_acked_seqs"], 3);
     assert_eq!(sent["errors"], 0);
 
-    joins::run(joins::JoinsArgs { url: url.clone(), console: node.console, users: 40, cap: 10, sources: 1, out: Some(out.path().join("joins")) })
-        .await
-        .unwrap();
+    joins::run(joins::JoinsArgs {
+        url: url.clone(),
+        console: node.console,
+        users: 40,
+        cap: 10,
+        sources: 1,
+        out: Some(out.path().join("joins")),
+    })
+    .await
+    .unwrap();
     let joined = results(out.path(), "joins");
     assert_eq!(joined["cap_held"], true);
     assert_eq!(joined["joined"], 9);
 
-    sync::run(sync::SyncArgs { url: url.clone(), console: node.console, clients: 12, groups: 3, missed: 150, sources: 1, out: Some(out.path().join("sync")) })
-        .await
-        .unwrap();
+    sync::run(sync::SyncArgs {
+        url: url.clone(),
+        console: node.console,
+        clients: 12,
+        groups: 3,
+        missed: 150,
+        sources: 1,
+        out: Some(out.path().join("sync")),
+    })
+    .await
+    .unwrap();
     let synced = results(out.path(), "sync");
     assert_eq!(synced["missing"], 0);
     assert_eq!(synced["duplicates"], 0);
     assert_eq!(synced["fully_synced"], synced["clients"]);
 
     let tokens = out.path().join("tokens.txt");
-    connections::accounts(connections::AccountsArgs { url: url.clone(), count: 30, tokens: tokens.clone(), concurrency: 8, sources: 1 })
-        .await
-        .unwrap();
+    connections::accounts(connections::AccountsArgs {
+        url: url.clone(),
+        count: 30,
+        tokens: tokens.clone(),
+        concurrency: 8,
+        sources: 1,
+    })
+    .await
+    .unwrap();
     connections::connections(connections::ConnectionsArgs {
         url,
         console: node.console,
