@@ -328,7 +328,7 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
         "deliveries_per_node_cpu_second": per_cpu_second.map(f64::round),
         "node_rss_bytes": node::rss_bytes(&stats_end),
         "closes": close_reasons,
-        "throughput_per_second": timeline,
+        "throughput_per_second": &timeline,
     });
     let parameters = json!({
         "url": args.url, "groups": args.groups, "members": args.members, "senders_per_group": senders,
@@ -365,17 +365,7 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
             "latency",
             report::latency_svg(&latency, &format!("fanout send-to-receive latency, {per_second:.0} deliveries/s")),
         ),
-        (
-            "throughput",
-            report::timeline_svg(
-                &results["throughput_per_second"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|v| v.as_f64()).collect::<Vec<_>>())
-                    .unwrap_or_default(),
-                "fanout deliveries per second",
-                "deliveries/s",
-            ),
-        ),
+        ("throughput", report::timeline_svg(&timeline, "fanout deliveries per second", "deliveries/s")),
     ];
     Report { scenario: "fanout", parameters, results, node: stats_end, summary: summary_lines, pictures }
         .finish(args.out.as_deref())

@@ -147,7 +147,7 @@ pub async fn run(args: SendArgs) -> Result<(), LoadError> {
         "ack_latency": summary,
         "node_cpu_seconds": cpu,
         "acks_per_node_cpu_second": cpu.filter(|c| *c > 0.0).map(|c| (in_window as f64 / c).round()),
-        "throughput_per_second": timeline,
+        "throughput_per_second": &timeline,
     });
     let parameters = json!({
         "url": args.url, "groups": args.groups, "members": args.members, "online_members": args.online_members,
@@ -163,17 +163,7 @@ pub async fn run(args: SendArgs) -> Result<(), LoadError> {
     ];
     let pictures = vec![
         ("latency", report::latency_svg(&latency, &format!("send ack latency, {rate:.0} acked/s"))),
-        (
-            "throughput",
-            report::timeline_svg(
-                &results["throughput_per_second"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|v| v.as_f64()).collect::<Vec<_>>())
-                    .unwrap_or_default(),
-                "acked sends per second",
-                "acks/s",
-            ),
-        ),
+        ("throughput", report::timeline_svg(&timeline, "acked sends per second", "acks/s")),
     ];
     Report { scenario: "send", parameters, results, node: stats_end, summary: lines, pictures }
         .finish(args.out.as_deref())

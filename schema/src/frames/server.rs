@@ -2,7 +2,8 @@
 //! `[{"event":"reply",...},{"event":"message",...}]`.
 //!
 //! Events are encoded once, on the side that produces them, and the encoded bytes are
-//! shared by every connection that receives them; [`join_frame`] only concatenates.
+//! shared by every connection that receives them; a connection's writer only joins them,
+//! `[` + events separated by `,` + `]`, into one frame.
 
 use super::{MessageKind, Role};
 use crate::error::ErrorCode;
@@ -153,21 +154,6 @@ pub fn encode_error(id: Option<u64>, code: ErrorCode, message: &str) -> Vec<u8> 
 pub fn encode_event(event: &Event) -> Vec<u8> {
     // Events hold only plain data and already-valid raw JSON, so this cannot fail.
     serde_json::to_vec(event).unwrap_or_default()
-}
-
-/// Builds one text frame from encoded events: `[e1,e2,...]`.
-pub fn join_frame<'a>(events: impl IntoIterator<Item = &'a [u8]>) -> String {
-    let mut out = Vec::with_capacity(256);
-    out.push(b'[');
-    for (i, event) in events.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(event);
-    }
-    out.push(b']');
-    // Every event is JSON produced by serde_json, hence UTF-8.
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// A user's public profile.
@@ -400,11 +386,11 @@ mod tests {
     }
 
     #[test]
-    fn frames_are_json_arrays() {
+    fn events_are_json_objects_that_join_into_an_array() {
         let a = encode_event(&Event::GroupDissolved { group: GroupId(5) });
         let b = encode_error(None, ErrorCode::MalformedFrame, "x");
-        let frame = join_frame([a.as_slice(), b.as_slice()]);
-        let parsed: Vec<serde_json::Value> = serde_json::from_str(&frame).unwrap();
+        let frame = [b"[".as_slice(), &a, b",", &b, b"]"].concat();
+        let parsed: Vec<serde_json::Value> = serde_json::from_slice(&frame).unwrap();
         assert_eq!(parsed.len(), 2);
         assert_eq!(parsed[0]["event"], "group_dissolved");
         assert_eq!(parsed[1]["code"], "malformed_frame");
