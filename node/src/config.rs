@@ -21,6 +21,8 @@ pub struct Config {
     pub console_listen: SocketAddr,
     /// Where the embedded store keeps its file.
     pub data_dir: PathBuf,
+    /// Which store holds the data.
+    pub store: StoreConfig,
     /// WebSocket limits and timings.
     pub gateway: GatewayConfig,
     /// Actor limits and timings (also password cost and sessions).
@@ -35,11 +37,59 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
             console_listen: SocketAddr::from(([127, 0, 0, 1], 7879)),
             data_dir: PathBuf::from("troupe-data"),
+            store: StoreConfig::default(),
             gateway: GatewayConfig::default(),
             actors: ActorsConfig::default(),
             log: LogConfig::default(),
         }
     }
+}
+
+/// Which store holds the data.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `embedded` (redb in `data_dir`, one node) or `postgres`.
+    pub backend: StoreBackend,
+    /// The PostgreSQL connection URL (`postgres://user:password@host/database`). It may hold
+    /// a password, so it is never printed by `Debug`.
+    pub postgres_url: String,
+    /// PostgreSQL connections in the pool.
+    pub postgres_pool: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Embedded,
+            postgres_url: "postgres://postgres@127.0.0.1:5432/troupe".into(),
+            postgres_pool: 16,
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = match self.postgres_url.split_once('@') {
+            Some((_, host)) => format!("postgres://***@{host}"),
+            None => self.postgres_url.clone(),
+        };
+        f.debug_struct("StoreConfig")
+            .field("backend", &self.backend)
+            .field("postgres_url", &url)
+            .field("postgres_pool", &self.postgres_pool)
+            .finish()
+    }
+}
+
+/// The store backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// redb in the data directory.
+    Embedded,
+    /// PostgreSQL at `postgres_url`.
+    Postgres,
 }
 
 /// WebSocket limits and timings.
@@ -193,6 +243,15 @@ mod tests {
         assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(config.actors.password_cost, actors::config::PasswordCost::Test);
         assert_eq!(config.gateway.max_frame_bytes, 64 * 1024, "defaults stay");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let mut config = Config::default();
+        config.store.postgres_url = "postgres://troupe:hunter2@db.internal/troupe".into();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("db.internal"));
     }
 
     #[test]

@@ -51,6 +51,9 @@ struct ServeArgs {
     /// Password hashing cost: `default`, or `test` (cheap, for tests and benches only).
     #[arg(long)]
     password_cost: Option<String>,
+    /// Keep data in PostgreSQL at this URL instead of the embedded store.
+    #[arg(long)]
+    postgres: Option<String>,
 }
 
 impl ServeArgs {
@@ -64,6 +67,10 @@ impl ServeArgs {
         }
         if let Some(data) = &self.data {
             config.data_dir = data.clone();
+        }
+        if let Some(url) = &self.postgres {
+            config.store.backend = troupe::config::StoreBackend::Postgres;
+            config.store.postgres_url = url.clone();
         }
         if let Some(cost) = &self.password_cost {
             config.actors.password_cost = serde_json::from_value(serde_json::Value::String(cost.clone()))

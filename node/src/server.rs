@@ -6,7 +6,6 @@
 
 use crate::config::Config;
 use crate::gateway::{self, Gateway};
-use crate::store::embedded::EmbeddedStore;
 use crate::{console, http};
 use actors::System;
 use axum::serve::ListenerExt;
@@ -19,7 +18,7 @@ use tokio::net::TcpListener;
 pub enum ServeError {
     /// The store could not open.
     #[error(transparent)]
-    Store(#[from] crate::store::embedded::OpenError),
+    Store(#[from] crate::store::OpenError),
     /// The actor system could not start.
     #[error(transparent)]
     Start(#[from] actors::system::StartError),
@@ -36,7 +35,7 @@ pub async fn run(
     console_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let store = EmbeddedStore::open(&config.data_dir)?;
+    let store = crate::store::open(&config.store, &config.data_dir).await?;
     let groups = GroupRuntime::start()?;
     let system = System::start(config.actors.clone(), store, Some(groups.handle.clone())).await?;
     let gateway = Gateway { system: system.clone(), config: Arc::new(config.gateway.clone()) };

@@ -1,5 +1,31 @@
 //! Storage backends. Each implements `actors::store::Store` and passes its contract suite.
 //!
 //! * [`embedded`]: redb in the node's data directory, the single-node default.
+//! * [`postgres`]: PostgreSQL, for clusters that run it.
 
 pub mod embedded;
+pub mod postgres;
+
+use crate::config::{StoreBackend, StoreConfig};
+use actors::store::Store;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Why the configured store could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The embedded store failed.
+    #[error(transparent)]
+    Embedded(#[from] embedded::OpenError),
+    /// The PostgreSQL store failed.
+    #[error(transparent)]
+    Postgres(#[from] postgres::OpenError),
+}
+
+/// Opens the backend the configuration names.
+pub async fn open(config: &StoreConfig, data_dir: &Path) -> Result<Arc<dyn Store>, OpenError> {
+    Ok(match config.backend {
+        StoreBackend::Embedded => embedded::EmbeddedStore::open(data_dir)?,
+        StoreBackend::Postgres => postgres::PostgresStore::open(&config.postgres_url, config.postgres_pool).await?,
+    })
+}

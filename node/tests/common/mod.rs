@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod postgres;
+
 pub use bench::{Client, ClientError};
 use serde_json::{Value, json};
 use std::net::SocketAddr;

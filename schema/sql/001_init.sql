@@ -1,0 +1,75 @@
+-- troupe on PostgreSQL: the layout the PostgreSQL backend creates (node/src/store/postgres.rs).
+--
+-- Each store call in actors/src/store/mod.rs touches the rows of one "partition" (a user,
+-- a username, a group with its members, a group's log) and runs as one statement or one
+-- transaction over those rows, so the same calls fit ScyllaDB (schema/cql/). Ids are
+-- BIGINT (they stay below 2^53); times are milliseconds since the epoch.
+
+CREATE TABLE IF NOT EXISTS troupe_meta (
+  key    TEXT PRIMARY KEY,
+  value  BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS users (
+  user_id     BIGINT PRIMARY KEY,
+  username    TEXT NOT NULL,
+  nickname    TEXT NOT NULL,
+  avatar_url  TEXT NOT NULL,
+  created_at  BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS usernames (
+  username       TEXT PRIMARY KEY,
+  user_id        BIGINT NOT NULL,
+  password_hash  TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS sessions (
+  token_hash  BYTEA PRIMARY KEY,
+  user_id     BIGINT NOT NULL,
+  created_at  BIGINT NOT NULL,
+  expires_at  BIGINT NOT NULL
+);
+
+-- The group row; add_member_if_below_cap locks it (SELECT ... FOR UPDATE) so the cap holds
+-- under concurrent writers.
+CREATE TABLE IF NOT EXISTS groups (
+  group_id      BIGINT PRIMARY KEY,
+  name          TEXT NOT NULL,
+  owner         BIGINT NOT NULL,
+  open          BOOLEAN NOT NULL,
+  max_members   INTEGER NOT NULL,
+  member_count  INTEGER NOT NULL,
+  created_at    BIGINT NOT NULL,
+  dissolved     BOOLEAN NOT NULL DEFAULT FALSE
+);
+
+CREATE TABLE IF NOT EXISTS members (
+  group_id   BIGINT NOT NULL,
+  user_id    BIGINT NOT NULL,
+  role       TEXT NOT NULL,
+  joined_at  BIGINT NOT NULL,
+  PRIMARY KEY (group_id, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS user_groups (
+  user_id    BIGINT NOT NULL,
+  group_id   BIGINT NOT NULL,
+  read_seq   BIGINT NOT NULL,
+  joined_at  BIGINT NOT NULL,
+  PRIMARY KEY (user_id, group_id)
+);
+
+-- The log. (group_id, seq) is the fence: two writers appending after the same seq cannot
+-- both insert it. (group_id, sender, client_msg_id) answers resends.
+CREATE TABLE IF NOT EXISTS messages (
+  group_id       BIGINT NOT NULL,
+  seq            BIGINT NOT NULL,
+  sender         BIGINT NOT NULL,
+  client_msg_id  TEXT NOT NULL,
+  kind           TEXT NOT NULL,
+  body           TEXT NOT NULL,
+  ts             BIGINT NOT NULL,
+  PRIMARY KEY (group_id, seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_client_id ON messages (group_id, sender, client_msg_id);
