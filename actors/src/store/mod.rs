@@ -170,6 +170,17 @@ pub trait MessageStore: Send + Sync {
     ) -> StoreResult<Option<(Seq, u64)>>;
 }
 
+/// Checks that `messages` all belong to `group` and carry the seqs `after + 1, after + 2, ...`,
+/// as [`MessageStore::append_messages`] requires; every backend calls it before writing.
+pub fn check_append(group: GroupId, after: Seq, messages: &[MessageRecord]) -> StoreResult<()> {
+    for (i, message) in messages.iter().enumerate() {
+        if message.group != group || message.seq != after + 1 + i as Seq {
+            return Err(StoreError::Conflict("messages must have consecutive seqs after `after`".into()));
+        }
+    }
+    Ok(())
+}
+
 /// Everything a node needs from its store.
 pub trait Store: AccountStore + GroupStore + UserGroupStore + MessageStore {
     /// A short name for logs and the console ("redb", "postgres", "scylla").

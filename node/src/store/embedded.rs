@@ -594,11 +594,9 @@ fn advance_mark(txn: &WriteTransaction, user: UserId, group: GroupId, seq: Seq) 
 type AppendRow = (Seq, u64, String, u64, Vec<u8>);
 
 fn append_rows(group: GroupId, after: Seq, messages: &[MessageRecord]) -> StoreResult<Vec<AppendRow>> {
+    check_append(group, after, messages)?;
     let mut rows = Vec::with_capacity(messages.len());
-    for (i, message) in messages.iter().enumerate() {
-        if message.group != group || message.seq != after + 1 + i as Seq {
-            return Err(StoreError::Conflict("messages must have consecutive seqs after `after`".into()));
-        }
+    for message in messages {
         rows.push((message.seq, message.sender.0, message.client_msg_id.clone(), message.ts, encode(message)?));
     }
     Ok(rows)

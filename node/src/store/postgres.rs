@@ -579,11 +579,7 @@ impl UserGroupStore for PostgresStore {
 }
 
 async fn append(pool: &Pool, group: GroupId, after: Seq, messages: &[MessageRecord]) -> StoreResult<()> {
-    for (i, message) in messages.iter().enumerate() {
-        if message.group != group || message.seq != after + 1 + i as Seq {
-            return Err(StoreError::Conflict("messages must have consecutive seqs after `after`".into()));
-        }
-    }
+    check_append(group, after, messages)?;
     let mut client = pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
     let txn = client.transaction().await.map_err(db)?;
     let last: i64 = txn
