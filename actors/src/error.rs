@@ -51,6 +51,10 @@ pub enum ApiError {
     /// A reserved message type.
     #[error("message type `{0}` is not accepted yet")]
     UnsupportedType(&'static str),
+    /// The group actor that took the request has been deposed (another claimed the group);
+    /// the retry reaches the new one.
+    #[error("temporarily unavailable: the group moved; retry")]
+    GroupMoved,
     /// A transient failure; safe to retry.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
@@ -76,7 +80,7 @@ impl ApiError {
             ApiError::OwnerCannotLeave => ErrorCode::OwnerCannotLeave,
             ApiError::TextTooLong { .. } => ErrorCode::TextTooLong,
             ApiError::UnsupportedType(_) => ErrorCode::UnsupportedType,
-            ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::Unavailable(_) | ApiError::GroupMoved => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -92,6 +96,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Unavailable(m) | StoreError::Conflict(m) => ApiError::Unavailable(m),
             StoreError::Corrupt(m) => ApiError::Internal(m),
+            StoreError::Fenced { .. } => ApiError::GroupMoved,
         }
     }
 }

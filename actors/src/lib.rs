@@ -10,9 +10,11 @@
 //! * [`directory`]: finds, starts and retires the actor for a key; counts mailbox depth.
 //! * [`accounts`]: registration, password hashing, session tokens.
 //! * [`store`]: the storage traits every backend implements, and their contract suite.
+//! * [`cluster`]: placement of group actors over nodes, and the seam to reach other nodes.
 //! * [`system`]: wires the above together for one node.
 
 pub mod accounts;
+pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod error;

@@ -2,6 +2,7 @@
 //! and accounts, shared by every session.
 
 use crate::accounts::Accounts;
+use crate::cluster::Cluster;
 use crate::config::ActorsConfig;
 use crate::directory::{Directory, DirectoryError};
 use crate::error::ApiError;
@@ -11,11 +12,12 @@ use crate::outbox::Outbox;
 use crate::session::Session;
 use crate::store::Store;
 use crate::user::{self, UserMsg, UserSnapshot};
-use schema::cluster::GroupEnvelope;
+use bytes::Bytes;
+use schema::cluster::{GroupEnvelope, NodeDelivery, NodeMessage, ReplyTo};
 use schema::{ConnId, GroupId, NodeId, UserId};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -39,6 +41,8 @@ pub struct System {
     /// connection tasks its own fan-outs wake, so group actors get a runtime (a thread) of
     /// their own when the node provides one.
     group_runtime: Option<tokio::runtime::Handle>,
+    /// The other nodes, once this node has joined a cluster; unset on a single node.
+    cluster: OnceLock<Arc<dyn Cluster>>,
     next_conn: AtomicU64,
 }
 
@@ -83,6 +87,7 @@ impl System {
             users: Directory::start("user").await?,
             accounts,
             group_runtime,
+            cluster: OnceLock::new(),
             next_conn: AtomicU64::new(1),
             config,
         });
@@ -97,8 +102,38 @@ impl System {
         Session::new(self.clone(), outbox)
     }
 
-    /// Hands a request to its group's actor, starting the actor if needed.
+    /// Makes this node part of a cluster: from now on groups are placed over its nodes.
+    /// Called once, before clients connect; false if a cluster was set already.
+    pub fn join_cluster(&self, cluster: Arc<dyn Cluster>) -> bool {
+        self.cluster.set(cluster).is_ok()
+    }
+
+    /// The node that runs `group`'s actor now.
+    pub fn owner(&self, group: GroupId) -> NodeId {
+        self.cluster.get().map_or(self.node, |c| c.owner(group))
+    }
+
+    /// Hands a request to its group's actor, on this node or the one that owns the group.
     pub async fn to_group(self: &Arc<Self>, envelope: GroupEnvelope) -> Result<(), ApiError> {
+        match self.cluster.get() {
+            Some(cluster) => {
+                let owner = cluster.owner(envelope.group);
+                if owner == self.node {
+                    self.to_local_group(envelope).await
+                } else if cluster.send(owner, NodeMessage::Group(envelope)) {
+                    Ok(())
+                } else {
+                    Err(ApiError::Unavailable(format!("node {owner} is unreachable; retry")))
+                }
+            }
+            None => self.to_local_group(envelope).await,
+        }
+    }
+
+    /// Hands a request to the group's actor on this node, starting it if needed, whatever
+    /// the placement says (requests forwarded by another node end here, so a request hops
+    /// at most once even while two nodes disagree about the owner).
+    pub async fn to_local_group(self: &Arc<Self>, envelope: GroupEnvelope) -> Result<(), ApiError> {
         let group = envelope.group;
         let system = self.clone();
         self.groups
@@ -116,6 +151,48 @@ impl System {
                 DirectoryError::Activation(e) => e,
                 DirectoryError::Stopped => ApiError::Unavailable("the group is restarting; retry".into()),
             })
+    }
+
+    /// Queues `events` for every connection of `recipients`, on this node and on every
+    /// other live node: one message per node, never one per member.
+    pub fn deliver(&self, recipients: &[UserId], events: &[Bytes]) {
+        self.fanout.deliver(recipients, events);
+        if let Some(cluster) = self.cluster.get() {
+            let peers = cluster.peers();
+            if peers.is_empty() {
+                return;
+            }
+            let delivery = NodeDelivery::Fanout {
+                recipients: recipients.to_vec(),
+                events: events.iter().map(|e| e.to_vec()).collect(),
+            };
+            for node in peers {
+                cluster.send(node, NodeMessage::Deliver(delivery.clone()));
+            }
+        }
+    }
+
+    /// Queues a reply on the connection that asked, wherever it is.
+    pub fn reply(&self, to: &ReplyTo, event: Bytes) {
+        if to.node == self.node {
+            self.fanout.reply(to.user, to.conn, event);
+        } else if let Some(cluster) = self.cluster.get() {
+            let delivery = NodeDelivery::Reply { user: to.user, conn: to.conn, event: event.to_vec() };
+            cluster.send(to.node, NodeMessage::Deliver(delivery));
+        }
+    }
+
+    /// Asks every group actor on this node whose group the placement now gives to another
+    /// node to hand it off. Called when the set of nodes changes.
+    pub fn rebalance(&self) -> usize {
+        let Some(cluster) = self.cluster.get() else { return 0 };
+        let mut moved = 0;
+        for (group, entry) in self.groups.snapshot() {
+            if cluster.owner(group) != self.node && entry.actor.send_message(GroupMsg::Handoff).is_ok() {
+                moved += 1;
+            }
+        }
+        moved
     }
 
     /// Hands a message to a user's actor, starting it if needed.

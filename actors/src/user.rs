@@ -54,6 +54,9 @@ pub enum UserMsg {
     Inspect(oneshot::Sender<UserSnapshot>),
 }
 
+// Local only: a user actor serves the connections of its own node.
+impl ractor::Message for UserMsg {}
+
 /// What the debug console shows of a user actor.
 #[derive(Debug, Clone, Serialize)]
 pub struct UserSnapshot {

@@ -335,6 +335,9 @@ impl GroupStore for Faulty {
     async fn create_group(&self, group: &GroupRecord, owner: &MemberRecord) -> StoreResult<bool> {
         self.inner.create_group(group, owner).await
     }
+    async fn claim_group(&self, group: GroupId) -> StoreResult<Option<Fence>> {
+        self.inner.claim_group(group).await
+    }
     async fn group(&self, id: GroupId) -> StoreResult<Option<GroupRecord>> {
         self.inner.group(id).await
     }
@@ -344,28 +347,28 @@ impl GroupStore for Faulty {
     async fn members(&self, group: GroupId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<MemberRecord>> {
         self.inner.members(group, after, limit).await
     }
-    async fn add_member_if_below_cap(&self, group: GroupId, member: &MemberRecord) -> StoreResult<AddMemberOutcome> {
-        self.inner.add_member_if_below_cap(group, member).await
+    async fn add_member_if_below_cap(&self, fence: Fence, member: &MemberRecord) -> StoreResult<AddMemberOutcome> {
+        self.inner.add_member_if_below_cap(fence, member).await
     }
-    async fn remove_member(&self, group: GroupId, user: UserId) -> StoreResult<Option<u32>> {
-        self.inner.remove_member(group, user).await
+    async fn remove_member(&self, fence: Fence, user: UserId) -> StoreResult<Option<u32>> {
+        self.inner.remove_member(fence, user).await
     }
-    async fn set_member_role(&self, group: GroupId, user: UserId, role: Role) -> StoreResult<bool> {
-        self.inner.set_member_role(group, user, role).await
+    async fn set_member_role(&self, fence: Fence, user: UserId, role: Role) -> StoreResult<bool> {
+        self.inner.set_member_role(fence, user, role).await
     }
-    async fn transfer_ownership(&self, group: GroupId, from: UserId, to: UserId) -> StoreResult<bool> {
-        self.inner.transfer_ownership(group, from, to).await
+    async fn transfer_ownership(&self, fence: Fence, from: UserId, to: UserId) -> StoreResult<bool> {
+        self.inner.transfer_ownership(fence, from, to).await
     }
     async fn update_group(
         &self,
-        group: GroupId,
+        fence: Fence,
         name: Option<&str>,
         open: Option<bool>,
     ) -> StoreResult<Option<GroupRecord>> {
-        self.inner.update_group(group, name, open).await
+        self.inner.update_group(fence, name, open).await
     }
-    async fn dissolve_group(&self, group: GroupId) -> StoreResult<bool> {
-        self.inner.dissolve_group(group).await
+    async fn dissolve_group(&self, fence: Fence) -> StoreResult<bool> {
+        self.inner.dissolve_group(fence).await
     }
 }
 
@@ -393,16 +396,18 @@ impl UserGroupStore for Faulty {
 
 #[async_trait]
 impl MessageStore for Faulty {
-    async fn append_messages(&self, group: GroupId, after: Seq, messages: &[MessageRecord]) -> StoreResult<()> {
+    async fn append_messages(&self, fence: Fence, after: Seq, messages: &[MessageRecord]) -> StoreResult<()> {
+        let group = fence.group;
         if self.fail_append.compare_exchange(group.0, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
             return Err(StoreError::Unavailable("injected commit failure".into()));
         }
         if self.slow_append.load(Ordering::SeqCst) == group.0 {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        self.inner.append_messages(group, after, messages).await
+        self.inner.append_messages(fence, after, messages).await
     }
-    fn append_messages_then(&self, group: GroupId, after: Seq, messages: Vec<MessageRecord>, done: WriteDone) {
+    fn append_messages_then(&self, fence: Fence, after: Seq, messages: Vec<MessageRecord>, done: WriteDone) {
+        let group = fence.group;
         if self.fail_append.compare_exchange(group.0, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
             return done(Err(StoreError::Unavailable("injected commit failure".into())));
         }
@@ -410,11 +415,11 @@ impl MessageStore for Faulty {
             let inner = self.inner.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                inner.append_messages_then(group, after, messages, done);
+                inner.append_messages_then(fence, after, messages, done);
             });
             return;
         }
-        self.inner.append_messages_then(group, after, messages, done)
+        self.inner.append_messages_then(fence, after, messages, done)
     }
     async fn last_seq(&self, group: GroupId) -> StoreResult<Seq> {
         self.inner.last_seq(group).await

@@ -31,8 +31,9 @@ CREATE TABLE IF NOT EXISTS sessions (
   expires_at  BIGINT NOT NULL
 );
 
--- The group row; add_member_if_below_cap locks it (SELECT ... FOR UPDATE) so the cap holds
--- under concurrent writers.
+-- The group row. Every fenced write locks it (SELECT epoch ... FOR UPDATE, or FOR SHARE for
+-- appends) and compares the epoch in the same transaction, so a deposed owner writes nothing
+-- and the cap holds under concurrent writers.
 CREATE TABLE IF NOT EXISTS groups (
   group_id      BIGINT PRIMARY KEY,
   name          TEXT NOT NULL,
@@ -41,8 +42,11 @@ CREATE TABLE IF NOT EXISTS groups (
   max_members   INTEGER NOT NULL,
   member_count  INTEGER NOT NULL,
   created_at    BIGINT NOT NULL,
-  dissolved     BOOLEAN NOT NULL DEFAULT FALSE
+  dissolved     BOOLEAN NOT NULL DEFAULT FALSE,
+  epoch         BIGINT NOT NULL DEFAULT 0
 );
+-- Databases created before the fence existed.
+ALTER TABLE groups ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0;
 
 CREATE TABLE IF NOT EXISTS members (
   group_id   BIGINT NOT NULL,

@@ -16,7 +16,7 @@ pub mod rules;
 
 use crate::directory::MailboxGauge;
 use crate::error::ApiError;
-use crate::store::{AddMemberOutcome, StoreError, WriteDone};
+use crate::store::{AddMemberOutcome, Fence, StoreError, WriteDone};
 use crate::{System, now_ms, views};
 use bytes::Bytes;
 use dedupe::RecentIds;
@@ -40,9 +40,16 @@ pub enum GroupMsg {
     Committed(Result<(), StoreError>),
     /// The idle sweeper asks the actor to stop if it has nothing to do.
     Retire,
+    /// The group belongs to another node now (one joined, or this one is draining): finish
+    /// the commit under way, pass everything else on, and stop.
+    Handoff,
     /// The debug console asks what the actor holds.
     Inspect(oneshot::Sender<GroupSnapshot>),
 }
+
+// Local only: requests from other nodes reach a group actor through its node's actor, which
+// decodes a `NodeMessage`; this enum never crosses the network.
+impl ractor::Message for GroupMsg {}
 
 /// What the debug console shows of a group actor.
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +70,8 @@ pub struct GroupSnapshot {
     pub in_flight: usize,
     /// Remembered client_msg_ids.
     pub recent_ids: usize,
+    /// The epoch this actor claimed.
+    pub epoch: u64,
 }
 
 /// The group actor's behaviour (its data is [`GroupState`]).
@@ -72,6 +81,8 @@ pub struct GroupActor;
 pub struct GroupState {
     system: Arc<System>,
     gauge: Arc<MailboxGauge>,
+    /// This actor's claim on the group; every write carries it.
+    fence: Fence,
     record: GroupRecord,
     members: BTreeMap<UserId, Role>,
     /// The member list handed to the fan-out step; rebuilt only when membership changes.
@@ -88,9 +99,19 @@ pub struct GroupState {
     batch_recipients: Arc<[UserId]>,
     recent: RecentIds,
     dissolved: bool,
-    /// A commit failed: the actor has left the directory and is draining its mailbox,
-    /// answering `unavailable` to everything until it stops.
-    failed: bool,
+    /// Set once the actor is on its way out; it has left the directory, so new requests
+    /// reach a successor.
+    leaving: Option<Leaving>,
+}
+
+/// Why a group actor is on its way out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaving {
+    /// A commit failed or another actor claimed the group: whatever reaches this one is
+    /// answered `unavailable`, and the client's retry reaches the successor.
+    Failed,
+    /// The group moved to another node: what reaches this one is passed on to it.
+    HandedOff,
 }
 
 struct Pending {
@@ -108,6 +129,9 @@ pub async fn activate(
     supervisor: Option<ActorCell>,
 ) -> Result<ActorRef<GroupMsg>, ApiError> {
     let store = &system.store;
+    // Claim first, read second: everything read below is at least as new as the last write
+    // of any earlier owner, since those writes either landed before the claim or are refused.
+    let fence = store.claim_group(group).await?.ok_or_else(ApiError::group_not_found)?;
     let record = store.group(group).await?.filter(|g| !g.dissolved).ok_or_else(ApiError::group_not_found)?;
     let mut members = BTreeMap::new();
     let mut after = None;
@@ -123,6 +147,7 @@ pub async fn activate(
         recent: RecentIds::new(system.config.dedupe_cache_per_group),
         system: system.clone(),
         gauge,
+        fence,
         record,
         recipients: members.keys().copied().collect(),
         members,
@@ -133,7 +158,7 @@ pub async fn activate(
         deferred: Vec::new(),
         batch_recipients: Arc::from([]),
         dissolved: false,
-        failed: false,
+        leaving: None,
     };
     let spawned = match supervisor {
         Some(supervisor) => Actor::spawn_linked(None, GroupActor, state, supervisor).await,
@@ -161,23 +186,56 @@ impl Actor for GroupActor {
             GroupMsg::Command(envelope) => {
                 state.gauge.leave();
                 let reply_to = envelope.reply_to;
-                if state.failed {
-                    state.reply_error(&reply_to, &ApiError::Unavailable("the group is restarting; retry".into()));
-                    return Ok(());
+                match state.leaving {
+                    Some(Leaving::Failed) => {
+                        state.reply_error(&reply_to, &ApiError::Unavailable("the group is restarting; retry".into()));
+                        return Ok(());
+                    }
+                    Some(Leaving::HandedOff) => {
+                        state.pass_on(envelope).await;
+                        return Ok(());
+                    }
+                    None => {}
                 }
                 let op = envelope.command.op();
                 if let Err(error) = state.command(&myself, envelope).await {
                     state.reply_error(&reply_to, &error);
-                    if let ApiError::Internal(_) | ApiError::Unavailable(_) = error {
-                        tracing::warn!(group = %state.record.id, op, %error, "group request failed");
+                    match error {
+                        ApiError::GroupMoved => {
+                            tracing::warn!(group = %state.record.id, epoch = state.fence.epoch, op, "deposed: another actor claimed the group");
+                            state.leave(&myself, Leaving::Failed);
+                        }
+                        ApiError::Internal(_) | ApiError::Unavailable(_) => {
+                            tracing::warn!(group = %state.record.id, op, %error, "group request failed");
+                        }
+                        _ => {}
                     }
                 }
             }
             GroupMsg::Committed(result) => state.committed(&myself, result),
             GroupMsg::Retire => {
-                let idle = state.queued.is_empty() && state.in_flight.is_empty() && !state.failed;
+                let idle = state.queued.is_empty() && state.in_flight.is_empty() && state.leaving.is_none();
                 if idle && state.system.groups.retire_if_idle(&state.record.id, myself.get_id()) {
                     myself.stop(None);
+                }
+            }
+            GroupMsg::Handoff => {
+                if state.leaving.is_none() {
+                    tracing::debug!(group = %state.record.id, "handing the group off to its new node");
+                    state.leave(&myself, Leaving::HandedOff);
+                    for pending in std::mem::take(&mut state.queued) {
+                        state.pending_ids.remove(&(pending.record.sender, pending.record.client_msg_id.clone()));
+                        for to in std::iter::once(pending.reply_to).chain(pending.waiters) {
+                            let record = &pending.record;
+                            let command = GroupCommand::Send {
+                                client_msg_id: record.client_msg_id.clone(),
+                                kind: record.kind,
+                                body: record.body.clone(),
+                            };
+                            state.pass_on(GroupEnvelope { group: record.group, reply_to: to, command }).await;
+                        }
+                    }
+                    state.stop_when_settled(&myself);
                 }
             }
             GroupMsg::Inspect(reply) => {
@@ -189,6 +247,33 @@ impl Actor for GroupActor {
 }
 
 impl GroupState {
+    /// Takes the actor out of the directory, so new requests reach a successor, and stops
+    /// it once the commit under way (if any) has been answered.
+    fn leave(&mut self, myself: &ActorRef<GroupMsg>, why: Leaving) {
+        self.leaving = Some(why);
+        self.system.groups.remove(&self.record.id, myself.get_id());
+        if why == Leaving::Failed {
+            self.refuse_queued(|_| true, &ApiError::Unavailable("the group is restarting; retry".into()));
+        }
+        self.stop_when_settled(myself);
+    }
+
+    /// Stops after the mailbox is drained, unless a commit is still to be answered (then
+    /// `committed` calls this again).
+    fn stop_when_settled(&self, myself: &ActorRef<GroupMsg>) {
+        if self.in_flight.is_empty() && myself.drain().is_err() {
+            myself.stop(None);
+        }
+    }
+
+    /// Sends a request on to wherever the group lives now.
+    async fn pass_on(&self, envelope: GroupEnvelope) {
+        let to = envelope.reply_to;
+        if let Err(error) = self.system.to_group(envelope).await {
+            self.reply_error(&to, &error);
+        }
+    }
+
     async fn command(&mut self, myself: &ActorRef<GroupMsg>, envelope: GroupEnvelope) -> Result<(), ApiError> {
         let to = envelope.reply_to;
         let from = to.user;
@@ -338,7 +423,7 @@ impl GroupState {
             // If the actor is gone, nobody was acked; the senders retry.
             let _ = myself.send_message(GroupMsg::Committed(result));
         });
-        self.system.store.append_messages_then(group, after, records, done);
+        self.system.store.append_messages_then(self.fence, after, records, done);
     }
 
     fn committed(&mut self, myself: &ActorRef<GroupMsg>, result: Result<(), StoreError>) {
@@ -350,19 +435,22 @@ impl GroupState {
             // store, which knows; senders retry with the same client_msg_id and are
             // deduplicated if the batch did land. This actor leaves the directory now and
             // drains its mailbox, answering each request, so nothing is dropped unanswered.
-            tracing::error!(group = %self.record.id, %error, "commit failed; handing the group to a fresh actor");
+            if matches!(error, StoreError::Fenced { .. }) {
+                tracing::warn!(group = %self.record.id, %error, "deposed: another actor claimed the group");
+            } else {
+                tracing::error!(group = %self.record.id, %error, "commit failed; handing the group to a fresh actor");
+            }
             let failed = ApiError::Unavailable("commit failed; retry".into());
-            self.pending_ids.clear();
-            for pending in batch.iter().chain(self.queued.iter()) {
+            for pending in &batch {
+                self.pending_ids.remove(&(pending.record.sender, pending.record.client_msg_id.clone()));
                 for to in std::iter::once(&pending.reply_to).chain(&pending.waiters) {
                     self.reply_error(to, &failed);
                 }
             }
-            self.queued.clear();
-            self.failed = true;
-            self.system.groups.remove(&self.record.id, myself.get_id());
-            if myself.drain().is_err() {
-                myself.stop(Some(format!("commit failed: {error}")));
+            match self.leaving {
+                // Handing off: what is queued was passed on already.
+                Some(Leaving::HandedOff) => self.stop_when_settled(myself),
+                _ => self.leave(myself, Leaving::Failed),
             }
             return;
         }
@@ -382,9 +470,13 @@ impl GroupState {
         }
         // The batch's messages go out with the member list they were accepted under, then
         // whatever membership events happened meanwhile.
-        self.system.fanout.deliver(&self.batch_recipients, &events);
+        self.system.deliver(&self.batch_recipients, &events);
         self.release_deferred();
-        self.flush(myself);
+        if self.leaving.is_some() {
+            self.stop_when_settled(myself);
+        } else {
+            self.flush(myself);
+        }
     }
 
     fn ack(&self, to: &ReplyTo, seq: Seq, ts: u64, duplicate: bool) {
@@ -448,7 +540,7 @@ impl GroupState {
         let link = UserGroupRecord { group, read_seq: self.committed_seq, joined_at: now };
         store.link_user_group(user, &link).await?;
         let member = MemberRecord { user, role, joined_at: now };
-        match store.add_member_if_below_cap(group, &member).await? {
+        match store.add_member_if_below_cap(self.fence, &member).await? {
             AddMemberOutcome::Added(count) => {
                 self.members.insert(user, role);
                 self.record.member_count = count;
@@ -483,7 +575,7 @@ impl GroupState {
     async fn remove(&mut self, user: UserId, reason: LeaveReason) -> Result<u32, ApiError> {
         let group = self.record.id;
         let store = self.system.store.clone();
-        let count = match store.remove_member(group, user).await? {
+        let count = match store.remove_member(self.fence, user).await? {
             Some(count) => count,
             None => self.record.member_count,
         };
@@ -515,7 +607,7 @@ impl GroupState {
             return Err(ApiError::Forbidden("the owner's role changes only by transfer_ownership"));
         }
         if current != role {
-            self.system.store.set_member_role(self.record.id, user, role).await?;
+            self.system.store.set_member_role(self.fence, user, role).await?;
             self.members.insert(user, role);
             self.broadcast(&Event::RoleChanged { group: self.record.id, user, role });
         }
@@ -535,7 +627,7 @@ impl GroupState {
             return Err(ApiError::NotFound("member"));
         }
         let group = self.record.id;
-        if !self.system.store.transfer_ownership(group, from, user).await? {
+        if !self.system.store.transfer_ownership(self.fence, from, user).await? {
             return Err(ApiError::Internal("store membership disagrees with the group actor".into()));
         }
         self.members.insert(user, Role::Owner);
@@ -555,7 +647,7 @@ impl GroupState {
         if let Some(name) = &name {
             crate::accounts::validate_display_name("name", name)?;
         }
-        let updated = self.system.store.update_group(self.record.id, name.as_deref(), open).await?;
+        let updated = self.system.store.update_group(self.fence, name.as_deref(), open).await?;
         let Some(updated) = updated else {
             return Err(ApiError::group_not_found());
         };
@@ -571,7 +663,7 @@ impl GroupState {
             return Err(ApiError::Forbidden("only the owner dissolves the group"));
         }
         let group = self.record.id;
-        self.system.store.dissolve_group(group).await?;
+        self.system.store.dissolve_group(self.fence).await?;
         self.dissolved = true;
         self.refuse_queued(|_| true, &ApiError::group_not_found());
         self.broadcast(&Event::GroupDissolved { group });
@@ -618,7 +710,7 @@ impl GroupState {
     /// Delivers an event now, or after the batch being committed if there is one.
     fn emit(&mut self, recipients: Arc<[UserId]>, event: Bytes) {
         if self.in_flight.is_empty() {
-            self.system.fanout.deliver(&recipients, std::slice::from_ref(&event));
+            self.system.deliver(&recipients, std::slice::from_ref(&event));
         } else {
             self.deferred.push((recipients, event));
         }
@@ -626,18 +718,18 @@ impl GroupState {
 
     fn release_deferred(&mut self) {
         for (recipients, event) in std::mem::take(&mut self.deferred) {
-            self.system.fanout.deliver(&recipients, std::slice::from_ref(&event));
+            self.system.deliver(&recipients, std::slice::from_ref(&event));
         }
     }
 
     fn reply<T: Serialize>(&self, to: &ReplyTo, op: &str, result: &T) {
         let bytes = Bytes::from(wire::encode_reply(to.request, op, result));
-        self.system.fanout.reply(to.user, to.conn, bytes);
+        self.system.reply(to, bytes);
     }
 
     fn reply_error(&self, to: &ReplyTo, error: &ApiError) {
         let bytes = Bytes::from(wire::encode_error(to.request, error.code(), &error.to_string()));
-        self.system.fanout.reply(to.user, to.conn, bytes);
+        self.system.reply(to, bytes);
     }
 
     fn snapshot(&self) -> GroupSnapshot {
@@ -650,6 +742,7 @@ impl GroupState {
             queued: self.queued.len(),
             in_flight: self.in_flight.len(),
             recent_ids: self.recent.len(),
+            epoch: self.fence.epoch,
         }
     }
 }

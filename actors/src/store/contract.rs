@@ -23,6 +23,7 @@ macro_rules! store_contract_tests {
             removal_and_roles,
             user_index_and_read_marks,
             append_is_fenced,
+            claims_fence_off_earlier_owners,
             history_pages,
             client_ids_are_remembered,
             writes_without_waiting,
@@ -78,10 +79,12 @@ fn message(group: GroupId, seq: Seq, sender: u64, client_msg_id: &str) -> Messag
     }
 }
 
-async fn new_group(store: &dyn Store, max_members: u32) -> GroupId {
+/// A fresh group and its first owner's fence.
+async fn new_group(store: &dyn Store, max_members: u32) -> (GroupId, Fence) {
     let g = group(random_id(), max_members);
     assert!(store.create_group(&g, &member(1, Role::Owner)).await.unwrap());
-    g.id
+    let fence = store.claim_group(g.id).await.unwrap().expect("the group exists");
+    (g.id, fence)
 }
 
 /// Users insert once per id; usernames are claimed once; profiles update.
@@ -134,48 +137,54 @@ pub async fn group_lifecycle(store: Arc<dyn Store>) {
     let stored = store.group(g.id).await.unwrap().unwrap();
     assert_eq!((stored.member_count, stored.max_members, stored.owner), (1, 10, UserId(1)));
     assert_eq!(store.member(g.id, UserId(1)).await.unwrap(), Some(owner));
+    let f = store.claim_group(g.id).await.unwrap().unwrap();
+    assert_eq!(store.claim_group(GroupId(random_id())).await.unwrap(), None, "no group, no claim");
 
-    let updated = store.update_group(g.id, Some("renamed"), Some(false)).await.unwrap().unwrap();
+    let updated = store.update_group(f, Some("renamed"), Some(false)).await.unwrap().unwrap();
     assert_eq!((updated.name.as_str(), updated.open), ("renamed", false));
-    let kept = store.update_group(g.id, None, None).await.unwrap().unwrap();
+    let kept = store.update_group(f, None, None).await.unwrap().unwrap();
     assert_eq!(kept.name, "renamed");
-    assert_eq!(store.update_group(GroupId(random_id()), None, None).await.unwrap(), None);
+    let nowhere = Fence { group: GroupId(random_id()), epoch: 1 };
+    assert!(matches!(store.update_group(nowhere, None, None).await, Ok(None) | Err(StoreError::Fenced { .. })));
 
-    assert!(store.dissolve_group(g.id).await.unwrap());
+    assert!(store.dissolve_group(f).await.unwrap());
     assert!(store.group(g.id).await.unwrap().unwrap().dissolved);
     assert_eq!(
-        store.add_member_if_below_cap(g.id, &member(2, Role::Member)).await.unwrap(),
+        store.add_member_if_below_cap(f, &member(2, Role::Member)).await.unwrap(),
         AddMemberOutcome::NoGroup,
         "a dissolved group takes no members"
     );
-    assert!(!store.dissolve_group(GroupId(random_id())).await.unwrap());
+    assert!(matches!(store.dissolve_group(nowhere).await, Ok(false) | Err(StoreError::Fenced { .. })));
 }
 
 /// The cap is enforced by the store itself; the count matches the membership.
 pub async fn member_cap_holds(store: Arc<dyn Store>) {
-    let g = new_group(&*store, 3).await;
-    assert_eq!(store.add_member_if_below_cap(g, &member(2, Role::Member)).await.unwrap(), AddMemberOutcome::Added(2));
+    let (g, f) = new_group(&*store, 3).await;
+    assert_eq!(store.add_member_if_below_cap(f, &member(2, Role::Member)).await.unwrap(), AddMemberOutcome::Added(2));
     assert_eq!(
-        store.add_member_if_below_cap(g, &member(2, Role::Member)).await.unwrap(),
+        store.add_member_if_below_cap(f, &member(2, Role::Member)).await.unwrap(),
         AddMemberOutcome::AlreadyMember
     );
-    assert_eq!(store.add_member_if_below_cap(g, &member(3, Role::Member)).await.unwrap(), AddMemberOutcome::Added(3));
-    assert_eq!(store.add_member_if_below_cap(g, &member(4, Role::Member)).await.unwrap(), AddMemberOutcome::Full);
+    assert_eq!(store.add_member_if_below_cap(f, &member(3, Role::Member)).await.unwrap(), AddMemberOutcome::Added(3));
+    assert_eq!(store.add_member_if_below_cap(f, &member(4, Role::Member)).await.unwrap(), AddMemberOutcome::Full);
     assert_eq!(store.group(g).await.unwrap().unwrap().member_count, 3);
     assert_eq!(store.members(g, None, 100).await.unwrap().len(), 3);
     assert_eq!(
-        store.add_member_if_below_cap(GroupId(random_id()), &member(2, Role::Member)).await.unwrap(),
+        store
+            .add_member_if_below_cap(Fence { group: GroupId(random_id()), epoch: 1 }, &member(2, Role::Member))
+            .await
+            .unwrap_or(AddMemberOutcome::NoGroup),
         AddMemberOutcome::NoGroup
     );
 }
 
 /// Racing writers cannot push a group past its cap.
 pub async fn concurrent_adds_respect_the_cap(store: Arc<dyn Store>) {
-    let g = new_group(&*store, 10).await;
+    let (g, f) = new_group(&*store, 10).await;
     let tasks: Vec<_> = (100..150u64)
         .map(|u| {
             let store = store.clone();
-            tokio::spawn(async move { store.add_member_if_below_cap(g, &member(u, Role::Member)).await.unwrap() })
+            tokio::spawn(async move { store.add_member_if_below_cap(f, &member(u, Role::Member)).await.unwrap() })
         })
         .collect();
     let mut added = 0;
@@ -191,9 +200,9 @@ pub async fn concurrent_adds_respect_the_cap(store: Arc<dyn Store>) {
 
 /// Members page in ascending user id.
 pub async fn member_paging(store: Arc<dyn Store>) {
-    let g = new_group(&*store, 100).await;
+    let (g, f) = new_group(&*store, 100).await;
     for u in [50u64, 20, 40, 30] {
-        store.add_member_if_below_cap(g, &member(u, Role::Member)).await.unwrap();
+        store.add_member_if_below_cap(f, &member(u, Role::Member)).await.unwrap();
     }
     let ids = |page: Vec<MemberRecord>| page.into_iter().map(|m| m.user.0).collect::<Vec<_>>();
     assert_eq!(ids(store.members(g, None, 3).await.unwrap()), vec![1, 20, 30]);
@@ -204,23 +213,23 @@ pub async fn member_paging(store: Arc<dyn Store>) {
 
 /// Removal lowers the count; roles change; ownership moves atomically.
 pub async fn removal_and_roles(store: Arc<dyn Store>) {
-    let g = new_group(&*store, 10).await;
-    store.add_member_if_below_cap(g, &member(2, Role::Member)).await.unwrap();
-    store.add_member_if_below_cap(g, &member(3, Role::Member)).await.unwrap();
-    assert_eq!(store.remove_member(g, UserId(3)).await.unwrap(), Some(2));
-    assert_eq!(store.remove_member(g, UserId(3)).await.unwrap(), None);
+    let (g, f) = new_group(&*store, 10).await;
+    store.add_member_if_below_cap(f, &member(2, Role::Member)).await.unwrap();
+    store.add_member_if_below_cap(f, &member(3, Role::Member)).await.unwrap();
+    assert_eq!(store.remove_member(f, UserId(3)).await.unwrap(), Some(2));
+    assert_eq!(store.remove_member(f, UserId(3)).await.unwrap(), None);
     assert_eq!(store.member(g, UserId(3)).await.unwrap(), None);
     assert_eq!(store.group(g).await.unwrap().unwrap().member_count, 2);
 
-    assert!(store.set_member_role(g, UserId(2), Role::Admin).await.unwrap());
+    assert!(store.set_member_role(f, UserId(2), Role::Admin).await.unwrap());
     assert_eq!(store.member(g, UserId(2)).await.unwrap().unwrap().role, Role::Admin);
-    assert!(!store.set_member_role(g, UserId(99), Role::Admin).await.unwrap());
+    assert!(!store.set_member_role(f, UserId(99), Role::Admin).await.unwrap());
 
-    assert!(store.transfer_ownership(g, UserId(1), UserId(2)).await.unwrap());
+    assert!(store.transfer_ownership(f, UserId(1), UserId(2)).await.unwrap());
     assert_eq!(store.group(g).await.unwrap().unwrap().owner, UserId(2));
     assert_eq!(store.member(g, UserId(2)).await.unwrap().unwrap().role, Role::Owner);
     assert_eq!(store.member(g, UserId(1)).await.unwrap().unwrap().role, Role::Admin);
-    assert!(!store.transfer_ownership(g, UserId(2), UserId(99)).await.unwrap());
+    assert!(!store.transfer_ownership(f, UserId(2), UserId(99)).await.unwrap());
 }
 
 /// A user's index lists their groups; read marks only move forward.
@@ -247,13 +256,13 @@ pub async fn user_index_and_read_marks(store: Arc<dyn Store>) {
 
 /// Appends land only on top of the expected last seq.
 pub async fn append_is_fenced(store: Arc<dyn Store>) {
-    let g = GroupId(random_id());
+    let (g, f) = new_group(&*store, 10).await;
     assert_eq!(store.last_seq(g).await.unwrap(), 0);
-    store.append_messages(g, 0, &[message(g, 1, 1, "a"), message(g, 2, 1, "b")]).await.unwrap();
+    store.append_messages(f, 0, &[message(g, 1, 1, "a"), message(g, 2, 1, "b")]).await.unwrap();
     assert_eq!(store.last_seq(g).await.unwrap(), 2);
-    let stale = store.append_messages(g, 1, &[message(g, 2, 1, "c")]).await;
+    let stale = store.append_messages(f, 1, &[message(g, 2, 1, "c")]).await;
     assert!(matches!(stale, Err(StoreError::Conflict(_))), "a stale writer is fenced off: {stale:?}");
-    let gap = store.append_messages(g, 2, &[message(g, 4, 1, "d")]).await;
+    let gap = store.append_messages(f, 2, &[message(g, 4, 1, "d")]).await;
     assert!(matches!(gap, Err(StoreError::Conflict(_))), "seqs must follow `after`: {gap:?}");
     assert_eq!(store.last_seq(g).await.unwrap(), 2);
     assert_eq!(store.messages_after(g, 0, 10).await.unwrap().len(), 2, "nothing of a refused append lands");
@@ -263,7 +272,7 @@ pub async fn append_is_fenced(store: Arc<dyn Store>) {
         .map(|i| {
             let store = store.clone();
             tokio::spawn(
-                async move { store.append_messages(g, 2, &[message(g, 3, 1, &format!("r{i}"))]).await.is_ok() },
+                async move { store.append_messages(f, 2, &[message(g, 3, 1, &format!("r{i}"))]).await.is_ok() },
             )
         })
         .collect();
@@ -275,12 +284,48 @@ pub async fn append_is_fenced(store: Arc<dyn Store>) {
     assert_eq!(store.last_seq(g).await.unwrap(), 3);
 }
 
+/// A claim deposes every earlier owner: each fenced write with an old epoch is refused
+/// and changes nothing, while the new owner's writes go through.
+pub async fn claims_fence_off_earlier_owners(store: Arc<dyn Store>) {
+    let (g, old) = new_group(&*store, 10).await;
+    store.add_member_if_below_cap(old, &member(2, Role::Member)).await.unwrap();
+    store.append_messages(old, 0, &[message(g, 1, 1, "a")]).await.unwrap();
+    let new = store.claim_group(g).await.unwrap().unwrap();
+    assert!(new.epoch > old.epoch, "{new:?} after {old:?}");
+
+    let fenced = |result: StoreResult<()>, what: &str| {
+        assert!(matches!(result, Err(StoreError::Fenced { .. })), "{what} by a deposed owner: {result:?}");
+    };
+    fenced(store.append_messages(old, 1, &[message(g, 2, 1, "b")]).await, "append");
+    let (done, rx) = waiter();
+    store.append_messages_then(old, 1, vec![message(g, 2, 1, "b")], done);
+    fenced(rx.await.expect("done ran"), "append_then");
+    fenced(store.add_member_if_below_cap(old, &member(3, Role::Member)).await.map(drop), "add member");
+    fenced(store.remove_member(old, UserId(2)).await.map(drop), "remove member");
+    fenced(store.set_member_role(old, UserId(2), Role::Admin).await.map(drop), "set role");
+    fenced(store.transfer_ownership(old, UserId(1), UserId(2)).await.map(drop), "transfer");
+    fenced(store.update_group(old, Some("stale"), Some(false)).await.map(drop), "update");
+    fenced(store.dissolve_group(old).await.map(drop), "dissolve");
+
+    let record = store.group(g).await.unwrap().unwrap();
+    let expected_name = format!("g{}", g.0);
+    assert_eq!((record.name.as_str(), record.open, record.dissolved), (expected_name.as_str(), true, false));
+    assert_eq!((record.owner, record.member_count), (UserId(1), 2));
+    assert_eq!(store.member(g, UserId(2)).await.unwrap().unwrap().role, Role::Member);
+    assert_eq!(store.member(g, UserId(3)).await.unwrap(), None);
+    assert_eq!(store.last_seq(g).await.unwrap(), 1, "nothing of the deposed owner's appends landed");
+
+    store.append_messages(new, 1, &[message(g, 2, 1, "b")]).await.unwrap();
+    assert_eq!(store.add_member_if_below_cap(new, &member(3, Role::Member)).await.unwrap(), AddMemberOutcome::Added(3));
+    assert!(store.dissolve_group(new).await.unwrap());
+}
+
 /// History pages forwards and backwards, ascending, without gaps.
 pub async fn history_pages(store: Arc<dyn Store>) {
-    let g = GroupId(random_id());
+    let (g, f) = new_group(&*store, 10).await;
     let batch: Vec<_> = (1..=25).map(|s| message(g, s, 1, &format!("c{s}"))).collect();
-    store.append_messages(g, 0, &batch[..10]).await.unwrap();
-    store.append_messages(g, 10, &batch[10..]).await.unwrap();
+    store.append_messages(f, 0, &batch[..10]).await.unwrap();
+    store.append_messages(f, 10, &batch[10..]).await.unwrap();
     let seqs = |page: Vec<MessageRecord>| page.into_iter().map(|m| m.seq).collect::<Vec<_>>();
     assert_eq!(seqs(store.messages_after(g, 0, 3).await.unwrap()), vec![1, 2, 3]);
     assert_eq!(seqs(store.messages_after(g, 23, 10).await.unwrap()), vec![24, 25]);
@@ -297,8 +342,8 @@ pub async fn history_pages(store: Arc<dyn Store>) {
 
 /// (group, sender, client_msg_id) finds the message's seq.
 pub async fn client_ids_are_remembered(store: Arc<dyn Store>) {
-    let g = GroupId(random_id());
-    store.append_messages(g, 0, &[message(g, 1, 5, "x"), message(g, 2, 6, "x")]).await.unwrap();
+    let (g, f) = new_group(&*store, 10).await;
+    store.append_messages(f, 0, &[message(g, 1, 5, "x"), message(g, 2, 6, "x")]).await.unwrap();
     assert_eq!(store.message_by_client_id(g, UserId(5), "x").await.unwrap(), Some((1, 1001)));
     assert_eq!(store.message_by_client_id(g, UserId(6), "x").await.unwrap(), Some((2, 1002)));
     assert_eq!(store.message_by_client_id(g, UserId(7), "x").await.unwrap(), None, "scoped to the sender");
@@ -322,7 +367,7 @@ fn waiter() -> (WriteDone, tokio::sync::oneshot::Receiver<StoreResult<()>>) {
 /// The `_then` calls run `done` exactly once with the outcome; a mark submitted before an
 /// append is durable by the time the append's `done` runs.
 pub async fn writes_without_waiting(store: Arc<dyn Store>) {
-    let g = GroupId(random_id());
+    let (g, f) = new_group(&*store, 10).await;
     let (alice, bob) = (UserId(random_id()), UserId(random_id()));
     for user in [alice, bob] {
         store.link_user_group(user, &UserGroupRecord { group: g, read_seq: 0, joined_at: 1 }).await.unwrap();
@@ -330,7 +375,7 @@ pub async fn writes_without_waiting(store: Arc<dyn Store>) {
     let (marks_done, marks_rx) = waiter();
     store.advance_read_marks_then(g, vec![(alice, 2), (bob, 1)], marks_done);
     let (append_done, append_rx) = waiter();
-    store.append_messages_then(g, 0, vec![message(g, 1, alice.0, "a"), message(g, 2, alice.0, "b")], append_done);
+    store.append_messages_then(f, 0, vec![message(g, 1, alice.0, "a"), message(g, 2, alice.0, "b")], append_done);
     append_rx.await.expect("done ran").unwrap();
     assert_eq!(store.user_group(alice, g).await.unwrap().unwrap().read_seq, 2, "the earlier mark is durable");
     assert_eq!(store.user_group(bob, g).await.unwrap().unwrap().read_seq, 1);
@@ -338,10 +383,10 @@ pub async fn writes_without_waiting(store: Arc<dyn Store>) {
     assert_eq!(store.last_seq(g).await.unwrap(), 2);
 
     let (stale_done, stale_rx) = waiter();
-    store.append_messages_then(g, 1, vec![message(g, 2, alice.0, "c")], stale_done);
+    store.append_messages_then(f, 1, vec![message(g, 2, alice.0, "c")], stale_done);
     assert!(matches!(stale_rx.await.expect("done ran"), Err(StoreError::Conflict(_))), "the fence holds here too");
     let (gap_done, gap_rx) = waiter();
-    store.append_messages_then(g, 2, vec![message(g, 5, alice.0, "d")], gap_done);
+    store.append_messages_then(f, 2, vec![message(g, 5, alice.0, "d")], gap_done);
     assert!(matches!(gap_rx.await.expect("done ran"), Err(StoreError::Conflict(_))));
     assert_eq!(store.last_seq(g).await.unwrap(), 2);
 }

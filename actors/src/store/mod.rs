@@ -30,6 +30,38 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("corrupt: {0}")]
     Corrupt(String),
+    /// The write carried a group epoch that is no longer the group's: another group actor
+    /// has claimed the group since. Nothing was written.
+    #[error("fenced: group {group} is owned at epoch {current}, not {presented}")]
+    Fenced {
+        /// The group.
+        group: GroupId,
+        /// The epoch the writer presented.
+        presented: u64,
+        /// The group's epoch in the store.
+        current: u64,
+    },
+}
+
+/// A group actor's proof of ownership: the epoch it got from [`GroupStore::claim_group`].
+///
+/// Every write a group actor makes carries it, and a store applies the write only if the
+/// epoch is still the group's current one, in the same atomic step as the write. So when a
+/// second actor claims the group (another node took over, or this node restarted the
+/// actor), the first cannot commit anything more, however late its writes arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    /// The group.
+    pub group: GroupId,
+    /// The epoch claimed.
+    pub epoch: u64,
+}
+
+impl Fence {
+    /// The store's refusal of this fence, given the epoch it found.
+    pub fn refused(&self, current: u64) -> StoreError {
+        StoreError::Fenced { group: self.group, presented: self.epoch, current }
+    }
 }
 
 /// Shorthand for store results.
@@ -87,10 +119,18 @@ pub enum AddMemberOutcome {
 }
 
 /// Groups and their members: one partition per group.
+///
+/// The writes that change a live group take a [`Fence`] and fail with
+/// [`StoreError::Fenced`], writing nothing, unless its epoch is the group's current one.
 #[async_trait]
 pub trait GroupStore: Send + Sync {
     /// Creates a group with its owner as the only member, if the id is free; false if taken.
+    /// A new group's epoch is 0; its first actor claims epoch 1.
     async fn create_group(&self, group: &GroupRecord, owner: &MemberRecord) -> StoreResult<bool>;
+    /// Raises the group's epoch by one and returns the new fence, which invalidates every
+    /// earlier one; None if there is no such group. A group actor calls it once, when it
+    /// starts, before it reads the group's state.
+    async fn claim_group(&self, group: GroupId) -> StoreResult<Option<Fence>>;
     /// A group's row (dissolved ones included).
     async fn group(&self, id: GroupId) -> StoreResult<Option<GroupRecord>>;
     /// One member.
@@ -99,23 +139,19 @@ pub trait GroupStore: Send + Sync {
     async fn members(&self, group: GroupId, after: Option<UserId>, limit: usize) -> StoreResult<Vec<MemberRecord>>;
     /// Inserts a member and bumps `member_count` in one atomic write, only while the count
     /// is below the group's `max_members`. The cap holds even if two writers race.
-    async fn add_member_if_below_cap(&self, group: GroupId, member: &MemberRecord) -> StoreResult<AddMemberOutcome>;
+    async fn add_member_if_below_cap(&self, fence: Fence, member: &MemberRecord) -> StoreResult<AddMemberOutcome>;
     /// Deletes a member and lowers `member_count`; the new count, or None if not a member.
-    async fn remove_member(&self, group: GroupId, user: UserId) -> StoreResult<Option<u32>>;
+    async fn remove_member(&self, fence: Fence, user: UserId) -> StoreResult<Option<u32>>;
     /// Changes a member's role; false if not a member.
-    async fn set_member_role(&self, group: GroupId, user: UserId, role: Role) -> StoreResult<bool>;
+    async fn set_member_role(&self, fence: Fence, user: UserId, role: Role) -> StoreResult<bool>;
     /// Makes `to` the owner and `from` an admin, and updates the group's owner; false if
     /// either is not a member.
-    async fn transfer_ownership(&self, group: GroupId, from: UserId, to: UserId) -> StoreResult<bool>;
+    async fn transfer_ownership(&self, fence: Fence, from: UserId, to: UserId) -> StoreResult<bool>;
     /// Changes name and/or openness; the updated row, or None if there is no such group.
-    async fn update_group(
-        &self,
-        group: GroupId,
-        name: Option<&str>,
-        open: Option<bool>,
-    ) -> StoreResult<Option<GroupRecord>>;
+    async fn update_group(&self, fence: Fence, name: Option<&str>, open: Option<bool>)
+    -> StoreResult<Option<GroupRecord>>;
     /// Marks a group dissolved; false if there is no such group.
-    async fn dissolve_group(&self, group: GroupId) -> StoreResult<bool>;
+    async fn dissolve_group(&self, fence: Fence) -> StoreResult<bool>;
 }
 
 /// A user's index of their groups, with their read marks: one partition per user.
@@ -146,15 +182,16 @@ pub trait UserGroupStore: Send + Sync {
 #[async_trait]
 pub trait MessageStore: Send + Sync {
     /// Appends messages with consecutive seqs starting at `after + 1`, durably, only if the
-    /// log's last seq is `after`; `Conflict` otherwise and nothing is written. This is the
-    /// fence that keeps seqs gapless and unique even if two writers race. Also records each
-    /// message's (sender, client_msg_id).
-    async fn append_messages(&self, group: GroupId, after: Seq, messages: &[MessageRecord]) -> StoreResult<()>;
+    /// log's last seq is `after` (`Conflict` otherwise) and the fence holds (`Fenced`
+    /// otherwise); nothing is written on a refusal. The seq check keeps seqs gapless and
+    /// unique even if two writers race; the fence keeps a deposed owner from writing at all.
+    /// Also records each message's (sender, client_msg_id).
+    async fn append_messages(&self, fence: Fence, after: Seq, messages: &[MessageRecord]) -> StoreResult<()>;
     /// [`MessageStore::append_messages`] without waiting: `done` runs exactly once with the
     /// outcome, as soon as it is known, on whatever thread learned it. The embedded store
     /// runs it on its writer thread right after the commit, so acks and deliveries do not
     /// wait for a task to be scheduled. `done` must be quick and must not block.
-    fn append_messages_then(&self, group: GroupId, after: Seq, messages: Vec<MessageRecord>, done: WriteDone);
+    fn append_messages_then(&self, fence: Fence, after: Seq, messages: Vec<MessageRecord>, done: WriteDone);
     /// The seq of the newest message, 0 for an empty log.
     async fn last_seq(&self, group: GroupId) -> StoreResult<Seq>;
     /// Up to `limit` messages with seq > `after`, ascending.

@@ -29,6 +29,8 @@ const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
 const USERNAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("usernames");
 const SESSIONS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("sessions");
 const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");
+/// group id → the epoch of its current owner (see `actors::store::Fence`); absent means 0.
+const GROUP_EPOCHS: TableDefinition<u64, u64> = TableDefinition::new("group_epochs");
 const MEMBERS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("members");
 const USER_GROUPS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("user_groups");
 const MESSAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("messages");
@@ -176,6 +178,7 @@ fn init_tables(db: &Database) -> Result<u64, redb::Error> {
         txn.open_table(USERNAMES)?;
         txn.open_table(SESSIONS)?;
         txn.open_table(GROUPS)?;
+        txn.open_table(GROUP_EPOCHS)?;
         txn.open_table(MEMBERS)?;
         txn.open_table(USER_GROUPS)?;
         txn.open_table(MESSAGES)?;
@@ -365,6 +368,14 @@ fn write_group(txn: &WriteTransaction, record: &GroupRecord) -> StoreResult<()> 
     Ok(())
 }
 
+/// Refuses the write unless `fence` holds the group's current epoch. Called first in every
+/// fenced job, before anything is written.
+fn check_fence(txn: &WriteTransaction, fence: Fence) -> StoreResult<()> {
+    let epochs = txn.open_table(GROUP_EPOCHS).map_err(db_error)?;
+    let current = epochs.get(fence.group.0).map_err(db_error)?.map_or(0, |v| v.value());
+    if current == fence.epoch { Ok(()) } else { Err(fence.refused(current)) }
+}
+
 fn read_member(txn: &WriteTransaction, group: u64, user: u64) -> StoreResult<Option<MemberRecord>> {
     let members = txn.open_table(MEMBERS).map_err(db_error)?;
     members.get((group, user)).map_err(db_error)?.map(|v| decode(v.value())).transpose()
@@ -388,6 +399,19 @@ impl GroupStore for EmbeddedStore {
             write_group(txn, &group)?;
             write_member(txn, group.id.0, &owner)?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn claim_group(&self, group: GroupId) -> StoreResult<Option<Fence>> {
+        self.write(move |txn| {
+            if read_group(txn, group.0)?.is_none() {
+                return Ok(None);
+            }
+            let mut epochs = txn.open_table(GROUP_EPOCHS).map_err(db_error)?;
+            let epoch = epochs.get(group.0).map_err(db_error)?.map_or(0, |v| v.value()) + 1;
+            epochs.insert(group.0, epoch).map_err(db_error)?;
+            Ok(Some(Fence { group, epoch }))
         })
         .await
     }
@@ -419,9 +443,10 @@ impl GroupStore for EmbeddedStore {
         })
     }
 
-    async fn add_member_if_below_cap(&self, group: GroupId, member: &MemberRecord) -> StoreResult<AddMemberOutcome> {
-        let member = *member;
+    async fn add_member_if_below_cap(&self, fence: Fence, member: &MemberRecord) -> StoreResult<AddMemberOutcome> {
+        let (group, member) = (fence.group, *member);
         self.write(move |txn| {
+            check_fence(txn, fence)?;
             let Some(mut record) = read_group(txn, group.0)?.filter(|g| !g.dissolved) else {
                 return Ok(AddMemberOutcome::NoGroup);
             };
@@ -439,8 +464,10 @@ impl GroupStore for EmbeddedStore {
         .await
     }
 
-    async fn remove_member(&self, group: GroupId, user: UserId) -> StoreResult<Option<u32>> {
+    async fn remove_member(&self, fence: Fence, user: UserId) -> StoreResult<Option<u32>> {
+        let group = fence.group;
         self.write(move |txn| {
+            check_fence(txn, fence)?;
             let Some(mut record) = read_group(txn, group.0)? else {
                 return Ok(None);
             };
@@ -456,8 +483,10 @@ impl GroupStore for EmbeddedStore {
         .await
     }
 
-    async fn set_member_role(&self, group: GroupId, user: UserId, role: Role) -> StoreResult<bool> {
+    async fn set_member_role(&self, fence: Fence, user: UserId, role: Role) -> StoreResult<bool> {
+        let group = fence.group;
         self.write(move |txn| {
+            check_fence(txn, fence)?;
             let Some(mut member) = read_member(txn, group.0, user.0)? else {
                 return Ok(false);
             };
@@ -468,8 +497,10 @@ impl GroupStore for EmbeddedStore {
         .await
     }
 
-    async fn transfer_ownership(&self, group: GroupId, from: UserId, to: UserId) -> StoreResult<bool> {
+    async fn transfer_ownership(&self, fence: Fence, from: UserId, to: UserId) -> StoreResult<bool> {
+        let group = fence.group;
         self.write(move |txn| {
+            check_fence(txn, fence)?;
             let Some(mut record) = read_group(txn, group.0)? else {
                 return Ok(false);
             };
@@ -490,12 +521,13 @@ impl GroupStore for EmbeddedStore {
 
     async fn update_group(
         &self,
-        group: GroupId,
+        fence: Fence,
         name: Option<&str>,
         open: Option<bool>,
     ) -> StoreResult<Option<GroupRecord>> {
-        let name = name.map(str::to_owned);
+        let (group, name) = (fence.group, name.map(str::to_owned));
         self.write(move |txn| {
+            check_fence(txn, fence)?;
             let Some(mut record) = read_group(txn, group.0)? else {
                 return Ok(None);
             };
@@ -511,8 +543,10 @@ impl GroupStore for EmbeddedStore {
         .await
     }
 
-    async fn dissolve_group(&self, group: GroupId) -> StoreResult<bool> {
+    async fn dissolve_group(&self, fence: Fence) -> StoreResult<bool> {
+        let group = fence.group;
         self.write(move |txn| {
+            check_fence(txn, fence)?;
             let Some(mut record) = read_group(txn, group.0)? else {
                 return Ok(false);
             };
@@ -602,7 +636,9 @@ fn append_rows(group: GroupId, after: Seq, messages: &[MessageRecord]) -> StoreR
     Ok(rows)
 }
 
-fn apply_append(txn: &WriteTransaction, group: GroupId, after: Seq, rows: &[AppendRow]) -> StoreResult<()> {
+fn apply_append(txn: &WriteTransaction, fence: Fence, after: Seq, rows: &[AppendRow]) -> StoreResult<()> {
+    check_fence(txn, fence)?;
+    let group = fence.group;
     let mut table = txn.open_table(MESSAGES).map_err(db_error)?;
     let last = last_seq_in(&table, group.0)?;
     if last != after {
@@ -626,14 +662,14 @@ fn last_seq_in(messages: &impl ReadableTable<(u64, u64), &'static [u8]>, group: 
 
 #[async_trait]
 impl MessageStore for EmbeddedStore {
-    async fn append_messages(&self, group: GroupId, after: Seq, messages: &[MessageRecord]) -> StoreResult<()> {
-        let rows = append_rows(group, after, messages)?;
-        self.write(move |txn| apply_append(txn, group, after, &rows)).await
+    async fn append_messages(&self, fence: Fence, after: Seq, messages: &[MessageRecord]) -> StoreResult<()> {
+        let rows = append_rows(fence.group, after, messages)?;
+        self.write(move |txn| apply_append(txn, fence, after, &rows)).await
     }
 
-    fn append_messages_then(&self, group: GroupId, after: Seq, messages: Vec<MessageRecord>, done: WriteDone) {
-        match append_rows(group, after, &messages) {
-            Ok(rows) => self.submit(move |txn| apply_append(txn, group, after, &rows), done),
+    fn append_messages_then(&self, fence: Fence, after: Seq, messages: Vec<MessageRecord>, done: WriteDone) {
+        match append_rows(fence.group, after, &messages) {
+            Ok(rows) => self.submit(move |txn| apply_append(txn, fence, after, &rows), done),
             Err(error) => done(Err(error)),
         }
     }

@@ -320,6 +320,16 @@ impl GroupStore for PostgresStore {
         Ok(true)
     }
 
+    async fn claim_group(&self, group: GroupId) -> StoreResult<Option<Fence>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("UPDATE groups SET epoch = epoch + 1 WHERE group_id = $1 RETURNING epoch")
+            .await
+            .map_err(db)?;
+        let row = client.query_opt(&statement, &[&id(group.0)]).await.map_err(db)?;
+        Ok(row.map(|row| Fence { group, epoch: unsigned(row.get(0)) }))
+    }
+
     async fn group(&self, group: GroupId) -> StoreResult<Option<GroupRecord>> {
         let client = self.client().await?;
         let statement = client
@@ -358,19 +368,21 @@ impl GroupStore for PostgresStore {
         rows.iter().map(member_row).collect()
     }
 
-    async fn add_member_if_below_cap(&self, group: GroupId, member: &MemberRecord) -> StoreResult<AddMemberOutcome> {
+    async fn add_member_if_below_cap(&self, fence: Fence, member: &MemberRecord) -> StoreResult<AddMemberOutcome> {
+        let group = fence.group;
         let mut client = self.client().await?;
         let txn = client.transaction().await.map_err(db)?;
         // The row lock serializes every membership change of this group.
         let row = txn
             .query_opt(
-                "SELECT member_count, max_members, dissolved FROM groups WHERE group_id = $1 FOR UPDATE",
+                "SELECT member_count, max_members, dissolved, epoch FROM groups WHERE group_id = $1 FOR UPDATE",
                 &[&id(group.0)],
             )
             .await
             .map_err(db)?;
         let Some(row) = row else { return Ok(AddMemberOutcome::NoGroup) };
         let (count, max, dissolved): (i32, i32, bool) = (row.get(0), row.get(1), row.get(2));
+        check_epoch(fence, row.get(3))?;
         if dissolved {
             return Ok(AddMemberOutcome::NoGroup);
         }
@@ -404,12 +416,11 @@ impl GroupStore for PostgresStore {
         Ok(AddMemberOutcome::Added(u32::try_from(row.get::<_, i32>(0)).unwrap_or(0)))
     }
 
-    async fn remove_member(&self, group: GroupId, user: UserId) -> StoreResult<Option<u32>> {
+    async fn remove_member(&self, fence: Fence, user: UserId) -> StoreResult<Option<u32>> {
+        let group = fence.group;
         let mut client = self.client().await?;
         let txn = client.transaction().await.map_err(db)?;
-        let locked =
-            txn.query_opt("SELECT 1 FROM groups WHERE group_id = $1 FOR UPDATE", &[&id(group.0)]).await.map_err(db)?;
-        if locked.is_none() {
+        if !lock_fence(&txn, fence, "FOR UPDATE").await? {
             return Ok(None);
         }
         let deleted = txn
@@ -430,21 +441,29 @@ impl GroupStore for PostgresStore {
         Ok(Some(u32::try_from(row.get::<_, i32>(0)).unwrap_or(0)))
     }
 
-    async fn set_member_role(&self, group: GroupId, user: UserId, role: Role) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached("UPDATE members SET role = $3 WHERE group_id = $1 AND user_id = $2")
-            .await
-            .map_err(db)?;
-        Ok(client.execute(&statement, &[&id(group.0), &id(user.0), &role_text(role)]).await.map_err(db)? == 1)
-    }
-
-    async fn transfer_ownership(&self, group: GroupId, from: UserId, to: UserId) -> StoreResult<bool> {
+    async fn set_member_role(&self, fence: Fence, user: UserId, role: Role) -> StoreResult<bool> {
+        let group = fence.group;
         let mut client = self.client().await?;
         let txn = client.transaction().await.map_err(db)?;
-        let locked =
-            txn.query_opt("SELECT 1 FROM groups WHERE group_id = $1 FOR UPDATE", &[&id(group.0)]).await.map_err(db)?;
-        if locked.is_none() {
+        if !lock_fence(&txn, fence, "FOR UPDATE").await? {
+            return Ok(false);
+        }
+        let changed = txn
+            .execute(
+                "UPDATE members SET role = $3 WHERE group_id = $1 AND user_id = $2",
+                &[&id(group.0), &id(user.0), &role_text(role)],
+            )
+            .await
+            .map_err(db)?;
+        txn.commit().await.map_err(db)?;
+        Ok(changed == 1)
+    }
+
+    async fn transfer_ownership(&self, fence: Fence, from: UserId, to: UserId) -> StoreResult<bool> {
+        let group = fence.group;
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(db)?;
+        if !lock_fence(&txn, fence, "FOR UPDATE").await? {
             return Ok(false);
         }
         let both = txn
@@ -478,23 +497,34 @@ impl GroupStore for PostgresStore {
 
     async fn update_group(
         &self,
-        group: GroupId,
+        fence: Fence,
         name: Option<&str>,
         open: Option<bool>,
     ) -> StoreResult<Option<GroupRecord>> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(db)?;
+        if !lock_fence(&txn, fence, "FOR UPDATE").await? {
+            return Ok(None);
+        }
         let sql = format!(
             "UPDATE groups SET name = COALESCE($2, name), open = COALESCE($3, open) WHERE group_id = $1 RETURNING {GROUP_COLUMNS}"
         );
-        let statement = client.prepare_cached(&sql).await.map_err(db)?;
-        Ok(client.query_opt(&statement, &[&id(group.0), &name, &open]).await.map_err(db)?.as_ref().map(group_row))
+        let row = txn.query_one(&sql, &[&id(fence.group.0), &name, &open]).await.map_err(db)?;
+        txn.commit().await.map_err(db)?;
+        Ok(Some(group_row(&row)))
     }
 
-    async fn dissolve_group(&self, group: GroupId) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let statement =
-            client.prepare_cached("UPDATE groups SET dissolved = TRUE WHERE group_id = $1").await.map_err(db)?;
-        Ok(client.execute(&statement, &[&id(group.0)]).await.map_err(db)? == 1)
+    async fn dissolve_group(&self, fence: Fence) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(db)?;
+        if !lock_fence(&txn, fence, "FOR UPDATE").await? {
+            return Ok(false);
+        }
+        txn.execute("UPDATE groups SET dissolved = TRUE WHERE group_id = $1", &[&id(fence.group.0)])
+            .await
+            .map_err(db)?;
+        txn.commit().await.map_err(db)?;
+        Ok(true)
     }
 }
 
@@ -578,10 +608,32 @@ impl UserGroupStore for PostgresStore {
     }
 }
 
-async fn append(pool: &Pool, group: GroupId, after: Seq, messages: &[MessageRecord]) -> StoreResult<()> {
+/// Refuses the write unless `fence` holds the group's epoch `current`.
+fn check_epoch(fence: Fence, current: i64) -> StoreResult<()> {
+    let current = unsigned(current);
+    if current == fence.epoch { Ok(()) } else { Err(fence.refused(current)) }
+}
+
+/// Locks the group row (`lock` is `FOR UPDATE`, or `FOR SHARE` where writers may overlap) and
+/// checks the fence; false if there is no such group. A claim takes the row's exclusive lock,
+/// so it waits for every fenced write under way, and every later write sees the new epoch.
+async fn lock_fence(txn: &tokio_postgres::Transaction<'_>, fence: Fence, lock: &str) -> StoreResult<bool> {
+    let sql = format!("SELECT epoch FROM groups WHERE group_id = $1 {lock}");
+    let Some(row) = txn.query_opt(&sql, &[&id(fence.group.0)]).await.map_err(db)? else {
+        return Ok(false);
+    };
+    check_epoch(fence, row.get(0))?;
+    Ok(true)
+}
+
+async fn append(pool: &Pool, fence: Fence, after: Seq, messages: &[MessageRecord]) -> StoreResult<()> {
+    let group = fence.group;
     check_append(group, after, messages)?;
     let mut client = pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
     let txn = client.transaction().await.map_err(db)?;
+    if !lock_fence(&txn, fence, "FOR SHARE").await? {
+        return Err(StoreError::Conflict(format!("no group {group}")));
+    }
     let last: i64 = txn
         .query_one("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE group_id = $1", &[&id(group.0)])
         .await
@@ -617,16 +669,16 @@ async fn append(pool: &Pool, group: GroupId, after: Seq, messages: &[MessageReco
 
 #[async_trait]
 impl MessageStore for PostgresStore {
-    async fn append_messages(&self, group: GroupId, after: Seq, messages: &[MessageRecord]) -> StoreResult<()> {
-        append(&self.pool, group, after, messages).await
+    async fn append_messages(&self, fence: Fence, after: Seq, messages: &[MessageRecord]) -> StoreResult<()> {
+        append(&self.pool, fence, after, messages).await
     }
 
-    fn append_messages_then(&self, group: GroupId, after: Seq, messages: Vec<MessageRecord>, done: WriteDone) {
+    fn append_messages_then(&self, fence: Fence, after: Seq, messages: Vec<MessageRecord>, done: WriteDone) {
         let pool = self.pool.clone();
         self.in_order(
-            group,
+            fence.group,
             Box::pin(async move {
-                done(append(&pool, group, after, &messages).await);
+                done(append(&pool, fence, after, &messages).await);
             }),
         );
     }
