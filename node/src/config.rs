@@ -27,6 +27,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// Actor limits and timings (also password cost and sessions).
     pub actors: ActorsConfig,
+    /// Joining other nodes; off unless `cluster.listen` is set.
+    pub cluster: ClusterConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -40,9 +42,57 @@ impl Default for Config {
             store: StoreConfig::default(),
             gateway: GatewayConfig::default(),
             actors: ActorsConfig::default(),
+            cluster: ClusterConfig::default(),
             log: LogConfig::default(),
         }
     }
+}
+
+/// How a node finds and watches the other nodes of its cluster.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Where this node listens for other nodes. Unset: a single node, no cluster.
+    pub listen: Option<SocketAddr>,
+    /// Cluster addresses of other nodes to join through; any one that answers is enough.
+    /// Each is retried with backoff while it is not connected.
+    pub seeds: Vec<String>,
+    /// The secret every node of the cluster shares; a node without it is refused. Never
+    /// printed.
+    pub secret: String,
+    /// How often a node tells every other that it is alive.
+    pub heartbeat_ms: u64,
+    /// Silence after which a node is taken for dead and its groups move.
+    pub down_after_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { listen: None, seeds: Vec::new(), secret: String::new(), heartbeat_ms: 500, down_after_ms: 3000 }
+    }
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("listen", &self.listen)
+            .field("seeds", &self.seeds)
+            .field("secret", &"***")
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("down_after_ms", &self.down_after_ms)
+            .finish()
+    }
+}
+
+/// A node id for a node that was given none: a hash of its cluster address, never 0, so
+/// nodes on different addresses get different ids without configuration (set
+/// `actors.node_id` where a collision matters).
+pub fn node_id_for(cluster_listen: SocketAddr) -> u16 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in cluster_listen.to_string().bytes() {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    ((hash ^ (hash >> 16)) as u16).max(1)
 }
 
 /// Which store holds the data.
@@ -249,8 +299,10 @@ mod tests {
     fn secrets_do_not_print() {
         let mut config = Config::default();
         config.store.postgres_url = "postgres://troupe:hunter2@db.internal/troupe".into();
+        config.cluster.secret = "swordfish".into();
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("swordfish"), "{shown}");
         assert!(shown.contains("db.internal"));
     }
 

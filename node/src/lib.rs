@@ -5,8 +5,10 @@
 //! * [`server`]: starts everything on pre-bound listeners.
 //! * [`http`] and [`gateway`]: the HTTP routes and the WebSocket connections.
 //! * [`store`]: storage backends.
-//! * [`console`]: the read-only debug console and its client.
+//! * [`cluster`]: joining other nodes with `ractor_cluster`; who is up; routing.
+//! * [`console`]: the debug console and its client.
 
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod gateway;

@@ -19,7 +19,8 @@ struct Cli {
 enum Command {
     /// Run a node (the default).
     Serve(ServeArgs),
-    /// Ask a running node's debug console (`actors`, `users`, `group ID`, `user ID`).
+    /// Ask a running node's debug console (`actors`, `users`, `nodes`, `group ID`, `user ID`,
+    /// `owner ID`, `drain`).
     Console {
         /// The console's address.
         #[arg(long, default_value = "127.0.0.1:7879")]
@@ -54,6 +55,18 @@ struct ServeArgs {
     /// Keep data in PostgreSQL at this URL instead of the embedded store.
     #[arg(long)]
     postgres: Option<String>,
+    /// Join a cluster: listen for other nodes here.
+    #[arg(long)]
+    cluster_listen: Option<SocketAddr>,
+    /// Cluster addresses of nodes to join through, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<String>,
+    /// This node's id in the cluster (1-65535); by default derived from --cluster-listen.
+    #[arg(long)]
+    node_id: Option<u16>,
+    /// The cluster's shared secret (better: TROUPE_CLUSTER__SECRET, which `ps` does not show).
+    #[arg(long)]
+    cluster_secret: Option<String>,
 }
 
 impl ServeArgs {
@@ -72,6 +85,21 @@ impl ServeArgs {
             config.store.backend = troupe::config::StoreBackend::Postgres;
             config.store.postgres_url = url.clone();
         }
+        if let Some(listen) = self.cluster_listen {
+            config.cluster.listen = Some(listen);
+        }
+        if !self.seeds.is_empty() {
+            config.cluster.seeds = self.seeds.clone();
+        }
+        if let Some(secret) = &self.cluster_secret {
+            config.cluster.secret = secret.clone();
+        }
+        if let Some(id) = self.node_id {
+            config.actors.node_id = id;
+        }
+        if let (Some(listen), 0) = (config.cluster.listen, config.actors.node_id) {
+            config.actors.node_id = config::node_id_for(listen);
+        }
         if let Some(cost) = &self.password_cost {
             config.actors.password_cost = serde_json::from_value(serde_json::Value::String(cost.clone()))
                 .with_context(|| format!("--password-cost must be default or test, not {cost}"))?;
@@ -89,7 +117,11 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(troupe::console::client::run(addr, command, json)).context("console")
         }
         Command::Config(args) => {
-            print!("{}", toml::to_string(&args.config()?).context("render configuration")?);
+            let mut config = args.config()?;
+            if !config.cluster.secret.is_empty() {
+                config.cluster.secret = "***".into();
+            }
+            print!("{}", toml::to_string(&config).context("render configuration")?);
             Ok(())
         }
     }

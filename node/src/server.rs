@@ -22,6 +22,9 @@ pub enum ServeError {
     /// The actor system could not start.
     #[error(transparent)]
     Start(#[from] actors::system::StartError),
+    /// The node could not join its cluster.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Http(#[from] std::io::Error),
@@ -38,8 +41,12 @@ pub async fn run(
     let store = crate::store::open(&config.store, &config.data_dir).await?;
     let groups = GroupRuntime::start()?;
     let system = System::start(config.actors.clone(), store, Some(groups.handle.clone())).await?;
+    let cluster = match config.cluster.listen {
+        Some(listen) => Some(Arc::new(crate::cluster::start(&config.cluster, listen, system.clone()).await?)),
+        None => None,
+    };
     let gateway = Gateway { system: system.clone(), config: Arc::new(config.gateway.clone()) };
-    let console_task = tokio::spawn(console::serve(console_listener, system.clone()));
+    let console_task = tokio::spawn(console::serve(console_listener, system.clone(), cluster.clone()));
     let heartbeats = gateway::spawn_heartbeats(system.clone(), config.gateway.heartbeat_interval);
     let router = http::router(gateway);
     let closing = system.clone();
@@ -61,6 +68,9 @@ pub async fn run(
     // Give connection tasks a moment to send their close frames.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     system.shutdown().await;
+    if let Some(cluster) = cluster.and_then(|c| Arc::into_inner(c)) {
+        cluster.stop();
+    }
     groups.stop();
     Ok(served?)
 }

@@ -132,11 +132,36 @@ pub enum NodeDelivery {
     },
 }
 
+/// What a node tells every other node every heartbeat interval. A node that has sent
+/// none for the cluster's `down_after` is taken for dead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The sender.
+    pub from: NodeId,
+    /// The address it listens on for other nodes (how seeds are recognised).
+    pub cluster_addr: String,
+    /// It is draining: it takes no groups and is handing its own off.
+    pub draining: bool,
+    /// Live group actors on it.
+    pub groups: u32,
+    /// Live user actors on it.
+    pub users: u32,
+    /// Open client connections on it.
+    pub connections: u32,
+}
+
 /// Everything one node sends another.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum NodeMessage {
-    /// A request for a group whose actor lives on the receiving node.
+    /// A request for a group the sender places on the receiving node. If the receiver
+    /// places it elsewhere (their views of the cluster differ for a moment), it forwards it
+    /// once, as [`NodeMessage::Forwarded`].
     Group(GroupEnvelope),
+    /// A request forwarded by a node that did not own the group: served where it lands, so
+    /// a request never bounces.
+    Forwarded(GroupEnvelope),
     /// Events for the receiving node's connections.
     Deliver(NodeDelivery),
+    /// I am alive (see [`Heartbeat`]).
+    Heartbeat(Heartbeat),
 }

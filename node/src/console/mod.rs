@@ -9,12 +9,19 @@
 //! * `user ID`: a live user actor's connections.
 //! * `users`: connected users and their connection counts.
 //! * `stats`: the process's memory and CPU time, connection and actor counts, version.
+//! * `nodes`: every node of the cluster as this node sees it: state (self, up, down,
+//!   joining, draining), last heartbeat, and each node's group, user and connection counts.
+//! * `owner ID`: the node that owns a group now (and whether its actor is live here).
+//! * `drain`: the one command that acts: this node stops taking groups, hands its groups
+//!   to the others, and answers once none is left here (or after 30 s). Its connections
+//!   stay open; stop the process afterwards to shrink the cluster.
 //!
-//! Nothing here changes state.
+//! Apart from `drain`, nothing here changes state. Any node's console shows the cluster.
 
 pub mod client;
 pub mod process;
 
+use crate::cluster::ClusterHandle;
 use actors::System;
 use schema::{GroupId, UserId};
 use serde_json::{Value, json};
@@ -27,13 +34,14 @@ use tokio::net::{TcpListener, TcpStream};
 const MAX_LINE: u64 = 1024;
 
 /// Serves console connections until the listener fails.
-pub async fn serve(listener: TcpListener, system: Arc<System>) {
+pub async fn serve(listener: TcpListener, system: Arc<System>, cluster: Option<Arc<ClusterHandle>>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let system = system.clone();
+                let cluster = cluster.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = handle(stream, &system).await {
+                    if let Err(error) = handle(stream, &system, cluster.as_deref()).await {
                         tracing::debug!(%error, "console connection failed");
                     }
                 });
@@ -46,14 +54,14 @@ pub async fn serve(listener: TcpListener, system: Arc<System>) {
     }
 }
 
-async fn handle(stream: TcpStream, system: &Arc<System>) -> std::io::Result<()> {
+async fn handle(stream: TcpStream, system: &Arc<System>, cluster: Option<&ClusterHandle>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_LINE));
     tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no command"))??;
-    let reply = answer(line.trim(), system).await;
+    let reply = answer(line.trim(), system, cluster).await;
     let mut bytes = serde_json::to_vec_pretty(&reply).unwrap_or_default();
     bytes.push(b'\n');
     write.write_all(&bytes).await?;
@@ -61,7 +69,7 @@ async fn handle(stream: TcpStream, system: &Arc<System>) -> std::io::Result<()> 
 }
 
 /// The console's answer to one command line.
-pub async fn answer(line: &str, system: &Arc<System>) -> Value {
+pub async fn answer(line: &str, system: &Arc<System>, cluster: Option<&ClusterHandle>) -> Value {
     let mut words = line.split_whitespace();
     let command = words.next().unwrap_or("help");
     let id = words.next().map(str::parse::<u64>);
@@ -77,9 +85,27 @@ pub async fn answer(line: &str, system: &Arc<System>) -> Value {
             Some(snapshot) => json!({ "user": snapshot }),
             None => json!({ "error": format!("no live actor for user {id} on this node") }),
         },
+        ("nodes", None) => match cluster {
+            Some(cluster) => {
+                json!({ "nodes": cluster.membership.nodes(cluster.own_heartbeat(), std::time::Instant::now()) })
+            }
+            None => json!({ "nodes": [{ "node": system.node, "state": "self", "groups": system.groups.len(),
+                "users": system.users.len(), "connections": system.fanout.counts().1 }] }),
+        },
+        ("owner", Some(Ok(id))) => {
+            let group = GroupId(id);
+            json!({ "group": group, "owner": system.owner(group), "live_here": system.groups.get(&group).is_some() })
+        }
+        ("drain", None) => match cluster {
+            Some(cluster) => {
+                let left = cluster.drain(Duration::from_secs(30)).await;
+                json!({ "drained": left == 0, "groups_left": left })
+            }
+            None => json!({ "error": "this node is not in a cluster; there is nowhere to drain to" }),
+        },
         _ => json!({
             "error": format!("unknown command `{line}`"),
-            "commands": ["actors", "users", "stats", "group ID", "user ID"],
+            "commands": ["actors", "users", "stats", "nodes", "group ID", "user ID", "owner ID", "drain"],
         }),
     }
 }

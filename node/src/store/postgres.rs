@@ -52,7 +52,10 @@ impl PostgresStore {
         let pool =
             Pool::builder(manager).max_size(pool_size.max(2)).build().map_err(|e| OpenError::Config(e.to_string()))?;
         let client = pool.get().await.map_err(|e| OpenError::Connect(e.to_string()))?;
-        client.batch_execute(SCHEMA).await.map_err(|e| OpenError::Connect(e.to_string()))?;
+        // Nodes of a cluster start together; concurrent CREATE ... IF NOT EXISTS can still
+        // collide in PostgreSQL's catalog, so creation runs under an advisory lock.
+        let create = format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA}; COMMIT;");
+        client.batch_execute(&create).await.map_err(|e| OpenError::Connect(describe(&e)))?;
         drop(client);
         let lanes = (0..LANES)
             .map(|_| {
@@ -82,11 +85,22 @@ impl PostgresStore {
     }
 }
 
+/// The advisory lock key that serializes schema creation.
+const SCHEMA_LOCK: i64 = 0x7472_6f75_7065;
+
+/// The server's message, not just "db error".
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
 fn db(e: tokio_postgres::Error) -> StoreError {
     if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-        StoreError::Conflict(e.to_string())
+        StoreError::Conflict(describe(&e))
     } else {
-        StoreError::Unavailable(e.to_string())
+        StoreError::Unavailable(describe(&e))
     }
 }
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod postgres;
 
 pub use bench::{Client, ClientError};
@@ -29,6 +30,7 @@ pub struct TestNode {
     pub url: String,
     pub data: PathBuf,
     env: Vec<(String, String)>,
+    args: Vec<String>,
     _dir: Option<TempDir>,
 }
 
@@ -40,21 +42,27 @@ impl TestNode {
 
     /// A node on a fresh data directory with extra `TROUPE_...` settings.
     pub async fn start_with_env(env: &[(&str, &str)]) -> TestNode {
+        Self::start_with(env, &[]).await
+    }
+
+    /// A node on a fresh data directory with extra settings and extra `serve` flags.
+    pub async fn start_with(env: &[(&str, &str)], args: &[String]) -> TestNode {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().to_path_buf();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut node = Self::spawn(&data, env).await;
+        let mut node = Self::spawn(&data, env, args.to_vec()).await;
         node._dir = Some(dir);
         node
     }
 
-    async fn spawn(data: &Path, env: Vec<(String, String)>) -> TestNode {
+    async fn spawn(data: &Path, env: Vec<(String, String)>, args: Vec<String>) -> TestNode {
         raise_open_file_limit();
         let mut command = Command::new(env!("CARGO_BIN_EXE_troupe"));
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--console-listen", "127.0.0.1:0", "--password-cost", "test"])
             .arg("--data")
             .arg(data)
+            .args(&args)
             .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .envs(env.iter().cloned())
             .stdout(Stdio::piped())
@@ -78,7 +86,21 @@ impl TestNode {
                 .expect("address")
         };
         let (http, console) = (field("http"), field("console"));
-        TestNode { child, http, console, url: format!("ws://{http}/ws"), data: data.to_path_buf(), env, _dir: None }
+        TestNode { child, http, console, url: format!("ws://{http}/ws"), data: data.to_path_buf(), env, args, _dir: None }
+    }
+
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the node is running")
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, ...) to the node's process.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
     }
 
     /// Kills the process with SIGKILL: no shutdown code runs.
@@ -91,7 +113,7 @@ impl TestNode {
     pub async fn restart(&mut self) {
         self.kill9().await;
         let dir = self._dir.take();
-        let mut node = Self::spawn(&self.data, self.env.clone()).await;
+        let mut node = Self::spawn(&self.data, self.env.clone(), self.args.clone()).await;
         node._dir = dir;
         *self = node;
     }

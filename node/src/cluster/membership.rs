@@ -1,0 +1,250 @@
+//! Who is in the cluster and who is up, as this node sees it; the [`Cluster`] the actors
+//! route with.
+//!
+//! `ractor_cluster` tells us which nodes are connected (their node actors appear in the
+//! process group [`super::node_group`]), but a connected node may be frozen (a stopped
+//! process keeps its TCP connections). So a peer counts as up only while its heartbeats
+//! arrive: it is marked down after `down_after` of silence, and up again at the next one.
+//! Group placement runs over the nodes that are up and not draining, this one included.
+
+use super::ClusterMsg;
+use actors::cluster::{Cluster, place};
+use ractor::ActorRef;
+use schema::cluster::{Heartbeat, NodeMessage};
+use schema::{GroupId, NodeId};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// This node's view of the cluster.
+pub struct Membership {
+    me: NodeId,
+    cluster_addr: String,
+    down_after: Duration,
+    draining: AtomicBool,
+    state: RwLock<State>,
+}
+
+#[derive(Default)]
+struct State {
+    peers: HashMap<NodeId, Peer>,
+    /// The nodes that take groups now (up, not draining), sorted; placement runs over it.
+    placement: Vec<NodeId>,
+    last_tick: Option<Instant>,
+}
+
+struct Peer {
+    actor: ActorRef<ClusterMsg>,
+    last_heard: Option<Instant>,
+    up: bool,
+    heartbeat: Option<Heartbeat>,
+}
+
+/// One node in the console's `nodes` listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeLine {
+    /// The node.
+    pub node: NodeId,
+    /// Its cluster address, once heard from.
+    pub cluster_addr: String,
+    /// `self`, `up`, `down` (connected but silent), `joining` (connected, not heard yet), or
+    /// `draining`.
+    pub state: &'static str,
+    /// Milliseconds since its last heartbeat (0 for this node).
+    pub last_heard_ms: u64,
+    /// Live group actors on it.
+    pub groups: u32,
+    /// Live user actors on it.
+    pub users: u32,
+    /// Open client connections on it.
+    pub connections: u32,
+}
+
+impl Membership {
+    /// A view with no peers yet: every group is placed here until others are heard from.
+    pub fn new(me: NodeId, cluster_addr: String, down_after: Duration) -> Self {
+        let state = State { placement: vec![me], ..State::default() };
+        Membership { me, cluster_addr, down_after, draining: AtomicBool::new(false), state: RwLock::new(state) }
+    }
+
+    /// This node.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// The address this node listens on for others.
+    pub fn cluster_addr(&self) -> &str {
+        &self.cluster_addr
+    }
+
+    /// Whether this node is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Stops placing groups here; true if the placement changed (it was not draining).
+    pub fn start_draining(&self) -> bool {
+        if self.draining.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        let mut state = self.write();
+        self.replace(&mut state)
+    }
+
+    /// The cluster addresses of peers that are up (a seed among them needs no dialing).
+    pub fn up_addresses(&self) -> Vec<String> {
+        self.read()
+            .peers
+            .values()
+            .filter(|p| p.up)
+            .filter_map(|p| p.heartbeat.as_ref().map(|h| h.cluster_addr.clone()))
+            .collect()
+    }
+
+    /// Brings the list of connected peers in line with the node actors `ractor_cluster`
+    /// shows, and marks silent peers down. Returns true if the placement changed.
+    pub fn tick(&self, connected: Vec<(NodeId, ActorRef<ClusterMsg>)>, now: Instant) -> bool {
+        let mut state = self.write();
+        // A node that was itself frozen (SIGSTOP, a long GC-like stall, a suspended VM)
+        // would wake up to find every peer silent and take all groups for itself. A tick
+        // that comes far too late means our own clock stalled, not theirs: start their
+        // silence from now.
+        let stalled = state.last_tick.is_some_and(|last| now.duration_since(last) > self.down_after / 2);
+        state.last_tick = Some(now);
+        let mut connected: HashMap<NodeId, ActorRef<ClusterMsg>> =
+            connected.into_iter().filter(|(node, _)| *node != self.me).collect();
+        let before = state.peers.len();
+        state.peers.retain(|node, _| connected.contains_key(node));
+        let mut changed = state.peers.len() != before;
+        for (node, actor) in connected.drain() {
+            let peer =
+                state.peers.entry(node).or_insert_with(|| Peer { actor: actor.clone(), last_heard: None, up: false, heartbeat: None });
+            peer.actor = actor;
+            if stalled && peer.last_heard.is_some() {
+                peer.last_heard = Some(now);
+            }
+            let silent = peer.last_heard.is_none_or(|heard| now.duration_since(heard) > self.down_after);
+            if peer.up && silent {
+                tracing::warn!(node = %node, silent_ms = self.down_after.as_millis() as u64, "node marked down");
+                peer.up = false;
+                changed = true;
+            }
+        }
+        if changed { self.replace(&mut state) } else { false }
+    }
+
+    /// Records a heartbeat; true if the placement changed (the peer came up, or started
+    /// draining).
+    pub fn heard(&self, heartbeat: Heartbeat, now: Instant) -> bool {
+        let mut state = self.write();
+        let Some(peer) = state.peers.get_mut(&heartbeat.from) else {
+            // Not connected as far as ractor_cluster has told us yet; the next tick adds it
+            // and the next heartbeat counts.
+            return false;
+        };
+        peer.last_heard = Some(now);
+        let draining_changed = peer.heartbeat.as_ref().is_some_and(|h| h.draining != heartbeat.draining);
+        let came_up = !peer.up;
+        if came_up {
+            tracing::info!(node = %heartbeat.from, addr = %heartbeat.cluster_addr, "node up");
+        }
+        peer.up = true;
+        peer.heartbeat = Some(heartbeat);
+        if came_up || draining_changed { self.replace(&mut state) } else { false }
+    }
+
+    /// Every known node, this one first.
+    pub fn nodes(&self, own: Heartbeat, now: Instant) -> Vec<NodeLine> {
+        let state = self.read();
+        let line = |h: &Heartbeat, state: &'static str, last_heard_ms: u64| NodeLine {
+            node: h.from,
+            cluster_addr: h.cluster_addr.clone(),
+            state,
+            last_heard_ms,
+            groups: h.groups,
+            users: h.users,
+            connections: h.connections,
+        };
+        let mut lines = vec![line(&own, if own.draining { "draining" } else { "self" }, 0)];
+        let mut peers: Vec<_> = state.peers.iter().collect();
+        peers.sort_by_key(|(node, _)| **node);
+        for (node, peer) in peers {
+            let heard = peer.last_heard.map_or(0, |t| now.duration_since(t).as_millis() as u64);
+            match &peer.heartbeat {
+                Some(h) => {
+                    let label = match (peer.up, h.draining) {
+                        (false, _) => "down",
+                        (true, true) => "draining",
+                        (true, false) => "up",
+                    };
+                    lines.push(line(h, label, heard));
+                }
+                None => lines.push(NodeLine {
+                    node: *node,
+                    cluster_addr: String::new(),
+                    state: "joining",
+                    last_heard_ms: 0,
+                    groups: 0,
+                    users: 0,
+                    connections: 0,
+                }),
+            }
+        }
+        lines
+    }
+
+    /// The node actors of every connected peer, up or not (heartbeats go to all of them).
+    pub fn connected(&self) -> Vec<ActorRef<ClusterMsg>> {
+        self.read().peers.values().map(|p| p.actor.clone()).collect()
+    }
+
+    /// Recomputes the placement set; true if it changed.
+    fn replace(&self, state: &mut State) -> bool {
+        let mut placement: Vec<NodeId> = state
+            .peers
+            .iter()
+            .filter(|(_, p)| p.up && !p.heartbeat.as_ref().is_some_and(|h| h.draining))
+            .map(|(node, _)| *node)
+            .collect();
+        if !self.is_draining() {
+            placement.push(self.me);
+        }
+        placement.sort();
+        if placement == state.placement {
+            return false;
+        }
+        tracing::info!(nodes = ?placement, "placement changed");
+        state.placement = placement;
+        true
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Cluster for Membership {
+    fn owner(&self, group: GroupId) -> NodeId {
+        // Empty only if this node drains while no other is up: then it keeps its groups,
+        // since there is nowhere to move them.
+        place(group, self.read().placement.iter().copied()).unwrap_or(self.me)
+    }
+
+    fn peers(&self) -> Vec<NodeId> {
+        self.read().peers.iter().filter(|(_, p)| p.up).map(|(node, _)| *node).collect()
+    }
+
+    fn send(&self, node: NodeId, message: NodeMessage) -> bool {
+        let actor = match self.read().peers.get(&node) {
+            Some(peer) => peer.actor.clone(),
+            None => return false,
+        };
+        actor.cast(ClusterMsg::Peer(message)).is_ok()
+    }
+}

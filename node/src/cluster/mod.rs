@@ -1,0 +1,291 @@
+//! Joining several nodes into one system with `ractor_cluster`.
+//!
+//! Each node runs a `ractor_cluster` node server (authenticated by the shared secret, in
+//! transitive mode so that knowing one node is enough to meet all) and one node actor,
+//! which joins the process groups [`NODES`] and [`node_group`]`(id)`. `ractor_cluster`
+//! mirrors process groups across connected nodes, so every node sees every other node's
+//! actor as a remote actor it can send to; that actor is the single door between nodes:
+//! group requests, deliveries, replies and heartbeats all go through it, encoded by
+//! [`schema::codec`].
+//!
+//! * [`membership`]: who is up, the placement set, and the [`actors::cluster::Cluster`]
+//!   implementation the actors route with.
+//! * This module: the node actor, the heartbeat tick and the seed dialer.
+
+pub mod membership;
+
+use crate::config::ClusterConfig;
+use actors::System;
+use membership::Membership;
+use ractor::message::{BoxedDowncastErr, SerializedMessage};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::node::NodeConnectionMode;
+use ractor_cluster::{NodeServer, NodeServerMessage};
+use schema::NodeId;
+use schema::cluster::{Heartbeat, NodeMessage};
+use schema::codec;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The process group every node actor joins.
+pub const NODES: &str = "troupe.nodes";
+
+/// The process group of one node's actor, so a node is found by its id.
+pub fn node_group(node: NodeId) -> String {
+    format!("troupe.node.{}", node.0)
+}
+
+/// What the node actor handles.
+pub enum ClusterMsg {
+    /// A message from another node (the only variant that crosses the network).
+    Peer(NodeMessage),
+    /// Time to send heartbeats and look for silent peers.
+    Tick,
+}
+
+impl ractor::Message for ClusterMsg {
+    fn serializable() -> bool {
+        true
+    }
+
+    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
+        match self {
+            ClusterMsg::Peer(message) => {
+                let args = codec::encode(&message).map_err(|_| BoxedDowncastErr)?;
+                Ok(SerializedMessage::Cast { variant: String::new(), args, metadata: None })
+            }
+            ClusterMsg::Tick => Err(BoxedDowncastErr),
+        }
+    }
+
+    fn deserialize(bytes: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
+        // A frame that does not decode is refused here, before any actor sees it; ractor
+        // drops it and logs.
+        match bytes {
+            SerializedMessage::Cast { args, .. } => {
+                codec::decode(&args).map(ClusterMsg::Peer).map_err(|_| BoxedDowncastErr)
+            }
+            _ => Err(BoxedDowncastErr),
+        }
+    }
+}
+
+/// Why the cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The shared secret is empty.
+    #[error("cluster.secret must be set when cluster.listen is")]
+    NoSecret,
+    /// An actor could not be spawned.
+    #[error("spawn: {0}")]
+    Spawn(#[from] ractor::SpawnErr),
+}
+
+/// A running cluster membership.
+pub struct ClusterHandle {
+    /// The view the actors route with.
+    pub membership: Arc<Membership>,
+    system: Arc<System>,
+    node_actor: ActorRef<ClusterMsg>,
+    server: ActorRef<NodeServerMessage>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ClusterHandle {
+    /// This node's own heartbeat, as it would send it now.
+    pub fn own_heartbeat(&self) -> Heartbeat {
+        heartbeat(&self.system, &self.membership)
+    }
+
+    /// Stops taking groups and hands off the ones here; resolves when none is left or
+    /// `timeout` passes, with the number still here.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        if self.membership.start_draining() {
+            tracing::info!(node = %self.membership.me(), "draining: handing groups to the other nodes");
+            // Tell the others at once rather than at the next tick.
+            let _ = self.node_actor.cast(ClusterMsg::Tick);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.system.rebalance();
+            let left = self.system.groups.len();
+            if left == 0 || Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Leaves the cluster: stops the node actor and the node server.
+    pub fn stop(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.node_actor.stop(None);
+        self.server.stop(None);
+    }
+}
+
+/// Starts the node server on `listen`, joins the system to the cluster and starts dialing
+/// the seeds.
+pub async fn start(
+    config: &ClusterConfig,
+    listen: SocketAddr,
+    system: Arc<System>,
+) -> Result<ClusterHandle, ClusterError> {
+    if config.secret.is_empty() {
+        return Err(ClusterError::NoSecret);
+    }
+    let me = system.node;
+    let down_after = Duration::from_millis(config.down_after_ms.max(1));
+    let membership = Arc::new(Membership::new(me, listen.to_string(), down_after));
+    let server = NodeServer::new(
+        listen.port(),
+        config.secret.clone(),
+        format!("troupe-{}", me.0),
+        listen.ip().to_string(),
+        None,
+        Some(NodeConnectionMode::Transitive),
+    )
+    .with_listen_addr(listen.ip());
+    let (server, _) = Actor::spawn(None, server, ()).await?;
+    let node = NodeActor { system: system.clone(), membership: membership.clone() };
+    let (node_actor, _) = Actor::spawn(None, node, ()).await?;
+    ractor::pg::join(NODES.to_string(), vec![node_actor.get_cell()]);
+    ractor::pg::join(node_group(me), vec![node_actor.get_cell()]);
+    system.join_cluster(membership.clone());
+
+    let ticker = {
+        let node_actor = node_actor.clone();
+        let period = Duration::from_millis(config.heartbeat_ms.max(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if node_actor.cast(ClusterMsg::Tick).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let mut tasks = vec![ticker];
+    for seed in &config.seeds {
+        if seed.as_str() != listen.to_string() {
+            tasks.push(tokio::spawn(dial(seed.clone(), server.clone(), membership.clone())));
+        }
+    }
+    tracing::info!(node = %me, %listen, seeds = ?config.seeds, "cluster listening");
+    Ok(ClusterHandle { membership, system, node_actor, server, tasks })
+}
+
+/// Keeps a seed connected: dials it whenever no node that is up has its address, backing
+/// off from 100 ms to 5 s between failed attempts.
+async fn dial(seed: String, server: ActorRef<NodeServerMessage>, membership: Arc<Membership>) {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MOST: Duration = Duration::from_secs(5);
+    let mut backoff = FIRST;
+    loop {
+        if membership.up_addresses().contains(&seed) {
+            backoff = FIRST;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        match ractor_cluster::client_connect(&server, seed.as_str()).await {
+            Ok(()) => tracing::debug!(%seed, "dialed seed"),
+            Err(error) => tracing::debug!(%seed, %error, "seed not reachable"),
+        }
+        // Give the handshake time to finish before judging the attempt.
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MOST);
+    }
+}
+
+fn heartbeat(system: &System, membership: &Membership) -> Heartbeat {
+    let (users, connections) = system.fanout.counts();
+    Heartbeat {
+        from: system.node,
+        cluster_addr: membership.cluster_addr().to_owned(),
+        draining: membership.is_draining(),
+        groups: system.groups.len() as u32,
+        users: users as u32,
+        connections: connections as u32,
+    }
+}
+
+/// The node actor: the door between this node and the others.
+struct NodeActor {
+    system: Arc<System>,
+    membership: Arc<Membership>,
+}
+
+impl Actor for NodeActor {
+    type Msg = ClusterMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<ClusterMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(&self, _: ActorRef<ClusterMsg>, message: ClusterMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+        match message {
+            ClusterMsg::Tick => {
+                if self.membership.tick(connected_peers(), Instant::now()) {
+                    self.system.rebalance();
+                }
+                let beat = NodeMessage::Heartbeat(heartbeat(&self.system, &self.membership));
+                for peer in self.membership.connected() {
+                    let _ = peer.cast(ClusterMsg::Peer(beat.clone()));
+                }
+            }
+            ClusterMsg::Peer(NodeMessage::Heartbeat(beat)) => {
+                if self.membership.heard(beat, Instant::now()) {
+                    self.system.rebalance();
+                }
+            }
+            ClusterMsg::Peer(NodeMessage::Deliver(delivery)) => {
+                self.system.fanout.apply(delivery);
+            }
+            ClusterMsg::Peer(NodeMessage::Group(envelope)) => {
+                let owner = self.system.owner(envelope.group);
+                if owner != self.system.node {
+                    // The sender's view is behind ours: pass it on once.
+                    use actors::cluster::Cluster;
+                    if self.membership.send(owner, NodeMessage::Forwarded(envelope.clone())) {
+                        return Ok(());
+                    }
+                }
+                self.serve(envelope).await;
+            }
+            ClusterMsg::Peer(NodeMessage::Forwarded(envelope)) => self.serve(envelope).await,
+        }
+        Ok(())
+    }
+}
+
+impl NodeActor {
+    /// Runs a request against the group's actor here; errors go back to the asker.
+    async fn serve(&self, envelope: schema::cluster::GroupEnvelope) {
+        let to = envelope.reply_to;
+        if let Err(error) = self.system.to_local_group(envelope).await {
+            let bytes = schema::frames::server::encode_error(to.request, error.code(), &error.to_string());
+            self.system.reply(&to, bytes.into());
+        }
+    }
+}
+
+/// The node actors of other nodes that `ractor_cluster` currently shows, by node id.
+fn connected_peers() -> Vec<(NodeId, ActorRef<ClusterMsg>)> {
+    let mut peers = Vec::new();
+    for group in ractor::pg::which_groups() {
+        let Some(id) = group.strip_prefix("troupe.node.").and_then(|id| id.parse::<u16>().ok()) else {
+            continue;
+        };
+        if let Some(cell) = ractor::pg::get_members(&group).into_iter().find(|c| !c.get_id().is_local()) {
+            peers.push((NodeId(id), ActorRef::from(cell)));
+        }
+    }
+    peers
+}
