@@ -115,19 +115,22 @@ impl System {
 
     /// Hands a request to its group's actor, on this node or the one that owns the group.
     pub async fn to_group(self: &Arc<Self>, envelope: GroupEnvelope) -> Result<(), ApiError> {
-        match self.cluster.get() {
-            Some(cluster) => {
-                let owner = cluster.owner(envelope.group);
-                if owner == self.node {
-                    self.to_local_group(envelope).await
-                } else if cluster.send(owner, NodeMessage::Group(envelope)) {
-                    Ok(())
-                } else {
-                    Err(ApiError::Unavailable(format!("node {owner} is unreachable; retry")))
-                }
+        let Some(cluster) = self.cluster.get() else {
+            return self.to_local_group(envelope).await;
+        };
+        // A peer's connection can be down for a moment (being replaced, or its node just
+        // died and the placement has not caught up): wait a little for either to settle.
+        for _ in 0..20 {
+            let owner = cluster.owner(envelope.group);
+            if owner == self.node {
+                return self.to_local_group(envelope).await;
             }
-            None => self.to_local_group(envelope).await,
+            if cluster.send(owner, NodeMessage::Group(envelope.clone())) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        Err(ApiError::Unavailable(format!("the node owning group {} is unreachable; retry", envelope.group)))
     }
 
     /// Hands a request to the group's actor on this node, starting it if needed, whatever

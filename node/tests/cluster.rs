@@ -32,7 +32,8 @@ async fn history(client: &Client, group: u64) -> Vec<Value> {
     let mut all = Vec::new();
     loop {
         let after = all.last().and_then(|m: &Value| m["seq"].as_u64()).unwrap_or(0);
-        let page = client.request("history", json!({ "group": group, "after": after, "limit": 100 })).await.expect("history");
+        let page =
+            client.request("history", json!({ "group": group, "after": after, "limit": 100 })).await.expect("history");
         all.extend(page["messages"].as_array().cloned().unwrap_or_default());
         if page["has_more"] != true {
             return all;
@@ -94,4 +95,305 @@ async fn members_on_three_nodes_get_every_message_in_one_order() {
     drop(bob_again);
     let info = carol.request("group_info", json!({ "group": group })).await.expect("info via node 3");
     assert_eq!(info["member_count"], 3);
+}
+
+/// What one sender got acked: client_msg_id → seq.
+type Acked = BTreeMap<String, u64>;
+
+/// Sends to `group` until `stop` is set, one message at a time, retrying each with the same
+/// client_msg_id until it is acked (a client's duty when a node dies under it). The message
+/// in hand when `stop` is set is still seen through, so the acked set is the whole story.
+fn spawn_sender(
+    mut client: Client,
+    group: u64,
+    prefix: String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Acked> {
+    client.timeout = Duration::from_secs(2);
+    tokio::spawn(async move {
+        let mut acked = Acked::new();
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let id = format!("{prefix}-{n}");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match send_text(&client, group, &id, "load").await {
+                    Ok(ack) => {
+                        acked.insert(id, ack["seq"].as_u64().expect("seq"));
+                        break;
+                    }
+                    Err(error) => {
+                        assert!(Instant::now() < deadline, "{id} not acked within 30 s: {error:?}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+        acked
+    })
+}
+
+/// The log holds exactly the acked messages, each at its acked seq, with seqs 1..=n.
+fn check_log(log: &[Value], acked: &Acked) {
+    let ids = seq_ids(log);
+    let seqs: Vec<u64> = ids.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=ids.len() as u64).collect::<Vec<_>>(), "seqs are gapless and unique");
+    let unique: HashSet<&String> = ids.iter().map(|(_, id)| id).collect();
+    assert_eq!(unique.len(), ids.len(), "no message is in the log twice");
+    for (id, seq) in acked {
+        assert_eq!(ids.get(*seq as usize - 1).map(|(_, i)| i), Some(id), "acked {id} is at its seq {seq}");
+    }
+    assert_eq!(ids.len(), acked.len(), "nothing unacked landed");
+}
+
+/// A member who sends through `slot`, joined to `group`.
+async fn member(cluster: &TestCluster, slot: usize, group: u64, name: &str) -> Client {
+    let (client, _) = cluster.node(slot).user(name).await;
+    client.request("join", json!({ "group": group })).await.expect("join");
+    client
+}
+
+/// Joins a new member through `slot` and sends one message until it is acked; the time
+/// from `since` until the ack.
+async fn time_to_ack(cluster: &TestCluster, slot: usize, group: u64, id: &str, since: Instant) -> (Duration, Client) {
+    let (mut probe, _) = cluster.node(slot).user("probe").await;
+    probe.timeout = Duration::from_millis(500);
+    while probe.request("join", json!({ "group": group })).await.is_err() {
+        assert!(since.elapsed() < Duration::from_secs(20), "the group never served again");
+    }
+    let started = since;
+    loop {
+        if send_text(&probe, group, id, "probe").await.is_ok() {
+            return (started.elapsed(), probe);
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the group never served again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_owner_of_a_busy_group_loses_nothing() {
+    let mut cluster = TestCluster::start(3).await;
+    let (alice, _) = cluster.node(0).user("alice").await;
+    let group = create_group(&alice, "busy", true).await;
+    let owner = cluster.owner(0, group).await;
+    let others: Vec<usize> = (0..3).filter(|s| *s != owner).collect();
+    // Someone reading on the owner's node, who will have to reconnect elsewhere.
+    let (watcher, _, watcher_token) = cluster.node(owner).user_with_token("watcher").await;
+    watcher.request("join", json!({ "group": group })).await.expect("join");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for (i, slot) in others.iter().cycle().take(4).enumerate() {
+        let client = member(&cluster, *slot, group, "sender").await;
+        senders.push(spawn_sender(client, group, format!("s{i}"), stop.clone()));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.remove(owner).await;
+    let killed = Instant::now();
+    let (recovery, probe) = time_to_ack(&cluster, others[0], group, "after-kill", killed).await;
+    eprintln!("group served again {recovery:?} after the kill");
+    assert!(recovery < Duration::from_secs(5), "served again {recovery:?} after the kill");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Acked::new();
+    for sender in senders {
+        acked.extend(sender.await.expect("sender"));
+    }
+    let probe_log = history(&probe, group).await;
+    acked.insert("after-kill".into(), seq_ids(&probe_log).iter().find(|(_, id)| id == "after-kill").expect("probe").0);
+    eprintln!("{} messages acked in the burst", acked.len());
+    assert!(acked.len() > 20, "the burst was a burst: {} messages", acked.len());
+    check_log(&probe_log, &acked);
+
+    // The watcher saw a prefix before its node died; through another node it syncs the rest.
+    let mut seen: Vec<u64> = Vec::new();
+    while let Some(event) = watcher.next_event_named("message", Duration::from_millis(100)).await {
+        seen.push(event["seq"].as_u64().expect("seq"));
+    }
+    assert_eq!(seen, (1..=seen.len() as u64).collect::<Vec<_>>(), "what the watcher saw had no gap");
+    let (watcher, _) = cluster.node(others[1]).auth(&watcher_token).await;
+    let last = seen.last().copied().unwrap_or(0);
+    let page = watcher
+        .request("sync", json!({ "groups": [{ "group": group, "after": last }], "limit": 100 }))
+        .await
+        .expect("sync");
+    let entry = page["groups"].as_array().expect("groups").iter().find(|g| g["group"] == group).expect("the group");
+    let first_missed = entry["messages"].as_array().expect("messages").first().and_then(|m| m["seq"].as_u64());
+    assert_eq!(first_missed, Some(last + 1), "sync resumes right after what the watcher saw");
+    assert_eq!(entry["last_seq"], probe_log.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_owner_cannot_commit_after_it_wakes_up() {
+    let cluster = TestCluster::start(3).await;
+    let (alice, _) = cluster.node(0).user("alice").await;
+    let group = create_group(&alice, "contested", true).await;
+    let owner = cluster.owner(0, group).await;
+    let others: Vec<usize> = (0..3).filter(|s| *s != owner).collect();
+    let mut stale_client = member(&cluster, owner, group, "stale").await;
+    stale_client.timeout = Duration::from_secs(20);
+    send_text(&stale_client, group, "before", "before the pause").await.expect("send through the owner");
+    let before = cluster.node(owner).console(&format!("group {group}")).await;
+    let old_epoch = before["group"]["epoch"].as_u64().expect("the owner runs the group's actor");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for (i, slot) in others.iter().enumerate() {
+        let client = member(&cluster, *slot, group, "sender").await;
+        senders.push(spawn_sender(client, group, format!("s{i}"), stop.clone()));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.node(owner).signal("STOP");
+    let paused = Instant::now();
+    // Sent to the frozen owner: it sits in the socket until the process runs again.
+    let stale_send = stale_client
+        .start_request(
+            "send",
+            json!({ "group": group, "client_msg_id": "while-frozen", "type": "text", "body": "\"x\"" }),
+        )
+        .await
+        .expect("the socket takes the frame");
+    let (recovery, probe) = time_to_ack(&cluster, others[0], group, "while-paused", paused).await;
+    eprintln!("group served again {recovery:?} after the owner froze");
+    assert!(recovery < Duration::from_secs(5), "served again {recovery:?} after the pause");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.node(owner).signal("CONT");
+    let stale_answer =
+        tokio::time::timeout(Duration::from_secs(20), stale_send).await.expect("an answer").expect("reply");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut acked = Acked::new();
+    for sender in senders {
+        acked.extend(sender.await.expect("sender"));
+    }
+    let log = history(&probe, group).await;
+    let find = |id: &str| seq_ids(&log).into_iter().find(|(_, i)| i == id).map(|(s, _)| s);
+    acked.insert("before".into(), 1);
+    acked.insert("while-paused".into(), find("while-paused").expect("the probe"));
+    match stale_answer {
+        // Refused by the fence, or passed on after the wake-up and committed by the real
+        // owner: either way it is in the log exactly as acked.
+        Ok(ack) => {
+            acked.insert("while-frozen".into(), ack["seq"].as_u64().expect("seq"));
+        }
+        Err(error) => assert_eq!(error.code(), Some("unavailable"), "{error:?}"),
+    }
+    check_log(&log, &acked);
+    // Whatever runs the group on the woken node now holds a newer claim.
+    let after = cluster.node(owner).console(&format!("group {group}")).await;
+    if let Some(epoch) = after["group"]["epoch"].as_u64() {
+        assert!(epoch > old_epoch, "the woken node still runs the deposed actor (epoch {epoch})");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_and_another_drains_under_load_without_loss() {
+    let mut cluster = TestCluster::start(3).await;
+    let (alice, _) = cluster.node(0).user("alice").await;
+    let mut groups = Vec::new();
+    for n in 0..24 {
+        groups.push(create_group(&alice, &format!("g{n}"), true).await);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for (i, group) in groups.iter().enumerate() {
+        let client = member(&cluster, i % 2, *group, "sender").await;
+        senders.push((*group, spawn_sender(client, *group, format!("s{i}"), stop.clone())));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let owners_before: Vec<usize> = futures_util::future::join_all(groups.iter().map(|g| cluster.owner(0, *g))).await;
+    let newcomer = cluster.add_node().await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut moved = 0;
+    for (group, before) in groups.iter().zip(&owners_before) {
+        let now = cluster.owner(0, *group).await;
+        assert!(now == *before || now == newcomer, "group {group} moved between two old nodes");
+        moved += usize::from(now == newcomer);
+    }
+    eprintln!("{moved} of {} groups moved to the new node", groups.len());
+    assert!(moved > 0, "the new node took no group");
+    assert!(cluster.node(newcomer).console("actors").await["counts"]["group"].as_u64() > Some(0));
+
+    let drained = cluster.node(2).console("drain").await;
+    assert_eq!(drained["drained"], true, "{drained}");
+    for group in &groups {
+        for (slot, _) in cluster.live() {
+            assert_ne!(cluster.owner(slot, *group).await, 2, "a drained node owns no group");
+        }
+    }
+    cluster.remove(2).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let reader = member(&cluster, 0, groups[0], "reader").await;
+    let mut total = 0;
+    for (group, sender) in senders {
+        let acked = sender.await.expect("sender");
+        total += acked.len();
+        let client = if group == groups[0] { &reader } else { &member(&cluster, 1, group, "reader").await };
+        check_log(&history(client, group).await, &acked);
+    }
+    eprintln!("{total} messages acked across the join and the drain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_member_cap_holds_with_joins_through_every_node() {
+    let cluster = TestCluster::start(3).await;
+    let (alice, _) = cluster.node(0).user("alice").await;
+    let group = create_group(&alice, "popular", true).await;
+    let joins = (0..600).map(|i| {
+        let url = cluster.node(i % 3).url.clone();
+        async move {
+            let name = unique_name("joiner");
+            let (mut client, _) = Client::login(&url, &name, "password123", true).await.expect("register");
+            client.timeout = Duration::from_secs(60);
+            client.request("join", json!({ "group": group })).await
+        }
+    });
+    let results = futures_util::future::join_all(joins).await;
+    let joined = results.iter().filter(|r| r.is_ok()).count();
+    let full = results.iter().filter(|r| matches!(r, Err(e) if e.code() == Some("group_full"))).count();
+    assert_eq!((joined, full), (499, 101), "owner + 499 = 500; the rest are refused");
+    let info = alice.request("group_info", json!({ "group": group })).await.expect("info");
+    assert_eq!(info["member_count"], 500);
+    let mut members = 0;
+    let mut after: Option<u64> = None;
+    loop {
+        let mut fields = json!({ "group": group, "limit": 200 });
+        if let Some(after) = after {
+            fields["after"] = json!(after);
+        }
+        let page = alice.request("members", fields).await.expect("members");
+        members += page["members"].as_array().expect("members").len();
+        match page["next"].as_u64() {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(members, 500, "the stored membership agrees");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_secret_is_refused() {
+    let cluster = TestCluster::start(1).await;
+    let port = free_port();
+    let env = [
+        ("TROUPE_STORE__BACKEND", "postgres"),
+        ("TROUPE_STORE__POSTGRES_URL", cluster.database.url.as_str()),
+        ("TROUPE_CLUSTER__SECRET", "not-the-secret"),
+    ];
+    let args: Vec<String> =
+        ["--cluster-listen", &format!("127.0.0.1:{port}"), "--node-id", "9", "--seeds", &cluster.addrs[0]]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let intruder = TestNode::start_with(&env, &args).await;
+    assert_ne!(SECRET, "not-the-secret");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(up_nodes(&cluster.node(0).console("nodes").await), vec![1], "the member sees no intruder");
+    assert_eq!(up_nodes(&intruder.console("nodes").await), vec![9], "the intruder sees nobody");
 }

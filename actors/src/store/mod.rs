@@ -148,8 +148,12 @@ pub trait GroupStore: Send + Sync {
     /// either is not a member.
     async fn transfer_ownership(&self, fence: Fence, from: UserId, to: UserId) -> StoreResult<bool>;
     /// Changes name and/or openness; the updated row, or None if there is no such group.
-    async fn update_group(&self, fence: Fence, name: Option<&str>, open: Option<bool>)
-    -> StoreResult<Option<GroupRecord>>;
+    async fn update_group(
+        &self,
+        fence: Fence,
+        name: Option<&str>,
+        open: Option<bool>,
+    ) -> StoreResult<Option<GroupRecord>>;
     /// Marks a group dissolved; false if there is no such group.
     async fn dissolve_group(&self, fence: Fence) -> StoreResult<bool>;
 }

@@ -119,8 +119,12 @@ impl Membership {
         state.peers.retain(|node, _| connected.contains_key(node));
         let mut changed = state.peers.len() != before;
         for (node, actor) in connected.drain() {
-            let peer =
-                state.peers.entry(node).or_insert_with(|| Peer { actor: actor.clone(), last_heard: None, up: false, heartbeat: None });
+            let peer = state.peers.entry(node).or_insert_with(|| Peer {
+                actor: actor.clone(),
+                last_heard: None,
+                up: false,
+                heartbeat: None,
+            });
             peer.actor = actor;
             if stalled && peer.last_heard.is_some() {
                 peer.last_heard = Some(now);
@@ -245,6 +249,25 @@ impl Cluster for Membership {
             Some(peer) => peer.actor.clone(),
             None => return false,
         };
-        actor.cast(ClusterMsg::Peer(message)).is_ok()
+        let message = match actor.cast(ClusterMsg::Peer(message)) {
+            Ok(()) => return true,
+            Err(ractor::MessagingErr::SendErr(ClusterMsg::Peer(message))) => message,
+            Err(_) => return false,
+        };
+        // The session we knew was replaced (two nodes dialed each other at once and one
+        // connection lost the election); the node's actor may be reachable through another.
+        for cell in ractor::pg::get_members(&super::node_group(node)) {
+            if cell.get_id().is_local() {
+                continue;
+            }
+            let actor: ActorRef<ClusterMsg> = ActorRef::from(cell);
+            if actor.cast(ClusterMsg::Peer(message.clone())).is_ok() {
+                if let Some(peer) = self.write().peers.get_mut(&node) {
+                    peer.actor = actor;
+                }
+                return true;
+            }
+        }
+        false
     }
 }

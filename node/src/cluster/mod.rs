@@ -22,11 +22,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeServer, NodeServerMessage};
 use schema::NodeId;
-use schema::cluster::{Heartbeat, NodeMessage};
+use schema::cluster::{GroupEnvelope, Heartbeat, NodeMessage};
 use schema::codec;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 /// The process group every node actor joins.
 pub const NODES: &str = "troupe.nodes";
@@ -150,7 +151,7 @@ pub async fn start(
     )
     .with_listen_addr(listen.ip());
     let (server, _) = Actor::spawn(None, server, ()).await?;
-    let node = NodeActor { system: system.clone(), membership: membership.clone() };
+    let node = NodeActor { system: system.clone(), membership: membership.clone(), lanes: request_lanes(&system) };
     let (node_actor, _) = Actor::spawn(None, node, ()).await?;
     ractor::pg::join(NODES.to_string(), vec![node_actor.get_cell()]);
     ractor::pg::join(node_group(me), vec![node_actor.get_cell()]);
@@ -187,7 +188,7 @@ async fn dial(seed: String, server: ActorRef<NodeServerMessage>, membership: Arc
     const MOST: Duration = Duration::from_secs(5);
     let mut backoff = FIRST;
     loop {
-        if membership.up_addresses().contains(&seed) {
+        if membership.up_addresses().contains(&seed) || connected_to(&server, &seed).await {
             backoff = FIRST;
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
@@ -199,6 +200,16 @@ async fn dial(seed: String, server: ActorRef<NodeServerMessage>, membership: Arc
         // Give the handshake time to finish before judging the attempt.
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MOST);
+    }
+}
+
+/// Whether a session with the node that listens at `addr` is open (perhaps not heard from
+/// yet): dialing it again would only make a duplicate connection for ractor_cluster to
+/// resolve.
+async fn connected_to(server: &ActorRef<NodeServerMessage>, addr: &str) -> bool {
+    match ractor::call_t!(server, NodeServerMessage::GetSessions, 1000) {
+        Ok(sessions) => sessions.values().any(|s| s.peer_name.as_ref().is_some_and(|p| p.connection_string == addr)),
+        Err(_) => false,
     }
 }
 
@@ -218,6 +229,41 @@ fn heartbeat(system: &System, membership: &Membership) -> Heartbeat {
 struct NodeActor {
     system: Arc<System>,
     membership: Arc<Membership>,
+    /// Where requests for this node's groups wait their turn (see [`request_lanes`]).
+    lanes: Vec<mpsc::UnboundedSender<GroupEnvelope>>,
+}
+
+/// Lanes for requests from other nodes, each served by its own task. Handing a request to
+/// a group actor can wait (the actor may have to start, and a start reads the store), and
+/// the node actor must never wait: it carries the heartbeats, and a node whose heartbeats
+/// stall is taken for dead. A group always uses the same lane, so its requests keep their
+/// order; a group that is slow to start holds up only the groups in its lane.
+fn request_lanes(system: &Arc<System>) -> Vec<mpsc::UnboundedSender<GroupEnvelope>> {
+    (0..REQUEST_LANES)
+        .map(|_| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<GroupEnvelope>();
+            let system = Arc::downgrade(system);
+            tokio::spawn(async move {
+                while let Some(envelope) = rx.recv().await {
+                    let Some(system) = system.upgrade() else { return };
+                    serve(&system, envelope).await;
+                }
+            });
+            tx
+        })
+        .collect()
+}
+
+/// How many [`request_lanes`] a node runs.
+const REQUEST_LANES: usize = 16;
+
+/// Runs a request against the group's actor here; errors go back to the asker.
+async fn serve(system: &Arc<System>, envelope: GroupEnvelope) {
+    let to = envelope.reply_to;
+    if let Err(error) = system.to_local_group(envelope).await {
+        let bytes = schema::frames::server::encode_error(to.request, error.code(), &error.to_string());
+        system.reply(&to, bytes.into());
+    }
 }
 
 impl Actor for NodeActor {
@@ -257,20 +303,21 @@ impl Actor for NodeActor {
                         return Ok(());
                     }
                 }
-                self.serve(envelope).await;
+                self.enqueue(envelope);
             }
-            ClusterMsg::Peer(NodeMessage::Forwarded(envelope)) => self.serve(envelope).await,
+            ClusterMsg::Peer(NodeMessage::Forwarded(envelope)) => self.enqueue(envelope),
         }
         Ok(())
     }
 }
 
 impl NodeActor {
-    /// Runs a request against the group's actor here; errors go back to the asker.
-    async fn serve(&self, envelope: schema::cluster::GroupEnvelope) {
-        let to = envelope.reply_to;
-        if let Err(error) = self.system.to_local_group(envelope).await {
-            let bytes = schema::frames::server::encode_error(to.request, error.code(), &error.to_string());
+    fn enqueue(&self, envelope: GroupEnvelope) {
+        let lane = &self.lanes[(envelope.group.0 % self.lanes.len() as u64) as usize];
+        if let Err(mpsc::error::SendError(envelope)) = lane.send(envelope) {
+            let to = envelope.reply_to;
+            let bytes =
+                schema::frames::server::encode_error(to.request, schema::ErrorCode::Unavailable, "shutting down");
             self.system.reply(&to, bytes.into());
         }
     }

@@ -46,8 +46,15 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects to `url` with up to `pool_size` connections and creates the tables if needed.
     pub async fn open(url: &str, pool_size: usize) -> Result<Arc<Self>, OpenError> {
-        let config: tokio_postgres::Config =
+        let mut config: tokio_postgres::Config =
             url.parse().map_err(|e: tokio_postgres::Error| OpenError::Config(e.to_string()))?;
+        // A node that freezes (SIGSTOP, a stalled VM) mid-transaction keeps its row locks
+        // until the server gives up on it; the group's next owner would wait behind them. Our
+        // transactions never pause between statements, so one idle for 2 s belongs to a
+        // frozen or dead node: the server ends it. No statement waits more than 2 s for a
+        // lock either; it fails (`unavailable`) and the client's retry finds the lock free.
+        let options = [config.get_options().unwrap_or_default(), LOCK_OPTIONS].join(" ");
+        config.options(options.trim());
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool =
             Pool::builder(manager).max_size(pool_size.max(2)).build().map_err(|e| OpenError::Config(e.to_string()))?;
@@ -84,6 +91,9 @@ impl PostgresStore {
         }
     }
 }
+
+/// Session settings for every connection (see `open`).
+const LOCK_OPTIONS: &str = "-c idle_in_transaction_session_timeout=2000 -c lock_timeout=2000";
 
 /// The advisory lock key that serializes schema creation.
 const SCHEMA_LOCK: i64 = 0x7472_6f75_7065;

@@ -86,7 +86,16 @@ impl TestNode {
                 .expect("address")
         };
         let (http, console) = (field("http"), field("console"));
-        TestNode { child, http, console, url: format!("ws://{http}/ws"), data: data.to_path_buf(), env, args, _dir: None }
+        TestNode {
+            child,
+            http,
+            console,
+            url: format!("ws://{http}/ws"),
+            data: data.to_path_buf(),
+            env,
+            args,
+            _dir: None,
+        }
     }
 
     /// The node's process id.
