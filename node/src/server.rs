@@ -68,7 +68,7 @@ pub async fn run(
     // Give connection tasks a moment to send their close frames.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     system.shutdown().await;
-    if let Some(cluster) = cluster.and_then(|c| Arc::into_inner(c)) {
+    if let Some(cluster) = cluster {
         cluster.stop();
     }
     groups.stop();

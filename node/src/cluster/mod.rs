@@ -119,7 +119,7 @@ impl ClusterHandle {
     }
 
     /// Leaves the cluster: stops the node actor and the node server.
-    pub fn stop(self) {
+    pub fn stop(&self) {
         for task in &self.tasks {
             task.abort();
         }
