@@ -10,10 +10,13 @@
 //! * [`directory`]: finds, starts and retires the actor for a key; counts mailbox depth.
 //! * [`accounts`]: registration, password hashing, session tokens.
 //! * [`store`]: the storage traits every backend implements, and their contract suite.
+//! * [`cache`]: the seam for copies of hot data (Redis on a cluster), and the rules that
+//!   keep a stale or missing cache harmless.
 //! * [`cluster`]: placement of group actors over nodes, and the seam to reach other nodes.
 //! * [`system`]: wires the above together for one node.
 
 pub mod accounts;
+pub mod cache;
 pub mod cluster;
 pub mod config;
 pub mod directory;

@@ -8,6 +8,7 @@
 //! after a membership check, and accounts to [`crate::accounts`].
 
 use crate::accounts::{self, SignedIn};
+use crate::cache::CachedGroup;
 use crate::error::ApiError;
 use crate::outbox::Outbox;
 use crate::user::UserMsg;
@@ -17,7 +18,7 @@ use schema::cluster::{GroupCommand, GroupEnvelope, ReplyTo};
 use schema::frames::client::*;
 use schema::frames::server::{self as wire, GroupSummary};
 use schema::frames::{MessageKind, Role};
-use schema::records::{GroupRecord, MemberRecord, UserGroupRecord};
+use schema::records::{GroupRecord, MemberRecord, MessageRecord, UserGroupRecord};
 use schema::{ErrorCode, GroupId, Seq, UserId};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -328,22 +329,34 @@ impl Session {
         Ok(())
     }
 
-    /// The caller's groups and unread counts. Reads only the store: no group actor starts.
+    /// The caller's groups and unread counts. Reads the cache, then the store for what it
+    /// lacks; no group actor starts.
     async fn summaries(&self, me: UserId) -> Result<Vec<GroupSummary>, ApiError> {
         let store = &self.system.store;
+        let links = store.user_groups(me).await?;
+        let ids: Vec<GroupId> = links.iter().map(|l| l.group).collect();
+        let cached = self.system.cache().groups(me, &ids).await;
         let mut out = Vec::new();
-        for link in store.user_groups(me).await? {
-            let Some(group) = store.group(link.group).await?.filter(|g| !g.dissolved) else {
-                continue;
+        for (link, cached) in links.into_iter().zip(cached) {
+            let (group, role) = match cached {
+                Some(CachedGroup { record, role: Some(role) }) => (record, Some(role)),
+                Some(CachedGroup { record, role: None }) => {
+                    let role = store.member(link.group, me).await?.map(|m| m.role);
+                    (record, role)
+                }
+                None => {
+                    let Some(group) = store.group(link.group).await? else { continue };
+                    self.system.cache().fill(&group);
+                    let role = store.member(link.group, me).await?.map(|m| m.role);
+                    (group, role)
+                }
             };
-            let Some(member) = store.member(link.group, me).await? else {
-                continue;
-            };
+            let (Some(role), false) = (role, group.dissolved) else { continue };
             let last_seq = store.last_seq(link.group).await?;
             out.push(GroupSummary {
                 group: group.id,
                 name: group.name,
-                role: member.role,
+                role,
                 last_seq,
                 read_seq: link.read_seq,
                 unread: wire::unread(last_seq, link.read_seq),
@@ -352,39 +365,59 @@ impl Session {
         Ok(out)
     }
 
-    /// `not_found` unless `me` is a member of a live group.
-    async fn check_member(&self, group: GroupId, me: UserId) -> Result<(), ApiError> {
+    /// `not_found` unless `me` is a member of a live group. Returns the group's last seq.
+    async fn check_member(&self, group: GroupId, me: UserId) -> Result<Seq, ApiError> {
         let store = &self.system.store;
+        if let Some(Some(cached)) = self.system.cache().groups(me, &[group]).await.pop()
+            && cached.role.is_some()
+        {
+            return if cached.record.dissolved {
+                Err(ApiError::group_not_found())
+            } else {
+                Ok(store.last_seq(group).await?)
+            };
+        }
         let live = store.group(group).await?.is_some_and(|g| !g.dissolved);
-        if live && store.member(group, me).await?.is_some() { Ok(()) } else { Err(ApiError::group_not_found()) }
+        if live && store.member(group, me).await?.is_some() {
+            Ok(store.last_seq(group).await?)
+        } else {
+            Err(ApiError::group_not_found())
+        }
+    }
+
+    /// Messages `from..=to` (a range the caller has bounded by its page size), from the
+    /// cache when it holds them all, else from the store.
+    async fn messages_in(&self, group: GroupId, from: Seq, to: Seq) -> Result<Vec<MessageRecord>, ApiError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        if let Some(cached) = self.system.cache().messages(group, from, to).await {
+            return Ok(cached);
+        }
+        let mut page = self.system.store.messages_after(group, from - 1, (to - from + 1) as usize).await?;
+        page.retain(|m| m.seq <= to);
+        Ok(page)
     }
 
     async fn history(&self, id: Option<u64>, me: UserId, r: HistoryRequest) -> Result<(), ApiError> {
-        let limit = bounded_limit(r.limit, 50, 1, HISTORY_MAX_LIMIT)? as usize;
-        self.check_member(r.group, me).await?;
-        let store = &self.system.store;
-        let last_seq = store.last_seq(r.group).await?;
-        let (mut records, has_more) = match (r.before, r.after) {
+        let limit = bounded_limit(r.limit, 50, 1, HISTORY_MAX_LIMIT)? as Seq;
+        let last_seq = self.check_member(r.group, me).await?;
+        // Seqs are gapless, so a page is a range of seqs, known before anything is read.
+        let (from, to, has_more) = match (r.before, r.after) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::InvalidField("give before or after, not both".into()));
             }
             (None, Some(after)) => {
-                let mut page = store.messages_after(r.group, after, limit + 1).await?;
-                let more = page.len() > limit;
-                page.truncate(limit);
-                (page, more)
+                let to = after.saturating_add(limit).min(last_seq);
+                (after.saturating_add(1), to, to < last_seq)
             }
             (before, None) => {
-                let before = before.unwrap_or(Seq::MAX);
-                let mut page = store.messages_before(r.group, before, limit + 1).await?;
-                let more = page.len() > limit;
-                if more {
-                    page.remove(0);
-                }
-                (page, more)
+                let to = before.unwrap_or(Seq::MAX).saturating_sub(1).min(last_seq);
+                let from = to.saturating_sub(limit - 1).max(1);
+                (from, to, from > 1)
             }
         };
-        records.retain(|m| m.seq <= last_seq);
+        let records = self.messages_in(r.group, from, to).await?;
         let messages = records.iter().map(views::message_view).collect();
         self.reply(id, "history", &wire::HistoryPage { group: r.group, messages, has_more, last_seq });
         Ok(())
@@ -393,7 +426,6 @@ impl Session {
     async fn sync(&self, id: Option<u64>, me: UserId, r: SyncRequest) -> Result<(), ApiError> {
         let limit = bounded_limit(r.limit, 50, 0, HISTORY_MAX_LIMIT)? as usize;
         let cursors: HashMap<GroupId, Seq> = r.groups.iter().map(|c| (c.group, c.after)).collect();
-        let store = &self.system.store;
         let summaries = self.summaries(me).await?;
         let mut budget = SYNC_MAX_MESSAGES;
         let mut groups = Vec::with_capacity(summaries.len());
@@ -403,11 +435,12 @@ impl Session {
             if let Some(&after) = cursors.get(&summary.group)
                 && after < summary.last_seq
             {
-                let take = limit.min(budget);
+                let take = limit.min(budget) as Seq;
                 if take > 0 {
-                    let page = store.messages_after(summary.group, after, take).await?;
+                    let to = after.saturating_add(take).min(summary.last_seq);
+                    let page = self.messages_in(summary.group, after + 1, to).await?;
                     budget -= page.len();
-                    messages = page.iter().filter(|m| m.seq <= summary.last_seq).map(views::message_view).collect();
+                    messages = page.iter().map(views::message_view).collect();
                 }
                 let newest = messages.last().map_or(after, |m: &wire::MessageView| m.seq);
                 has_more = newest < summary.last_seq;

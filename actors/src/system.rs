@@ -2,6 +2,7 @@
 //! and accounts, shared by every session.
 
 use crate::accounts::Accounts;
+use crate::cache::{Cache, NoCache};
 use crate::cluster::Cluster;
 use crate::config::ActorsConfig;
 use crate::directory::{Directory, DirectoryError};
@@ -43,6 +44,8 @@ pub struct System {
     group_runtime: Option<tokio::runtime::Handle>,
     /// The other nodes, once this node has joined a cluster; unset on a single node.
     cluster: OnceLock<Arc<dyn Cluster>>,
+    /// Copies of hot data, if the node has a cache.
+    cache: OnceLock<Arc<dyn Cache>>,
     next_conn: AtomicU64,
 }
 
@@ -88,6 +91,7 @@ impl System {
             accounts,
             group_runtime,
             cluster: OnceLock::new(),
+            cache: OnceLock::new(),
             next_conn: AtomicU64::new(1),
             config,
         });
@@ -106,6 +110,24 @@ impl System {
     /// Called once, before clients connect; false if a cluster was set already.
     pub fn join_cluster(&self, cluster: Arc<dyn Cluster>) -> bool {
         self.cluster.set(cluster).is_ok()
+    }
+
+    /// Gives the node a cache. Called once, before clients connect; false if one was set.
+    pub fn use_cache(&self, cache: Arc<dyn Cache>) -> bool {
+        self.cache.set(cache).is_ok()
+    }
+
+    /// The node's cache ([`NoCache`] if it has none).
+    pub fn cache(&self) -> &dyn Cache {
+        match self.cache.get() {
+            Some(cache) => cache.as_ref(),
+            None => &NoCache,
+        }
+    }
+
+    /// Whether the node has a cache (so callers can skip building what it would drop).
+    pub fn has_cache(&self) -> bool {
+        self.cache.get().is_some()
     }
 
     /// The node that runs `group`'s actor now.

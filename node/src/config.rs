@@ -29,6 +29,8 @@ pub struct Config {
     pub actors: ActorsConfig,
     /// Joining other nodes; off unless `cluster.listen` is set.
     pub cluster: ClusterConfig,
+    /// The shared cache; off unless `cache.redis_url` is set.
+    pub cache: CacheConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -43,8 +45,41 @@ impl Default for Config {
             gateway: GatewayConfig::default(),
             actors: ActorsConfig::default(),
             cluster: ClusterConfig::default(),
+            cache: CacheConfig::default(),
             log: LogConfig::default(),
         }
+    }
+}
+
+/// The Redis cache (see `crate::cache`). It only ever holds copies: losing it loses nothing.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// `redis://host:port/db`; empty: no cache. May hold a password, so never printed.
+    pub redis_url: String,
+    /// Every key starts with this, so several clusters can share one Redis.
+    pub prefix: String,
+    /// Seconds an entry lives unless refreshed.
+    pub ttl_secs: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { redis_url: String::new(), prefix: "troupe".into(), ttl_secs: 600 }
+    }
+}
+
+impl std::fmt::Debug for CacheConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = match self.redis_url.split_once('@') {
+            Some((scheme, host)) => format!("{}://***@{host}", scheme.split("://").next().unwrap_or("redis")),
+            None => self.redis_url.clone(),
+        };
+        f.debug_struct("CacheConfig")
+            .field("redis_url", &url)
+            .field("prefix", &self.prefix)
+            .field("ttl_secs", &self.ttl_secs)
+            .finish()
     }
 }
 
@@ -99,13 +134,22 @@ pub fn node_id_for(cluster_listen: SocketAddr) -> u16 {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `embedded` (redb in `data_dir`, one node) or `postgres`.
+    /// `embedded` (redb in `data_dir`, one node), `postgres` or `scylla`.
     pub backend: StoreBackend,
     /// The PostgreSQL connection URL (`postgres://user:password@host/database`). It may hold
     /// a password, so it is never printed by `Debug`.
     pub postgres_url: String,
     /// PostgreSQL connections in the pool.
     pub postgres_pool: usize,
+    /// ScyllaDB contact points (`host:port`); any one that answers is enough, the driver
+    /// discovers the rest of the cluster from it.
+    pub scylla_uri: Vec<String>,
+    /// The ScyllaDB keyspace, created at startup if missing; one per deployment, so tests
+    /// and environments can share a cluster.
+    pub scylla_keyspace: String,
+    /// Replicas per partition when the keyspace is created: 3 survives a node loss with
+    /// LOCAL_QUORUM; an existing keyspace keeps its own.
+    pub scylla_replication_factor: u32,
 }
 
 impl Default for StoreConfig {
@@ -114,6 +158,9 @@ impl Default for StoreConfig {
             backend: StoreBackend::Embedded,
             postgres_url: "postgres://postgres@127.0.0.1:5432/troupe".into(),
             postgres_pool: 16,
+            scylla_uri: vec!["127.0.0.1:9042".into()],
+            scylla_keyspace: "troupe".into(),
+            scylla_replication_factor: 3,
         }
     }
 }
@@ -128,6 +175,9 @@ impl std::fmt::Debug for StoreConfig {
             .field("backend", &self.backend)
             .field("postgres_url", &url)
             .field("postgres_pool", &self.postgres_pool)
+            .field("scylla_uri", &self.scylla_uri)
+            .field("scylla_keyspace", &self.scylla_keyspace)
+            .field("scylla_replication_factor", &self.scylla_replication_factor)
             .finish()
     }
 }
@@ -140,6 +190,8 @@ pub enum StoreBackend {
     Embedded,
     /// PostgreSQL at `postgres_url`.
     Postgres,
+    /// ScyllaDB at `scylla_uri`, in `scylla_keyspace`.
+    Scylla,
 }
 
 /// WebSocket limits and timings.
@@ -300,9 +352,11 @@ mod tests {
         let mut config = Config::default();
         config.store.postgres_url = "postgres://troupe:hunter2@db.internal/troupe".into();
         config.cluster.secret = "swordfish".into();
+        config.cache.redis_url = "redis://:opensesame@cache.internal:6379/0".into();
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("swordfish"), "{shown}");
+        assert!(!shown.contains("opensesame") && shown.contains("cache.internal"), "{shown}");
         assert!(shown.contains("db.internal"));
     }
 

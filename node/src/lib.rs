@@ -5,9 +5,11 @@
 //! * [`server`]: starts everything on pre-bound listeners.
 //! * [`http`] and [`gateway`]: the HTTP routes and the WebSocket connections.
 //! * [`store`]: storage backends.
+//! * [`cache`]: the Redis cache.
 //! * [`cluster`]: joining other nodes with `ractor_cluster`; who is up; routing.
 //! * [`console`]: the debug console and its client.
 
+pub mod cache;
 pub mod cluster;
 pub mod config;
 pub mod console;

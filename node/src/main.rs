@@ -55,6 +55,12 @@ struct ServeArgs {
     /// Keep data in PostgreSQL at this URL instead of the embedded store.
     #[arg(long)]
     postgres: Option<String>,
+    /// Keep data in ScyllaDB instead of the embedded store: contact points, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    scylla: Vec<String>,
+    /// Keep caches in the Redis at this URL (`redis://127.0.0.1:6379/0`).
+    #[arg(long)]
+    redis: Option<String>,
     /// Join a cluster: listen for other nodes here.
     #[arg(long)]
     cluster_listen: Option<SocketAddr>,
@@ -84,6 +90,13 @@ impl ServeArgs {
         if let Some(url) = &self.postgres {
             config.store.backend = troupe::config::StoreBackend::Postgres;
             config.store.postgres_url = url.clone();
+        }
+        if !self.scylla.is_empty() {
+            config.store.backend = troupe::config::StoreBackend::Scylla;
+            config.store.scylla_uri = self.scylla.clone();
+        }
+        if let Some(url) = &self.redis {
+            config.cache.redis_url = url.clone();
         }
         if let Some(listen) = self.cluster_listen {
             config.cluster.listen = Some(listen);
@@ -120,6 +133,9 @@ fn main() -> anyhow::Result<()> {
             let mut config = args.config()?;
             if !config.cluster.secret.is_empty() {
                 config.cluster.secret = "***".into();
+            }
+            if let Some((_, host)) = config.cache.redis_url.split_once('@') {
+                config.cache.redis_url = format!("redis://***@{host}");
             }
             print!("{}", toml::to_string(&config).context("render configuration")?);
             Ok(())

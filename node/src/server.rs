@@ -22,6 +22,9 @@ pub enum ServeError {
     /// The actor system could not start.
     #[error(transparent)]
     Start(#[from] actors::system::StartError),
+    /// The cache is misconfigured.
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
     /// The node could not join its cluster.
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
@@ -41,6 +44,14 @@ pub async fn run(
     let store = crate::store::open(&config.store, &config.data_dir).await?;
     let groups = GroupRuntime::start()?;
     let system = System::start(config.actors.clone(), store, Some(groups.handle.clone())).await?;
+    if !config.cache.redis_url.is_empty() {
+        let cache = crate::cache::RedisCache::new(
+            &config.cache.redis_url,
+            &config.cache.prefix,
+            std::time::Duration::from_secs(config.cache.ttl_secs),
+        )?;
+        system.use_cache(cache);
+    }
     let cluster = match config.cluster.listen {
         Some(listen) => Some(Arc::new(crate::cluster::start(&config.cluster, listen, system.clone()).await?)),
         None => None,

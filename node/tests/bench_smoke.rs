@@ -24,8 +24,8 @@ async fn every_scenario_runs_and_checks_itself() {
     let url = node.url.clone();
 
     fanout::run(fanout::FanoutArgs {
-        url: url.clone(),
-        console: node.console,
+        url: vec![url.clone()],
+        console: vec![node.console],
         groups: 2,
         members: 15,
         senders: 2,

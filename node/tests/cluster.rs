@@ -397,3 +397,117 @@ async fn a_node_without_the_secret_is_refused() {
     assert_eq!(up_nodes(&cluster.node(0).console("nodes").await), vec![1], "the member sees no intruder");
     assert_eq!(up_nodes(&intruder.console("nodes").await), vec![9], "the intruder sees nobody");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_flushed_killed_and_restarted_under_load_loses_nothing() {
+    let mut cluster = TestCluster::start(2).await;
+    let (alice, _) = cluster.node(0).user("alice").await;
+    let group = create_group(&alice, "cached", true).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for i in 0..4 {
+        let client = member(&cluster, i % 2, group, "sender").await;
+        senders.push(spawn_sender(client, group, format!("s{i}"), stop.clone()));
+    }
+    let reader = member(&cluster, 1, group, "reader").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let card = format!("troupe:g:{group}");
+    let cached_row: Option<String> = cluster.redis.query(&["HGET", &card, "rec"]).await;
+    assert!(cached_row.is_some(), "the owner keeps the group's card in Redis");
+    let cached_recent: u64 = cluster.redis.query(&["LLEN", &format!("troupe:h:{group}")]).await;
+    assert!(cached_recent > 0, "and its recent messages");
+    let recent = reader.request("history", json!({ "group": group, "limit": 10 })).await.expect("history");
+    assert_eq!(recent["messages"].as_array().map(Vec::len), Some(10));
+    let stats = cluster.node(1).console("stats").await;
+    assert!(stats["cache"]["hits"].as_u64() > Some(0), "reads are served from Redis: {}", stats["cache"]);
+
+    let () = cluster.redis.query(&["FLUSHALL"]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.redis.kill9().await;
+    let acked_before_outage = history(&reader, group).await.len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let during = history(&reader, group).await;
+    assert!(during.len() > acked_before_outage, "sends went on while Redis was down");
+    check_prefix(&during);
+    cluster.redis.restart().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Acked::new();
+    for sender in senders {
+        acked.extend(sender.await.expect("sender"));
+    }
+    let log = history(&reader, group).await;
+    check_log(&log, &acked);
+    // The caches refill once Redis is back.
+    send_text(&alice, group, "after-restart", "refill").await.expect("send");
+    let deadline = Instant::now() + WAIT;
+    let list = format!("troupe:h:{group}");
+    loop {
+        let head: Option<String> = cluster.redis.query(&["LINDEX", &list, "0"]).await;
+        if head.is_some_and(|h| h.starts_with(&format!("{}|", log.len() + 1))) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the recent messages were not refilled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let summary = reader.request("my_groups", json!({})).await.expect("my_groups");
+    let mine = summary["groups"].as_array().expect("groups").iter().find(|g| g["group"] == group).cloned();
+    assert_eq!(mine.expect("listed")["last_seq"], log.len() as u64 + 1);
+}
+
+/// A history read is a gapless run from seq 1.
+fn check_prefix(log: &[Value]) {
+    let seqs: Vec<u64> = seq_ids(log).iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_restarts_and_rejoins() {
+    let mut cluster = TestCluster::start(3).await;
+    let (alice, _, token) = cluster.node(0).user_with_token("alice").await;
+    let group = create_group(&alice, "rejoin", true).await;
+    cluster.node_mut(1).kill9().await;
+    // The survivors see it go; the group serves meanwhile.
+    let deadline = Instant::now() + WAIT;
+    while up_nodes(&cluster.node(0).console("nodes").await).len() != 2 {
+        assert!(Instant::now() < deadline, "node 2 was not seen to go");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut alice = alice;
+    alice.timeout = Duration::from_secs(3);
+    send_text(&alice, group, "while-down", "one node down").await.expect("send while a node is down");
+    cluster.node_mut(1).restart().await;
+    cluster.converge().await;
+    // Through the restarted node, with the same token: history and sends work.
+    let (again, _) = cluster.node(1).auth(&token).await;
+    send_text(&again, group, "after-rejoin", "back").await.expect("send through the rejoined node");
+    let log = history(&again, group).await;
+    assert_eq!(seq_ids(&log).into_iter().map(|(_, id)| id).collect::<Vec<_>>(), ["while-down", "after-rejoin"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_bench_fans_out_across_nodes_without_loss() {
+    let cluster = TestCluster::start(2).await;
+    let out = tempfile::tempdir().expect("temp dir");
+    bench::scenario::fanout::run(bench::scenario::fanout::FanoutArgs {
+        url: cluster.live().map(|(_, n)| n.url.clone()).collect(),
+        console: cluster.live().map(|(_, n)| n.console).collect(),
+        groups: 2,
+        members: 20,
+        senders: 2,
+        rate: 20.0,
+        body_bytes: 160,
+        warmup: 0.5,
+        duration: 1.5,
+        sources: 2,
+        out: Some(out.path().join("fanout")),
+    })
+    .await
+    .expect("bench");
+    let text = std::fs::read_to_string(out.path().join("fanout.json")).expect("result");
+    let results: Value = serde_json::from_str::<Value>(&text).expect("json")["results"].clone();
+    assert_eq!(results["lost"], 0, "{results}");
+    assert_eq!(results["duplicated"], 0);
+    assert_eq!(results["out_of_order"], 0);
+    assert!(results["deliveries_in_window"].as_u64() > Some(0));
+}

@@ -31,3 +31,101 @@ mod postgres {
 
     actors::store_contract_tests!(open);
 }
+
+mod scylla {
+    use actors::store::Store;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use troupe::store::scylla::ScyllaStore;
+
+    /// The contact points of a ScyllaDB to test against, from `SCYLLA_URI`
+    /// (`host:port[,host:port...]`); None when it is unset, and the cases skip.
+    fn contact_points() -> Option<Vec<String>> {
+        let uri = std::env::var("SCYLLA_URI").ok()?;
+        let points: Vec<String> = uri.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect();
+        (!points.is_empty()).then_some(points)
+    }
+
+    /// A keyspace made for one test (replication factor 1), dropped when the test ends.
+    pub struct FreshKeyspace {
+        contact_points: Vec<String>,
+        name: String,
+    }
+
+    impl Drop for FreshKeyspace {
+        fn drop(&mut self) {
+            let (points, name) = (self.contact_points.clone(), self.name.clone());
+            // Drop runs outside async; a thread with its own runtime does the cleanup.
+            let cleanup = std::thread::spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                    return;
+                };
+                runtime.block_on(async move {
+                    let builder = scylla::client::session_builder::SessionBuilder::new().known_nodes(&points);
+                    if let Ok(Ok(session)) = tokio::time::timeout(Duration::from_secs(10), builder.build()).await {
+                        let drop = session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {name}"), &[]);
+                        let _ = tokio::time::timeout(Duration::from_secs(30), drop).await;
+                    }
+                });
+            });
+            let _ = cleanup.join();
+        }
+    }
+
+    async fn open() -> Option<(FreshKeyspace, Arc<dyn Store>)> {
+        let contact_points = contact_points()?;
+        let name = format!("troupe_test_{:016x}", actors::random_id());
+        let keyspace = FreshKeyspace { contact_points: contact_points.clone(), name: name.clone() };
+        let store = ScyllaStore::open(&contact_points, &name, 1).await.expect("open the scylla store");
+        Some((keyspace, store))
+    }
+
+    /// One test per contract case, like `store_contract_tests!`, except that each returns
+    /// early when no ScyllaDB is configured.
+    macro_rules! scylla_contract_tests {
+        ($($case:ident),* $(,)?) => {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some((_keyspace, store)) = open().await else {
+                        eprintln!("skipped: set SCYLLA_URI=host:port to run the store contract against ScyllaDB");
+                        return;
+                    };
+                    actors::store::contract::$case(store).await;
+                }
+            )*
+
+            /// The list above is the whole contract: a case added to the actors' suite
+            /// and missing here fails this test.
+            #[test]
+            fn every_contract_case_runs_against_scylla() {
+                let source = include_str!("../../actors/src/store/contract.rs");
+                let mut contract: Vec<&str> = source
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("pub async fn "))
+                    .filter_map(|line| line.split('(').next())
+                    .collect();
+                let mut here = vec![$(stringify!($case)),*];
+                contract.sort_unstable();
+                here.sort_unstable();
+                assert_eq!(here, contract);
+            }
+        };
+    }
+
+    scylla_contract_tests!(
+        users_and_usernames,
+        sessions,
+        group_lifecycle,
+        member_cap_holds,
+        concurrent_adds_respect_the_cap,
+        member_paging,
+        removal_and_roles,
+        user_index_and_read_marks,
+        append_is_fenced,
+        claims_fence_off_earlier_owners,
+        history_pages,
+        client_ids_are_remembered,
+        writes_without_waiting,
+    );
+}

@@ -121,6 +121,9 @@ struct Pending {
     waiters: Vec<ReplyTo>,
 }
 
+/// How many of the newest messages a starting group actor reads to remember their ids.
+const RECENT_AT_START: usize = 100;
+
 /// Loads a group from the store and starts its actor. `NotFound` if there is no such group.
 pub async fn activate(
     system: Arc<System>,
@@ -142,9 +145,18 @@ pub async fn activate(
         members.extend(page.iter().map(|m| (m.user, m.role)));
     }
     let committed_seq = store.last_seq(group).await?;
+    // The newest messages' ids, so a resend of one of them is recognised even by a store
+    // whose id index is written apart from the log (ScyllaDB: a crash between the two writes
+    // leaves a logged, un-acked message without its index row).
+    let mut recent = RecentIds::new(system.config.dedupe_cache_per_group);
+    for message in store.messages_before(group, Seq::MAX, RECENT_AT_START).await? {
+        recent.insert(message.sender, &message.client_msg_id, message.seq, message.ts);
+    }
+    let roles: Vec<(UserId, Role)> = members.iter().map(|(u, r)| (*u, *r)).collect();
+    system.cache().owner_started(&record, &roles);
     gauge.touch();
     let state = GroupState {
-        recent: RecentIds::new(system.config.dedupe_cache_per_group),
+        recent,
         system: system.clone(),
         gauge,
         fence,
@@ -468,6 +480,10 @@ impl GroupState {
         if let Some(last) = batch.last() {
             self.committed_seq = last.record.seq;
         }
+        if self.system.has_cache() {
+            let records: Vec<MessageRecord> = batch.iter().map(|p| p.record.clone()).collect();
+            self.system.cache().appended(self.record.id, &records);
+        }
         // The batch's messages go out with the member list they were accepted under, then
         // whatever membership events happened meanwhile.
         self.system.deliver(&self.batch_recipients, &events);
@@ -545,6 +561,8 @@ impl GroupState {
                 self.members.insert(user, role);
                 self.record.member_count = count;
                 self.membership_changed();
+                self.system.cache().member_changed(group, user, Some(role));
+                self.system.cache().record_changed(&self.record);
                 let event = Event::MemberJoined { group, user, role, member_count: count };
                 self.broadcast(&event);
                 Ok(AddStatus::Added)
@@ -582,6 +600,8 @@ impl GroupState {
         self.members.remove(&user);
         self.record.member_count = count;
         self.membership_changed();
+        self.system.cache().member_changed(group, user, None);
+        self.system.cache().record_changed(&self.record);
         // Sends of theirs that have no seq yet would land after their departure: refuse them.
         self.refuse_queued(|p| p.record.sender == user, &ApiError::group_not_found());
         let event = Bytes::from(wire::encode_event(&Event::MemberLeft { group, user, reason, member_count: count }));
@@ -609,6 +629,7 @@ impl GroupState {
         if current != role {
             self.system.store.set_member_role(self.fence, user, role).await?;
             self.members.insert(user, role);
+            self.system.cache().member_changed(self.record.id, user, Some(role));
             self.broadcast(&Event::RoleChanged { group: self.record.id, user, role });
         }
         self.reply(&to, "set_role", &wire::Done {});
@@ -633,6 +654,9 @@ impl GroupState {
         self.members.insert(user, Role::Owner);
         self.members.insert(from, Role::Admin);
         self.record.owner = user;
+        self.system.cache().member_changed(group, user, Some(Role::Owner));
+        self.system.cache().member_changed(group, from, Some(Role::Admin));
+        self.system.cache().record_changed(&self.record);
         self.broadcast(&Event::RoleChanged { group, user, role: Role::Owner });
         self.broadcast(&Event::RoleChanged { group, user: from, role: Role::Admin });
         self.broadcast(&Event::GroupUpdated(self.info()));
@@ -653,6 +677,7 @@ impl GroupState {
         };
         self.record.name = updated.name;
         self.record.open = updated.open;
+        self.system.cache().record_changed(&self.record);
         self.broadcast(&Event::GroupUpdated(self.info()));
         self.reply(&to, "update_group", &self.info());
         Ok(())
@@ -665,6 +690,8 @@ impl GroupState {
         let group = self.record.id;
         self.system.store.dissolve_group(self.fence).await?;
         self.dissolved = true;
+        self.record.dissolved = true;
+        self.system.cache().record_changed(&self.record);
         self.refuse_queued(|_| true, &ApiError::group_not_found());
         self.broadcast(&Event::GroupDissolved { group });
         self.reply(&to, "dissolve_group", &wire::Done {});

@@ -14,6 +14,23 @@ pub async fn stats(console: SocketAddr) -> Option<Value> {
     serde_json::from_slice(&reply).ok()
 }
 
+/// `stats` from every node of a cluster, CPU seconds and memory summed (None if any node
+/// did not answer).
+pub async fn stats_all(consoles: &[SocketAddr]) -> Option<Value> {
+    let (mut cpu, mut rss) = (0.0, 0u64);
+    let mut last = None;
+    for console in consoles {
+        let stats = stats(*console).await?;
+        cpu += stats["process"]["cpu_seconds"].as_f64()?;
+        rss += stats["process"]["rss_bytes"].as_u64().unwrap_or(0);
+        last = Some(stats);
+    }
+    let mut merged = last?;
+    merged["process"]["cpu_seconds"] = cpu.into();
+    merged["process"]["rss_bytes"] = rss.into();
+    Some(merged)
+}
+
 /// The node's CPU seconds in a stats answer.
 pub fn cpu_seconds(stats: &Option<Value>) -> Option<f64> {
     stats.as_ref()?["process"]["cpu_seconds"].as_f64()

@@ -30,11 +30,13 @@ use tokio_tungstenite::tungstenite::Message;
 #[derive(Debug, Clone, clap::Args)]
 pub struct FanoutArgs {
     /// The node's WebSocket URL.
-    #[arg(long, default_value = "ws://127.0.0.1:7878/ws")]
-    pub url: String,
+    /// Several comma-separated URLs spread members over the nodes of a cluster, round-robin.
+    #[arg(long, default_value = "ws://127.0.0.1:7878/ws", value_delimiter = ',')]
+    pub url: Vec<String>,
     /// The node's console, for its CPU time and memory.
-    #[arg(long, default_value = "127.0.0.1:7879")]
-    pub console: SocketAddr,
+    /// On a cluster, every node's console (comma-separated): CPU time is summed over them.
+    #[arg(long, default_value = "127.0.0.1:7879", value_delimiter = ',')]
+    pub console: Vec<SocketAddr>,
     /// Groups.
     #[arg(long, default_value_t = 4)]
     pub groups: usize,
@@ -88,7 +90,6 @@ struct Shared {
     group_last: Vec<AtomicU64>,
     /// Per connection: its contiguous seq.
     progress: Vec<AtomicU64>,
-    target: Target,
     body_bytes: usize,
 }
 
@@ -98,6 +99,8 @@ struct Member {
     group: u64,
     token: String,
     source: Option<IpAddr>,
+    /// The node this member connects to.
+    target: Target,
     /// Seconds between sends, and the first send's offset, for senders.
     send_every: Option<(Duration, Duration)>,
 }
@@ -134,7 +137,7 @@ struct HistoryMessage {
 
 /// Runs the scenario.
 pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
-    let target = Target::parse(&args.url)?;
+    let targets = args.url.iter().map(|url| Target::parse(url)).collect::<Result<Vec<_>, _>>()?;
     let sources = loopback_sources(args.sources);
     let total = args.groups * args.members;
     let senders = args.senders.min(args.members);
@@ -150,10 +153,18 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
 
     // Setup: users, groups, memberships.
     let prefix = accounts::run_prefix("fanout");
-    let signed = accounts::sign_up(&target, &sources, &prefix, total, 128, true).await?;
+    // Member i signs up (and stays) on node i % nodes.
+    let mut per_node = Vec::with_capacity(targets.len());
+    for (n, target) in targets.iter().enumerate() {
+        let count = (total + targets.len() - 1 - n) / targets.len();
+        per_node
+            .push(accounts::sign_up(target, &sources, &format!("{prefix}n{n}"), count, 128, true).await?.into_iter());
+    }
     let mut sockets = Vec::with_capacity(total);
     let mut tokens = Vec::with_capacity(total);
-    for (account, socket) in signed {
+    for i in 0..total {
+        let (account, socket) =
+            per_node[i % targets.len()].next().ok_or_else(|| LoadError::Connection("sign-up came short".into()))?;
         tokens.push(account.token);
         sockets.push(socket.ok_or_else(|| LoadError::Connection("no socket".into()))?);
     }
@@ -194,7 +205,6 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
         closes: AtomicU64::new(0),
         group_last: (0..args.groups).map(|_| AtomicU64::new(0)).collect(),
         progress: (0..total).map(|_| AtomicU64::new(0)).collect(),
-        target: target.clone(),
         body_bytes: args.body_bytes,
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Warmup);
@@ -215,6 +225,7 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
             group: groups[group_index],
             token: tokens[i].clone(),
             source: sources.get(i % sources.len()).copied(),
+            target: targets[i % targets.len()].clone(),
             send_every,
         };
         tasks.spawn(member_task(member, socket, shared.clone(), phase_rx.clone()));
@@ -223,7 +234,7 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
     // Warm up, then measure, sampling throughput every second.
     let mut timeline = Vec::new();
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
-    let stats_start = node::stats(args.console).await;
+    let stats_start = node::stats_all(&args.console).await;
     shared.measure_start.store(now_micros(), Ordering::SeqCst);
     let _ = phase_tx.send(Phase::Measure);
     let started = Instant::now();
@@ -247,7 +258,7 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
     }
     shared.measure_end.store(now_micros(), Ordering::SeqCst);
     let window = started.elapsed().as_secs_f64();
-    let stats_end = node::stats(args.console).await;
+    let stats_end = node::stats_all(&args.console).await;
 
     // Stop sending; wait for acks, then for every receiver to reach its group's last seq.
     let _ = phase_tx.send(Phase::Stop);
@@ -421,7 +432,7 @@ async fn member_task(
                         let reason = close.map(|c| c.reason.to_string()).unwrap_or_default();
                         result.close_reasons.push(reason);
                         shared.closes.fetch_add(1, Ordering::Relaxed);
-                        match reconnect(&shared.target, member.source, &member.token).await {
+                        match reconnect(&member.target, member.source, &member.token).await {
                             Some(fresh) => { ws = fresh; continue; }
                             None => break,
                         }
@@ -430,7 +441,7 @@ async fn member_task(
                     _ => {
                         result.close_reasons.push("connection lost".into());
                         shared.closes.fetch_add(1, Ordering::Relaxed);
-                        match reconnect(&shared.target, member.source, &member.token).await {
+                        match reconnect(&member.target, member.source, &member.token).await {
                             Some(fresh) => { ws = fresh; continue; }
                             None => break,
                         }

@@ -24,6 +24,8 @@ pub struct Membership {
     cluster_addr: String,
     down_after: Duration,
     draining: AtomicBool,
+    /// Set once another node was seen with this node's id (logged once).
+    duplicate_id: AtomicBool,
     state: RwLock<State>,
 }
 
@@ -66,7 +68,14 @@ impl Membership {
     /// A view with no peers yet: every group is placed here until others are heard from.
     pub fn new(me: NodeId, cluster_addr: String, down_after: Duration) -> Self {
         let state = State { placement: vec![me], ..State::default() };
-        Membership { me, cluster_addr, down_after, draining: AtomicBool::new(false), state: RwLock::new(state) }
+        Membership {
+            me,
+            cluster_addr,
+            down_after,
+            draining: AtomicBool::new(false),
+            duplicate_id: AtomicBool::new(false),
+            state: RwLock::new(state),
+        }
     }
 
     /// This node.
@@ -113,6 +122,9 @@ impl Membership {
         // silence from now.
         let stalled = state.last_tick.is_some_and(|last| now.duration_since(last) > self.down_after / 2);
         state.last_tick = Some(now);
+        if connected.iter().any(|(node, _)| *node == self.me) && !self.duplicate_id.swap(true, Ordering::Relaxed) {
+            tracing::error!(node = %self.me, "another node uses this node's id; give each node its own --node-id");
+        }
         let mut connected: HashMap<NodeId, ActorRef<ClusterMsg>> =
             connected.into_iter().filter(|(node, _)| *node != self.me).collect();
         let before = state.peers.len();
@@ -269,5 +281,104 @@ impl Cluster for Membership {
             }
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ractor::{Actor, ActorProcessingErr};
+
+    struct Sink;
+
+    impl Actor for Sink {
+        type Msg = ClusterMsg;
+        type State = ();
+        type Arguments = ();
+        async fn pre_start(&self, _: ActorRef<ClusterMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    async fn peer() -> ActorRef<ClusterMsg> {
+        Actor::spawn(None, Sink, ()).await.expect("spawn").0
+    }
+
+    fn beat(from: u16, draining: bool) -> Heartbeat {
+        Heartbeat {
+            from: NodeId(from),
+            cluster_addr: format!("127.0.0.1:{}", 7900 + from),
+            draining,
+            groups: 0,
+            users: 0,
+            connections: 0,
+        }
+    }
+
+    fn placement(m: &Membership) -> Vec<NodeId> {
+        m.read().placement.clone()
+    }
+
+    const DOWN: Duration = Duration::from_secs(3);
+
+    #[tokio::test]
+    async fn a_peer_counts_once_heard_and_goes_down_after_silence() {
+        let m = Membership::new(NodeId(1), "127.0.0.1:7901".into(), DOWN);
+        let (two, t0) = (peer().await, Instant::now());
+        assert!(!m.tick(vec![(NodeId(2), two.clone())], t0), "connected is not yet up");
+        assert_eq!(placement(&m), [NodeId(1)]);
+        assert!(m.heard(beat(2, false), t0));
+        assert_eq!(placement(&m), [NodeId(1), NodeId(2)]);
+        assert_eq!(m.peers(), [NodeId(2)]);
+        assert_eq!(m.up_addresses(), ["127.0.0.1:7902"]);
+        // Ticks keep coming on time; the peer stays silent past the deadline.
+        let mut now = t0;
+        for _ in 0..6 {
+            now += Duration::from_millis(500);
+            m.tick(vec![(NodeId(2), two.clone())], now);
+        }
+        assert_eq!(placement(&m), [NodeId(1), NodeId(2)], "3 s is not yet past the deadline");
+        now += Duration::from_millis(500);
+        assert!(m.tick(vec![(NodeId(2), two.clone())], now), "marked down");
+        assert_eq!(placement(&m), [NodeId(1)]);
+        assert!(m.peers().is_empty());
+        assert!(m.heard(beat(2, false), now), "a heartbeat brings it back");
+        assert_eq!(placement(&m), [NodeId(1), NodeId(2)]);
+    }
+
+    #[tokio::test]
+    async fn a_node_that_was_frozen_does_not_declare_everyone_dead() {
+        let m = Membership::new(NodeId(1), "a".into(), DOWN);
+        let (two, t0) = (peer().await, Instant::now());
+        m.tick(vec![(NodeId(2), two.clone())], t0);
+        m.heard(beat(2, false), t0);
+        // Our own process stood still for 10 s: the next tick is very late.
+        let later = t0 + Duration::from_secs(10);
+        assert!(!m.tick(vec![(NodeId(2), two.clone())], later), "no one is marked down");
+        assert_eq!(placement(&m), [NodeId(1), NodeId(2)]);
+    }
+
+    #[tokio::test]
+    async fn draining_nodes_take_no_groups_and_disconnected_ones_vanish() {
+        let m = Membership::new(NodeId(1), "a".into(), DOWN);
+        let (two, three, now) = (peer().await, peer().await, Instant::now());
+        m.tick(vec![(NodeId(2), two.clone()), (NodeId(3), three.clone())], now);
+        m.heard(beat(2, false), now);
+        m.heard(beat(3, false), now);
+        assert_eq!(placement(&m), [NodeId(1), NodeId(2), NodeId(3)]);
+        assert!(m.heard(beat(3, true), now), "node 3 drains");
+        assert_eq!(placement(&m), [NodeId(1), NodeId(2)]);
+        assert_eq!(m.peers().len(), 2, "a draining node still gets deliveries for its connections");
+        assert!(m.start_draining());
+        assert!(!m.start_draining(), "once");
+        assert_eq!(placement(&m), [NodeId(2)]);
+        for g in 0..100 {
+            assert_eq!(m.owner(GroupId(g)), NodeId(2));
+        }
+        assert!(m.tick(vec![(NodeId(3), three)], now), "node 2's session closed");
+        assert!(placement(&m).is_empty());
+        assert_eq!(m.owner(GroupId(7)), NodeId(1), "with nowhere to go, a draining node keeps its groups");
+        let lines = m.nodes(beat(1, true), now);
+        assert_eq!(lines.iter().map(|l| (l.node.0, l.state)).collect::<Vec<_>>(), [(1, "draining"), (3, "draining")]);
     }
 }

@@ -278,9 +278,11 @@ impl Actor for NodeActor {
     async fn handle(&self, _: ActorRef<ClusterMsg>, message: ClusterMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
         match message {
             ClusterMsg::Tick => {
-                if self.membership.tick(connected_peers(), Instant::now()) {
-                    self.system.rebalance();
-                }
+                self.membership.tick(connected_peers(), Instant::now());
+                // Every tick, not only when the placement changes: a request forwarded by a
+                // node whose view was behind may have started an actor here for a group
+                // that belongs elsewhere; this hands it on within one tick.
+                self.system.rebalance();
                 let beat = NodeMessage::Heartbeat(heartbeat(&self.system, &self.membership));
                 for peer in self.membership.connected() {
                     let _ = peer.cast(ClusterMsg::Peer(beat.clone()));
@@ -335,4 +337,37 @@ fn connected_peers() -> Vec<(NodeId, ActorRef<ClusterMsg>)> {
         }
     }
     peers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ractor::Message;
+    use schema::cluster::NodeDelivery;
+    use schema::{ConnId, UserId};
+
+    #[test]
+    fn node_messages_cross_the_wire_and_garbage_is_refused() {
+        let message =
+            NodeMessage::Deliver(NodeDelivery::Reply { user: UserId(7), conn: ConnId(9), event: b"{}".to_vec() });
+        let wire = ClusterMsg::Peer(message.clone()).serialize().expect("serializable");
+        match ClusterMsg::deserialize(wire) {
+            Ok(ClusterMsg::Peer(back)) => assert_eq!(back, message),
+            _ => panic!("round trip failed"),
+        }
+        assert!(ClusterMsg::Tick.serialize().is_err(), "local ticks never cross the wire");
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..2000usize {
+            let args: Vec<u8> = (0..len % 97)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            // Must not panic; most are refused.
+            let _ = ClusterMsg::deserialize(SerializedMessage::Cast { variant: String::new(), args, metadata: None });
+        }
+    }
 }

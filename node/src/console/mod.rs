@@ -126,10 +126,13 @@ fn actors(system: &Arc<System>) -> Value {
 
 fn stats(system: &Arc<System>) -> Value {
     let (online_users, connections) = system.fanout.counts();
+    let (hits, misses) = system.cache().counts();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "node": system.node.0,
         "process": process::current(),
+        "store": system.store.backend(),
+        "cache": { "backend": system.cache().backend(), "hits": hits, "misses": misses },
         "connections": connections,
         "online_users": online_users,
         "counts": { "group": system.groups.len(), "user": system.users.len() },

@@ -2,9 +2,11 @@
 //!
 //! * [`embedded`]: redb in the node's data directory, the single-node default.
 //! * [`postgres`]: PostgreSQL, for clusters that run it.
+//! * [`scylla`]: ScyllaDB, for clusters that outgrow one database server.
 
 pub mod embedded;
 pub mod postgres;
+pub mod scylla;
 
 use crate::config::{StoreBackend, StoreConfig};
 use actors::store::Store;
@@ -20,6 +22,9 @@ pub enum OpenError {
     /// The PostgreSQL store failed.
     #[error(transparent)]
     Postgres(#[from] postgres::OpenError),
+    /// The ScyllaDB store failed.
+    #[error(transparent)]
+    Scylla(#[from] self::scylla::OpenError),
 }
 
 /// Opens the backend the configuration names.
@@ -27,5 +32,13 @@ pub async fn open(config: &StoreConfig, data_dir: &Path) -> Result<Arc<dyn Store
     Ok(match config.backend {
         StoreBackend::Embedded => embedded::EmbeddedStore::open(data_dir)?,
         StoreBackend::Postgres => postgres::PostgresStore::open(&config.postgres_url, config.postgres_pool).await?,
+        StoreBackend::Scylla => {
+            self::scylla::ScyllaStore::open(
+                &config.scylla_uri,
+                &config.scylla_keyspace,
+                config.scylla_replication_factor,
+            )
+            .await?
+        }
     })
 }

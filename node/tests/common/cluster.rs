@@ -1,6 +1,8 @@
-//! Several real nodes on loopback forming one cluster over a fresh PostgreSQL database.
+//! Several real nodes on loopback forming one cluster over a fresh PostgreSQL database,
+//! caching in a Redis of their own.
 
 use super::postgres::FreshDatabase;
+use super::redis::TestRedis;
 use super::{TestNode, WAIT};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -16,6 +18,8 @@ pub struct TestCluster {
     pub addrs: Vec<String>,
     /// The database every node shares.
     pub database: FreshDatabase,
+    /// The Redis every node caches in.
+    pub redis: TestRedis,
     env: Vec<(String, String)>,
 }
 
@@ -34,13 +38,15 @@ impl TestCluster {
     /// Like [`TestCluster::start`] with extra `TROUPE_...` settings on every node.
     pub async fn start_with_env(n: usize, env: &[(&str, &str)]) -> TestCluster {
         let database = FreshDatabase::create().await;
+        let redis = TestRedis::start().await;
         let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         env.push(("TROUPE_STORE__BACKEND".into(), "postgres".into()));
         env.push(("TROUPE_STORE__POSTGRES_URL".into(), database.url.clone()));
         env.push(("TROUPE_STORE__POSTGRES_POOL".into(), "8".into()));
         env.push(("TROUPE_CLUSTER__SECRET".into(), SECRET.into()));
+        env.push(("TROUPE_CACHE__REDIS_URL".into(), redis.url()));
         let addrs: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
-        let mut cluster = TestCluster { nodes: Vec::new(), addrs: addrs.clone(), database, env };
+        let mut cluster = TestCluster { nodes: Vec::new(), addrs: addrs.clone(), database, redis, env };
         for i in 0..n {
             let node = cluster.spawn(i, &addrs).await;
             cluster.nodes.push(Some(node));

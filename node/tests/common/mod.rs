@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod postgres;
+pub mod redis;
 
 pub use bench::{Client, ClientError};
 use serde_json::{Value, json};

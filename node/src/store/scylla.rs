@@ -1,0 +1,274 @@
+//! The ScyllaDB store, for clusters: every call is one statement or one single-partition
+//! (conditional) batch, on the layout of `schema/cql/001_init.cql`.
+//!
+//! ScyllaDB has no multi-statement transactions, so every rule the actors rely on is a
+//! lightweight transaction (LWT) on one partition: "if free" is `IF NOT EXISTS`, the member
+//! cap and the group fence are conditions on the group partition's static columns, and the
+//! log's gapless seqs are a condition on each bucket's static `last_seq`. When an LWT is
+//! refused, the old values it returns tell the reasons apart (fenced, no group, full, ...).
+//! The log carries its own copy of the fence (see `claim_group` and the CQL file), so an
+//! append stays one partition too.
+//!
+//! Calls that must not wait (`*_then`) run on ordered lanes, one per group hash, as in the
+//! PostgreSQL store: a group's writes apply in the order its actor submitted them.
+
+mod accounts;
+mod groups;
+mod log;
+mod messages;
+mod rows;
+mod statements;
+
+pub use log::{BUCKET_SEQS, bucket_of};
+pub use statements::{StatementKind, schema_statements, statement_texts, valid_keyspace};
+
+use actors::store::*;
+use futures_util::StreamExt;
+use rows::{Lwt, execution, next_row, pager};
+use schema::GroupId;
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::deserialize::row::DeserializeRow;
+use scylla::response::query_result::QueryResult;
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::{Consistency, SerialConsistency};
+use scylla::value::MaybeUnset;
+use statements::Statements;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Lanes for the ordered, non-waiting writes. More than PostgreSQL's: an LWT costs several
+/// round trips, so a lane is busy longer per write.
+const LANES: usize = 32;
+
+type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Why the ScyllaDB store could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The contact points, keyspace or replication factor are unusable.
+    #[error("scylla configuration: {0}")]
+    Config(String),
+    /// No contact point answered.
+    #[error("scylla: connect: {0}")]
+    Connect(String),
+    /// The server refused a schema statement.
+    #[error("scylla: schema statement {0}: {1}")]
+    Schema(String, String),
+    /// The server refused to prepare a statement (the schema is not the one expected).
+    #[error("scylla: prepare {0}: {1}")]
+    Prepare(String, String),
+}
+
+/// How to reach ScyllaDB and where the data lives.
+#[derive(Debug, Clone)]
+pub struct ScyllaOptions {
+    /// Contact points, `host:port`; any one that answers is enough, the rest of the cluster
+    /// is discovered from it.
+    pub contact_points: Vec<String>,
+    /// The keyspace, created if missing.
+    pub keyspace: String,
+    /// Replicas per partition when the keyspace is created (1 for tests, 3 in production).
+    pub replication_factor: u32,
+    /// How long one request may take before it fails as `unavailable`. A timed-out write may
+    /// still apply, which the store reports as such.
+    pub request_timeout: Duration,
+    /// How long opening a connection may take.
+    pub connect_timeout: Duration,
+}
+
+impl ScyllaOptions {
+    /// Options with the default timeouts.
+    pub fn new(contact_points: &[String], keyspace: &str, replication_factor: u32) -> ScyllaOptions {
+        ScyllaOptions {
+            contact_points: contact_points.to_vec(),
+            keyspace: keyspace.to_owned(),
+            replication_factor,
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The ScyllaDB store.
+pub struct ScyllaStore {
+    inner: Arc<Inner>,
+    keyspace: String,
+    lanes: Vec<mpsc::UnboundedSender<Job>>,
+}
+
+/// The session and its prepared statements, shared with the lanes' jobs.
+struct Inner {
+    session: Session,
+    st: Statements,
+}
+
+impl ScyllaStore {
+    /// Connects through `contact_points`, creates the keyspace (replication factor
+    /// `replication_factor`) and the tables if needed, and prepares every statement.
+    pub async fn open(
+        contact_points: &[String],
+        keyspace: &str,
+        replication_factor: u32,
+    ) -> Result<Arc<ScyllaStore>, OpenError> {
+        ScyllaStore::open_with(ScyllaOptions::new(contact_points, keyspace, replication_factor)).await
+    }
+
+    /// [`ScyllaStore::open`] with every option.
+    pub async fn open_with(options: ScyllaOptions) -> Result<Arc<ScyllaStore>, OpenError> {
+        let schema = schema_statements(&options.keyspace, options.replication_factor)?;
+        // An entry may list several points, comma-separated (as `SCYLLA_URI` does).
+        let contact_points: Vec<&str> = options
+            .contact_points
+            .iter()
+            .flat_map(|entry| entry.split(','))
+            .map(str::trim)
+            .filter(|point| !point.is_empty())
+            .collect();
+        if contact_points.is_empty() {
+            return Err(OpenError::Config("no contact point".into()));
+        }
+        let profile = ExecutionProfile::builder()
+            .consistency(Consistency::LocalQuorum)
+            .serial_consistency(Some(SerialConsistency::LocalSerial))
+            .request_timeout(Some(options.request_timeout))
+            .build();
+        let session = SessionBuilder::new()
+            .known_nodes(&contact_points)
+            .connection_timeout(options.connect_timeout)
+            .default_execution_profile_handle(profile.into_handle())
+            // Token-aware routing needs our keyspace's replication and partitioners, and
+            // nothing else: fetching every keyspace's full schema would only cost time.
+            .keyspaces_to_fetch([options.keyspace.clone()])
+            .fetch_full_schema_metadata(false)
+            .build()
+            .await
+            .map_err(|e| OpenError::Connect(e.to_string()))?;
+        for statement in schema {
+            // The driver waits for schema agreement after each change, so the next
+            // statement (and the prepares) find the new objects on every node.
+            session
+                .query_unpaged(statement.as_str(), &[])
+                .await
+                .map_err(|e| OpenError::Schema(statement, e.to_string()))?;
+        }
+        let st = Statements::prepare(&session, &options.keyspace).await?;
+        let lanes = (0..LANES)
+            .map(|_| {
+                let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+                tokio::spawn(async move {
+                    while let Some(job) = rx.recv().await {
+                        job.await;
+                    }
+                });
+                tx
+            })
+            .collect();
+        Ok(Arc::new(ScyllaStore { inner: Arc::new(Inner { session, st }), keyspace: options.keyspace, lanes }))
+    }
+
+    /// The keyspace the store writes to.
+    pub fn keyspace(&self) -> &str {
+        &self.keyspace
+    }
+
+    /// Runs `job` after everything submitted before for the same group.
+    fn in_order(&self, group: GroupId, job: Job) {
+        let lane = &self.lanes[(group.0 as usize) % self.lanes.len()];
+        if let Err(mpsc::error::SendError(job)) = lane.send(job) {
+            // The lane's task is gone (runtime shutting down): run it unordered.
+            tokio::spawn(job);
+        }
+    }
+}
+
+/// One statement of a conditional batch with its values.
+type BatchPart<'a> = (&'a PreparedStatement, Box<dyn SerializeRow + Send + Sync + 'a>);
+
+impl Inner {
+    async fn run(&self, statement: &PreparedStatement, values: impl SerializeRow) -> StoreResult<QueryResult> {
+        self.session.execute_unpaged(statement, values).await.map_err(execution)
+    }
+
+    async fn lwt(&self, statement: &PreparedStatement, values: impl SerializeRow) -> StoreResult<Lwt> {
+        Lwt::from_result(self.run(statement, values).await?)
+    }
+
+    /// Runs `parts` as one logged batch; all on one partition, with at least one condition.
+    async fn lwt_batch(&self, parts: Vec<BatchPart<'_>>) -> StoreResult<Lwt> {
+        let mut batch = Batch::new(BatchType::Logged);
+        let mut values = Vec::with_capacity(parts.len());
+        for (statement, row) in parts {
+            batch.append_statement(statement.clone());
+            values.push(row);
+        }
+        Lwt::from_result(self.session.batch(&batch, values).await.map_err(execution)?)
+    }
+
+    /// The first row, if any.
+    async fn first<R>(&self, statement: &PreparedStatement, values: impl SerializeRow) -> StoreResult<Option<R>>
+    where
+        R: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata>,
+    {
+        let rows = self.run(statement, values).await?.into_rows_result().map_err(rows::corrupt)?;
+        rows.maybe_first_row::<R>().map_err(rows::corrupt)
+    }
+
+    /// Up to `limit` rows, fetched page by page (the driver's paging), never more.
+    async fn paged<R>(
+        &self,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+        limit: usize,
+    ) -> StoreResult<Vec<R>>
+    where
+        R: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata> + Unpin,
+    {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let pages = self.session.execute_iter(statement.clone(), values).await.map_err(pager)?;
+        let mut rows = pages.rows_stream::<R>().map_err(rows::corrupt)?;
+        while let Some(row) = rows.next().await {
+            out.push(row.map_err(next_row)?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A `LIMIT` bind value.
+fn limit_value(limit: usize) -> i32 {
+    i32::try_from(limit).unwrap_or(i32::MAX)
+}
+
+/// Binds `None` as UNSET, so the column keeps its value.
+fn unset<T>(value: Option<T>) -> MaybeUnset<T> {
+    value.map_or(MaybeUnset::Unset, MaybeUnset::Set)
+}
+
+impl Store for ScyllaStore {
+    fn backend(&self) -> &'static str {
+        "scylla"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_fit_cql_int() {
+        assert_eq!(limit_value(10), 10);
+        assert_eq!(limit_value(usize::MAX), i32::MAX);
+    }
+}

@@ -1,0 +1,386 @@
+//! From CQL rows to records, and from driver errors to `StoreError`.
+//!
+//! Rows are read as tuples of `Option`s in the order the SELECT names its columns, so a null
+//! where a record needs a value, a negative id, an unknown role or kind, or a column of the
+//! wrong type all surface as `StoreError::Corrupt`, never as a panic. Conditional writes
+//! answer with `[applied]` and the old values of the columns they tested; [`Lwt`] reads those
+//! by column name, so it does not depend on how a server orders or pads them.
+
+use actors::store::{StoreError, StoreResult};
+use schema::frames::{MessageKind, Role};
+use schema::records::*;
+use schema::{GroupId, UserId};
+use scylla::errors::{ExecutionError, NextPageError, NextRowError, PagerExecutionError};
+use scylla::response::query_result::QueryResult;
+use scylla::value::{CqlValue, Row};
+
+/// `SELECT user_id, username, nickname, avatar_url, created_at`.
+pub type UserRow = (Option<i64>, Option<String>, Option<String>, Option<String>, Option<i64>);
+/// `SELECT user_id, password_hash`.
+pub type CredentialRow = (Option<i64>, Option<String>);
+/// `SELECT user_id, created_at, expires_at`.
+pub type SessionRow = (Option<i64>, Option<i64>, Option<i64>);
+/// `SELECT group_id, name, owner, open, max_members, member_count, created_at, dissolved`.
+pub type GroupRow =
+    (Option<i64>, Option<String>, Option<i64>, Option<bool>, Option<i32>, Option<i32>, Option<i64>, Option<bool>);
+/// `SELECT user_id, role, joined_at` from a group's partition.
+pub type MemberRow = (Option<i64>, Option<String>, Option<i64>);
+/// `SELECT group_id, read_seq, joined_at` from a user's partition.
+pub type LinkRow = (Option<i64>, Option<i64>, Option<i64>);
+/// `SELECT group_id, seq, sender, client_msg_id, kind, body, ts`.
+pub type MessageRow =
+    (Option<i64>, Option<i64>, Option<i64>, Option<String>, Option<String>, Option<String>, Option<i64>);
+/// `SELECT member_count, max_members, dissolved, epoch` (the static row of a group).
+pub type CapRow = (Option<i32>, Option<i32>, Option<bool>, Option<i64>);
+
+/// A driver error: the request may or may not have been applied (a timeout is ambiguous).
+pub fn driver(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("scylla: {error}"))
+}
+
+/// A value that does not fit the record it should become.
+pub fn corrupt(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("scylla: {error}"))
+}
+
+/// An error from executing a statement.
+pub fn execution(error: ExecutionError) -> StoreError {
+    driver(error)
+}
+
+/// An error from starting a paged read: a page that does not fit the row type is corrupt
+/// data, anything else the driver's.
+pub fn pager(error: PagerExecutionError) -> StoreError {
+    match error {
+        PagerExecutionError::NextPageError(error) => next_page(error),
+        other => driver(other),
+    }
+}
+
+/// An error from reading the next row of a paged read.
+pub fn next_row(error: NextRowError) -> StoreError {
+    match error {
+        NextRowError::NextPageError(error) => next_page(error),
+        NextRowError::RowDeserializationError(error) => corrupt(error),
+        other => driver(other),
+    }
+}
+
+fn next_page(error: NextPageError) -> StoreError {
+    match error {
+        NextPageError::TypeCheckError(_) | NextPageError::ResultMetadataParseError(_) => corrupt(error),
+        other => driver(other),
+    }
+}
+
+/// Ids and seqs are stored as bigint; they stay below 2^53, so saturating never happens for
+/// real data and cannot wrap for a bad caller.
+pub fn id(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A required column.
+pub fn required<T>(value: Option<T>, column: &str) -> StoreResult<T> {
+    value.ok_or_else(|| StoreError::Corrupt(format!("scylla: {column} is null")))
+}
+
+/// A required column holding an id, a seq or a time: never negative.
+pub fn unsigned(value: Option<i64>, column: &str) -> StoreResult<u64> {
+    let value = required(value, column)?;
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("scylla: {column} is negative ({value})")))
+}
+
+/// A required int column holding a count or a cap: never negative.
+pub fn count(value: Option<i32>, column: &str) -> StoreResult<u32> {
+    let value = required(value, column)?;
+    u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("scylla: {column} is negative ({value})")))
+}
+
+/// How a role is stored.
+pub fn role_text(role: Role) -> &'static str {
+    match role {
+        Role::Owner => "owner",
+        Role::Admin => "admin",
+        Role::Member => "member",
+    }
+}
+
+fn role_of(text: &str) -> StoreResult<Role> {
+    match text {
+        "owner" => Ok(Role::Owner),
+        "admin" => Ok(Role::Admin),
+        "member" => Ok(Role::Member),
+        other => Err(StoreError::Corrupt(format!("scylla: unknown role {other:?}"))),
+    }
+}
+
+fn kind_of(text: &str) -> StoreResult<MessageKind> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| StoreError::Corrupt(format!("scylla: unknown message kind {text:?}")))
+}
+
+/// A user row.
+pub fn user(row: UserRow) -> StoreResult<UserRecord> {
+    let (user_id, username, nickname, avatar_url, created_at) = row;
+    Ok(UserRecord {
+        id: UserId(unsigned(user_id, "users.user_id")?),
+        username: required(username, "users.username")?,
+        // A profile field never set reads as null; the record's empty string means the same.
+        nickname: nickname.unwrap_or_default(),
+        avatar_url: avatar_url.unwrap_or_default(),
+        created_at: unsigned(created_at, "users.created_at")?,
+    })
+}
+
+/// A username's credential row.
+pub fn credential(row: CredentialRow) -> StoreResult<CredentialRecord> {
+    let (user_id, password_hash) = row;
+    Ok(CredentialRecord {
+        user: UserId(unsigned(user_id, "usernames.user_id")?),
+        password_hash: required(password_hash, "usernames.password_hash")?,
+    })
+}
+
+/// A session row.
+pub fn session(row: SessionRow) -> StoreResult<SessionRecord> {
+    let (user_id, created_at, expires_at) = row;
+    Ok(SessionRecord {
+        user: UserId(unsigned(user_id, "sessions.user_id")?),
+        created_at: unsigned(created_at, "sessions.created_at")?,
+        expires_at: unsigned(expires_at, "sessions.expires_at")?,
+    })
+}
+
+/// A group's static row.
+pub fn group(row: GroupRow) -> StoreResult<GroupRecord> {
+    let (group_id, name, owner, open, max_members, member_count, created_at, dissolved) = row;
+    Ok(GroupRecord {
+        id: GroupId(unsigned(group_id, "groups.group_id")?),
+        name: required(name, "groups.name")?,
+        owner: UserId(unsigned(owner, "groups.owner")?),
+        open: required(open, "groups.open")?,
+        max_members: count(max_members, "groups.max_members")?,
+        member_count: count(member_count, "groups.member_count")?,
+        created_at: unsigned(created_at, "groups.created_at")?,
+        dissolved: required(dissolved, "groups.dissolved")?,
+    })
+}
+
+/// A member row; None for the row a partition with only static columns answers with.
+pub fn member(row: MemberRow) -> StoreResult<Option<MemberRecord>> {
+    let (user_id, role, joined_at) = row;
+    if user_id.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(MemberRecord {
+        user: UserId(unsigned(user_id, "groups.user_id")?),
+        role: role_of(&required(role, "groups.role")?)?,
+        joined_at: unsigned(joined_at, "groups.joined_at")?,
+    }))
+}
+
+/// A row of a user's group index.
+pub fn link(row: LinkRow) -> StoreResult<UserGroupRecord> {
+    let (group_id, read_seq, joined_at) = row;
+    Ok(UserGroupRecord {
+        group: GroupId(unsigned(group_id, "user_groups.group_id")?),
+        read_seq: unsigned(read_seq, "user_groups.read_seq")?,
+        joined_at: unsigned(joined_at, "user_groups.joined_at")?,
+    })
+}
+
+/// A message row; None for the row a bucket with only static columns answers with.
+pub fn message(row: MessageRow) -> StoreResult<Option<MessageRecord>> {
+    let (group_id, seq, sender, client_msg_id, kind, body, ts) = row;
+    if seq.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(MessageRecord {
+        group: GroupId(unsigned(group_id, "messages.group_id")?),
+        seq: unsigned(seq, "messages.seq")?,
+        sender: UserId(unsigned(sender, "messages.sender")?),
+        client_msg_id: required(client_msg_id, "messages.client_msg_id")?,
+        kind: kind_of(&required(kind, "messages.kind")?)?,
+        body: required(body, "messages.body")?,
+        ts: unsigned(ts, "messages.ts")?,
+    }))
+}
+
+/// What a conditional write answered: whether it applied, and the rows that came with it
+/// (the old values of the tested columns; for a batch, one row per conditional statement on
+/// ScyllaDB), as (column name, value) pairs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lwt {
+    /// `[applied]`.
+    pub applied: bool,
+    rows: Vec<Vec<(String, Option<CqlValue>)>>,
+}
+
+impl Lwt {
+    /// Reads a conditional write's answer.
+    pub fn from_result(result: QueryResult) -> StoreResult<Lwt> {
+        let rows = result.into_rows_result().map_err(|e| corrupt(format!("a conditional write answered: {e}")))?;
+        let names: Vec<String> = rows.column_specs().iter().map(|spec| spec.name().to_owned()).collect();
+        let mut decoded = Vec::new();
+        for row in rows.rows::<Row>().map_err(corrupt)? {
+            let row = row.map_err(corrupt)?;
+            decoded.push(names.iter().cloned().zip(row.columns).collect::<Vec<_>>());
+        }
+        Lwt::from_rows(decoded)
+    }
+
+    /// The answer from its rows (used by tests to forge answers).
+    pub fn from_rows(rows: Vec<Vec<(String, Option<CqlValue>)>>) -> StoreResult<Lwt> {
+        let first = rows.first().ok_or_else(|| corrupt("a conditional write answered no row"))?;
+        let applied = match first.iter().find(|(name, _)| name == "[applied]") {
+            Some((_, Some(CqlValue::Boolean(applied)))) => *applied,
+            other => return Err(corrupt(format!("a conditional write answered [applied] = {other:?}"))),
+        };
+        Ok(Lwt { applied, rows })
+    }
+
+    /// The first non-null value of `column` in any row.
+    fn value(&self, column: &str) -> Option<&CqlValue> {
+        self.rows.iter().flatten().find_map(|(name, value)| if name == column { value.as_ref() } else { None })
+    }
+
+    /// A bigint column's old value (None: null or not returned).
+    pub fn bigint(&self, column: &str) -> StoreResult<Option<i64>> {
+        match self.value(column) {
+            None => Ok(None),
+            Some(CqlValue::BigInt(v)) => Ok(Some(*v)),
+            Some(other) => Err(corrupt(format!("{column} came back as {other:?}"))),
+        }
+    }
+
+    /// A boolean column's old value.
+    pub fn boolean(&self, column: &str) -> StoreResult<Option<bool>> {
+        match self.value(column) {
+            None => Ok(None),
+            Some(CqlValue::Boolean(v)) => Ok(Some(*v)),
+            Some(other) => Err(corrupt(format!("{column} came back as {other:?}"))),
+        }
+    }
+
+    /// How many rows have a non-null `column` (for a batch: how many of the rows it tested
+    /// exist).
+    pub fn rows_with(&self, column: &str) -> usize {
+        self.rows.iter().filter(|row| row.iter().any(|(name, value)| name == column && value.is_some())).count()
+    }
+
+    /// The group epoch the write found, for a refused fence: null (no group) reads as 0.
+    pub fn epoch(&self) -> StoreResult<Option<u64>> {
+        match self.bigint("epoch")? {
+            None => Ok(None),
+            Some(epoch) => Ok(Some(u64::try_from(epoch).map_err(|_| corrupt(format!("epoch is negative ({epoch})")))?)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good_message() -> MessageRow {
+        (Some(7), Some(3), Some(9), Some("c1".into()), Some("red_packet".into()), Some("{\"a\":1}".into()), Some(1234))
+    }
+
+    #[test]
+    fn rows_become_records() {
+        let message = message(good_message()).unwrap().unwrap();
+        assert_eq!(
+            message,
+            MessageRecord {
+                group: GroupId(7),
+                seq: 3,
+                sender: UserId(9),
+                client_msg_id: "c1".into(),
+                kind: MessageKind::RedPacket,
+                body: "{\"a\":1}".into(),
+                ts: 1234,
+            }
+        );
+        let group =
+            group((Some(5), Some("g".into()), Some(1), Some(true), Some(10), Some(2), Some(99), Some(false))).unwrap();
+        assert_eq!((group.id, group.max_members, group.member_count, group.open), (GroupId(5), 10, 2, true));
+        let member = member((Some(4), Some("admin".into()), Some(8))).unwrap().unwrap();
+        assert_eq!((member.user, member.role, member.joined_at), (UserId(4), Role::Admin, 8));
+        let user = user((Some(1), Some("ann".into()), None, Some("u".into()), Some(2))).unwrap();
+        assert_eq!((user.nickname.as_str(), user.avatar_url.as_str()), ("", "u"), "unset profile fields read empty");
+        assert_eq!(link((Some(3), Some(0), Some(1))).unwrap().read_seq, 0);
+        assert_eq!(session((Some(1), Some(2), Some(3))).unwrap().expires_at, 3);
+        assert_eq!(credential((Some(1), Some("$argon2id$".into()))).unwrap().user, UserId(1));
+    }
+
+    #[test]
+    fn static_only_rows_are_not_members_or_messages() {
+        assert_eq!(member((None, None, None)).unwrap(), None);
+        assert_eq!(message((Some(7), None, None, None, None, None, None)).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_rows_are_corrupt() {
+        let mut cases: Vec<StoreResult<()>> = Vec::new();
+        let mut bad_kind = good_message();
+        bad_kind.4 = Some("hologram".into());
+        cases.push(message(bad_kind).map(drop));
+        let mut no_body = good_message();
+        no_body.5 = None;
+        cases.push(message(no_body).map(drop));
+        let mut negative_seq = good_message();
+        negative_seq.1 = Some(-3);
+        cases.push(message(negative_seq).map(drop));
+        cases.push(member((Some(4), Some("emperor".into()), Some(8))).map(drop));
+        cases.push(member((Some(4), None, Some(8))).map(drop));
+        cases.push(
+            group((Some(5), Some("g".into()), Some(1), Some(true), Some(-1), Some(2), Some(9), Some(false))).map(drop),
+        );
+        cases.push(group((Some(5), None, Some(1), Some(true), Some(10), Some(2), Some(9), Some(false))).map(drop));
+        cases.push(user((Some(1), None, None, None, Some(2))).map(drop));
+        cases.push(link((Some(3), None, Some(1))).map(drop));
+        cases.push(session((Some(1), Some(2), Some(-3))).map(drop));
+        cases.push(credential((None, Some("x".into()))).map(drop));
+        for (i, case) in cases.into_iter().enumerate() {
+            assert!(matches!(case, Err(StoreError::Corrupt(_))), "case {i}: {case:?}");
+        }
+    }
+
+    fn lwt(rows: &[&[(&str, Option<CqlValue>)]]) -> StoreResult<Lwt> {
+        Lwt::from_rows(
+            rows.iter()
+                .map(|row| row.iter().map(|(name, value)| (name.to_string(), value.clone())).collect())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn conditional_answers_are_read_by_column_name() {
+        // ScyllaDB's answer to a refused batch: one row per conditional statement.
+        let answer = lwt(&[
+            &[("[applied]", Some(CqlValue::Boolean(false))), ("epoch", Some(CqlValue::BigInt(4))), ("role", None)],
+            &[
+                ("[applied]", Some(CqlValue::Boolean(false))),
+                ("epoch", None),
+                ("role", Some(CqlValue::Text("owner".into()))),
+            ],
+            &[("[applied]", Some(CqlValue::Boolean(false))), ("epoch", None), ("role", None)],
+        ])
+        .unwrap();
+        assert!(!answer.applied);
+        assert_eq!(answer.epoch().unwrap(), Some(4));
+        assert_eq!(answer.rows_with("role"), 1, "one of the two members is missing");
+        assert_eq!(answer.bigint("member_count").unwrap(), None, "a column not returned reads as null");
+        assert!(lwt(&[&[("[applied]", Some(CqlValue::Boolean(true)))]]).unwrap().applied);
+    }
+
+    #[test]
+    fn malformed_conditional_answers_are_corrupt() {
+        assert!(matches!(lwt(&[]), Err(StoreError::Corrupt(_))), "no row");
+        assert!(matches!(lwt(&[&[("epoch", Some(CqlValue::BigInt(1)))]]), Err(StoreError::Corrupt(_))), "no [applied]");
+        assert!(matches!(lwt(&[&[("[applied]", None)]]), Err(StoreError::Corrupt(_))), "null [applied]");
+        let wrong_type = lwt(&[&[("[applied]", Some(CqlValue::Boolean(false))), ("epoch", Some(CqlValue::Int(1)))]]);
+        assert!(matches!(wrong_type.unwrap().epoch(), Err(StoreError::Corrupt(_))));
+        let negative = lwt(&[&[("[applied]", Some(CqlValue::Boolean(false))), ("epoch", Some(CqlValue::BigInt(-1)))]]);
+        assert!(matches!(negative.unwrap().epoch(), Err(StoreError::Corrupt(_))));
+    }
+}
