@@ -5,7 +5,9 @@
 #
 #   bench/run-all.sh <name> [scenario...]     e.g. bench/run-all.sh 2026-11-30 fanout overload
 #
-# Scenarios: connections fanout overload send joins sync (all when none are named).
+# Scenarios: connections fanout overload send joins sync (all when none are named), and
+# cluster-fanout (two nodes on a fresh PostgreSQL database, members spread over both; needs
+# PostgreSQL on 127.0.0.1:5432; not in the default set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:-$(date +%Y-%m-%d)}
@@ -18,7 +20,8 @@ node_bin=target/release/troupe
 bench_bin=target/release/bench
 data=$(mktemp -d)
 node_pid=
-trap 'kill $node_pid 2>/dev/null || true; rm -rf "$data" "$data.log"' EXIT
+cluster_pids=
+trap 'kill $node_pid $cluster_pids 2>/dev/null || true; rm -rf "$data" "$data.log" "$data".n*' EXIT
 
 start_node() { # fresh unless "keep" is given
   [ "${1:-}" = keep ] || { rm -rf "$data"; mkdir -p "$data"; }
@@ -29,6 +32,26 @@ start_node() { # fresh unless "keep" is given
   echo "node did not start"; cat "$data.log"; exit 1
 }
 stop_node() { kill "$node_pid" 2>/dev/null || true; wait "$node_pid" 2>/dev/null || true; }
+
+start_cluster() { # two nodes on a fresh PostgreSQL database
+  db=troupe_bench_$$
+  psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+  for n in 1 2; do
+    TROUPE_CLUSTER__SECRET=bench "$node_bin" serve --node-id $n --listen 127.0.0.1:787$n \
+      --console-listen 127.0.0.1:788$n --cluster-listen 127.0.0.1:790$n \
+      --seeds 127.0.0.1:7901,127.0.0.1:7902 --password-cost test \
+      --postgres "postgres://postgres@127.0.0.1:5432/$db" > "$data.n$n.log" 2>&1 &
+    cluster_pids="$cluster_pids $!"
+  done
+  for n in 1 2; do
+    for _ in $(seq 100); do grep -q "troupe ready" "$data.n$n.log" && break; sleep 0.1; done
+  done
+  sleep 2 # heartbeats: both nodes up in each other's view
+}
+stop_cluster() {
+  kill $cluster_pids 2>/dev/null || true; wait $cluster_pids 2>/dev/null || true; cluster_pids=
+  psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $db"
+}
 
 for scenario in $scenarios; do
   echo "== $scenario"
@@ -45,6 +68,11 @@ for scenario in $scenarios; do
     send)     start_node; "$bench_bin" send --duration 20 --out "$out/send" ;;
     joins)    start_node; "$bench_bin" joins --out "$out/joins" ;;
     sync)     start_node; "$bench_bin" sync --clients 2000 --groups 20 --missed 500 --out "$out/sync" ;;
+    cluster-fanout)
+      start_cluster
+      "$bench_bin" fanout --url ws://127.0.0.1:7871/ws,ws://127.0.0.1:7872/ws \
+        --console 127.0.0.1:7881,127.0.0.1:7882 --warmup 3 --duration 30 --out "$out/cluster-fanout-100k"
+      stop_cluster; continue ;;
     *) echo "unknown scenario $scenario"; exit 2 ;;
   esac
   stop_node

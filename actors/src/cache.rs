@@ -6,7 +6,9 @@
 //! a client is told depends on it being fresh where staleness could hurt.
 //! * Membership and roles are written only by the group's owner actor (the full list when it
 //!   starts, then each change), never filled in from a reader's store read, which could be
-//!   older than a removal. A miss means "ask the store", never "not a member".
+//!   older than a removal. A miss means "ask the store", never "not a member". Even so, a
+//!   cached role only decides what a user's group list shows; whether they may read a
+//!   group's messages is always asked of the store.
 //! * Message pages come from the cache only when the cache holds every message of the page:
 //!   committed messages never change, so a cached run of seqs is right however old it is.
 //! * A group's last seq always comes from the store: the cache lags the owner by a moment,

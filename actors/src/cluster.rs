@@ -12,9 +12,11 @@ use schema::{GroupId, NodeId};
 /// The rest of the cluster, as seen from one node.
 pub trait Cluster: Send + Sync {
     /// The node whose group actor serves `group` now, by [`place`] over the nodes that
-    /// take groups (this one included unless it is draining).
-    fn owner(&self, group: GroupId) -> NodeId;
-    /// The other nodes that are up; deliveries go to each of them.
+    /// take groups (this one included unless it is draining); None while this node has
+    /// just started and has not yet heard who else is up (it would otherwise take every
+    /// group for itself and depose their owners).
+    fn owner(&self, group: GroupId) -> Option<NodeId>;
+    /// The other connected nodes; deliveries go to each of them.
     fn peers(&self) -> Vec<NodeId>;
     /// Sends a message to another node, in order with earlier ones to that node; false if
     /// the node is not connected.

@@ -366,17 +366,10 @@ impl Session {
     }
 
     /// `not_found` unless `me` is a member of a live group. Returns the group's last seq.
+    /// Asks the store, never the cache: this decides who may read a group's messages, and
+    /// a cached role can outlive a removal by a moment.
     async fn check_member(&self, group: GroupId, me: UserId) -> Result<Seq, ApiError> {
         let store = &self.system.store;
-        if let Some(Some(cached)) = self.system.cache().groups(me, &[group]).await.pop()
-            && cached.role.is_some()
-        {
-            return if cached.record.dissolved {
-                Err(ApiError::group_not_found())
-            } else {
-                Ok(store.last_seq(group).await?)
-            };
-        }
         let live = store.group(group).await?.is_some_and(|g| !g.dissolved);
         if live && store.member(group, me).await?.is_some() {
             Ok(store.last_seq(group).await?)
@@ -432,8 +425,11 @@ impl Session {
         for summary in summaries {
             let mut messages = Vec::new();
             let mut has_more = false;
+            // Messages only after the store confirms membership (the listing may come from
+            // the cache).
             if let Some(&after) = cursors.get(&summary.group)
                 && after < summary.last_seq
+                && self.system.store.member(summary.group, me).await?.is_some()
             {
                 let take = limit.min(budget) as Seq;
                 if take > 0 {

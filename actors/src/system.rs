@@ -130,9 +130,13 @@ impl System {
         self.cache.get().is_some()
     }
 
-    /// The node that runs `group`'s actor now.
-    pub fn owner(&self, group: GroupId) -> NodeId {
-        self.cluster.get().map_or(self.node, |c| c.owner(group))
+    /// The node that runs `group`'s actor now; None while a node that just joined does not
+    /// know yet.
+    pub fn owner(&self, group: GroupId) -> Option<NodeId> {
+        match self.cluster.get() {
+            Some(cluster) => cluster.owner(group),
+            None => Some(self.node),
+        }
     }
 
     /// Hands a request to its group's actor, on this node or the one that owns the group.
@@ -140,17 +144,15 @@ impl System {
         let Some(cluster) = self.cluster.get() else {
             return self.to_local_group(envelope).await;
         };
-        // A peer's connection can be down for a moment (being replaced, or its node just
-        // died and the placement has not caught up): wait a little for either to settle.
-        for _ in 0..20 {
-            let owner = cluster.owner(envelope.group);
-            if owner == self.node {
-                return self.to_local_group(envelope).await;
+        // This node may not know the cluster yet (it just started), or a peer's connection
+        // can be down for a moment (being replaced, or its node just died and the placement
+        // has not caught up): wait a little for either to settle.
+        for _ in 0..ROUTE_ATTEMPTS {
+            match cluster.owner(envelope.group) {
+                Some(owner) if owner == self.node => return self.to_local_group(envelope).await,
+                Some(owner) if cluster.send(owner, NodeMessage::Group(envelope.clone())) => return Ok(()),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
             }
-            if cluster.send(owner, NodeMessage::Group(envelope.clone())) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Err(ApiError::Unavailable(format!("the node owning group {} is unreachable; retry", envelope.group)))
     }
@@ -208,16 +210,24 @@ impl System {
     }
 
     /// Asks every group actor on this node whose group the placement now gives to another
-    /// node to hand it off. Called when the set of nodes changes.
+    /// node to hand it off. Called on every heartbeat tick and when the set of nodes changes.
     pub fn rebalance(&self) -> usize {
         let Some(cluster) = self.cluster.get() else { return 0 };
         let mut moved = 0;
         for (group, entry) in self.groups.snapshot() {
-            if cluster.owner(group) != self.node && entry.actor.send_message(GroupMsg::Handoff).is_ok() {
+            let elsewhere = cluster.owner(group).is_some_and(|owner| owner != self.node);
+            if elsewhere && entry.actor.send_message(GroupMsg::Handoff).is_ok() {
                 moved += 1;
             }
         }
         moved
+    }
+
+    /// Restarts every group actor on this node from the store (see [`GroupMsg::Restart`]).
+    pub fn restart_groups(&self) {
+        for (_, entry) in self.groups.snapshot() {
+            let _ = entry.actor.send_message(GroupMsg::Restart);
+        }
     }
 
     /// Hands a message to a user's actor, starting it if needed.
@@ -270,6 +280,10 @@ impl System {
         self.users.stop_all().await;
     }
 }
+
+/// How many times (50 ms apart) a request waits for its group's owner to be known and
+/// reachable before it is answered `unavailable`.
+const ROUTE_ATTEMPTS: usize = 80;
 
 /// Asks group actors that have been idle for `idle_after` to retire. One task for all
 /// groups, so an idle group costs no timer.

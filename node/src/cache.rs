@@ -131,7 +131,7 @@ impl RedisCache {
         if !self.link.reads_allowed() {
             return None;
         }
-        let mut conn = self.link.conn().await?;
+        let mut conn = self.link.conn(false).await?;
         let script = redis::Script::new(RANGE);
         let mut invocation = script.key(self.link.list(group));
         invocation.arg(from).arg(to);
@@ -178,9 +178,10 @@ impl Link {
         format!("{}:h:{}", self.prefix, group.0)
     }
 
-    /// A connection, or None while Redis is unreachable.
-    async fn conn(&self) -> Option<ConnectionManager> {
-        let mut slot = self.conn.lock().await;
+    /// A connection, or None while Redis is unreachable. Readers (`wait` false) never wait
+    /// for a connection being made: they count a miss and go to the store.
+    async fn conn(&self, wait: bool) -> Option<ConnectionManager> {
+        let mut slot = if wait { self.conn.lock().await } else { self.conn.try_lock().ok()? };
         if let Some(conn) = slot.as_ref() {
             return Some(conn.clone());
         }
@@ -235,7 +236,7 @@ async fn write_loop(link: Arc<Link>, mut queue: mpsc::UnboundedReceiver<Write>) 
     let append = redis::Script::new(APPEND);
     while let Some(write) = queue.recv().await {
         let group = write.group();
-        let Some(mut conn) = link.conn().await else {
+        let Some(mut conn) = link.conn(true).await else {
             remember(&mut dirty, &mut wipe, group);
             continue;
         };
@@ -343,7 +344,7 @@ async fn apply(
                 Some(role) => pipe.hset(&card, &field, role.as_str()),
                 None => pipe.hdel(&card, &field),
             };
-            pipe.query_async::<()>(conn).await
+            pipe.expire(&card, ttl as i64).query_async::<()>(conn).await
         }
         Write::Appended { group, messages } => {
             let Some(first) = messages.first() else { return Ok(()) };
@@ -371,7 +372,7 @@ impl Cache for RedisCache {
         if groups.is_empty() || !self.link.reads_allowed() {
             return misses();
         }
-        let Some(mut conn) = self.link.conn().await else { return misses() };
+        let Some(mut conn) = self.link.conn(false).await else { return misses() };
         let member = format!("m:{}", user.0);
         let mut pipe = redis::pipe();
         for group in groups {

@@ -53,7 +53,12 @@ pub async fn run(
         system.use_cache(cache);
     }
     let cluster = match config.cluster.listen {
-        Some(listen) => Some(Arc::new(crate::cluster::start(&config.cluster, listen, system.clone()).await?)),
+        Some(listen) => {
+            if config.store.backend == crate::config::StoreBackend::Embedded {
+                return Err(crate::cluster::ClusterError::EmbeddedStore.into());
+            }
+            Some(Arc::new(crate::cluster::start(&config.cluster, listen, system.clone()).await?))
+        }
         None => None,
     };
     let gateway = Gateway { system: system.clone(), config: Arc::new(config.gateway.clone()) };

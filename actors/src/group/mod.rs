@@ -43,6 +43,8 @@ pub enum GroupMsg {
     /// The group belongs to another node now (one joined, or this one is draining): finish
     /// the commit under way, pass everything else on, and stop.
     Handoff,
+    /// Start over from the store: this node was frozen and may have been deposed.
+    Restart,
     /// The debug console asks what the actor holds.
     Inspect(oneshot::Sender<GroupSnapshot>),
 }
@@ -102,6 +104,9 @@ pub struct GroupState {
     /// Set once the actor is on its way out; it has left the directory, so new requests
     /// reach a successor.
     leaving: Option<Leaving>,
+    /// Requests that arrived after a handoff while a commit was still under way: passed on
+    /// once it is answered, so the new owner's messages never overtake this one's.
+    held: Vec<GroupEnvelope>,
 }
 
 /// Why a group actor is on its way out.
@@ -120,6 +125,11 @@ struct Pending {
     /// Resends of the same message that arrived while it was uncommitted.
     waiters: Vec<ReplyTo>,
 }
+
+/// The most messages one commit carries.
+const MAX_BATCH_MESSAGES: usize = 512;
+/// About the most bytes one commit carries (a single larger message still goes alone).
+const MAX_BATCH_BYTES: usize = 512 * 1024;
 
 /// How many of the newest messages a starting group actor reads to remember their ids.
 const RECENT_AT_START: usize = 100;
@@ -171,6 +181,7 @@ pub async fn activate(
         batch_recipients: Arc::from([]),
         dissolved: false,
         leaving: None,
+        held: Vec::new(),
     };
     let spawned = match supervisor {
         Some(supervisor) => Actor::spawn_linked(None, GroupActor, state, supervisor).await,
@@ -204,7 +215,11 @@ impl Actor for GroupActor {
                         return Ok(());
                     }
                     Some(Leaving::HandedOff) => {
-                        state.pass_on(envelope).await;
+                        if state.in_flight.is_empty() {
+                            state.pass_on(envelope).await;
+                        } else {
+                            state.held.push(envelope);
+                        }
                         return Ok(());
                     }
                     None => {}
@@ -217,14 +232,28 @@ impl Actor for GroupActor {
                             tracing::warn!(group = %state.record.id, epoch = state.fence.epoch, op, "deposed: another actor claimed the group");
                             state.leave(&myself, Leaving::Failed);
                         }
+                        // A store write whose outcome is unknown (or a store that disagrees
+                        // with memory): memory may be wrong now, so start over from the store.
                         ApiError::Internal(_) | ApiError::Unavailable(_) => {
-                            tracing::warn!(group = %state.record.id, op, %error, "group request failed");
+                            tracing::warn!(group = %state.record.id, op, %error, "group request failed; restarting the actor");
+                            state.leave(&myself, Leaving::Failed);
                         }
                         _ => {}
                     }
                 }
             }
-            GroupMsg::Committed(result) => state.committed(&myself, result),
+            GroupMsg::Committed(result) => {
+                state.committed(&myself, result);
+                if state.leaving == Some(Leaving::HandedOff) && state.in_flight.is_empty() {
+                    state.pass_on_everything().await;
+                    state.stop_when_settled(&myself);
+                }
+            }
+            GroupMsg::Restart => {
+                if state.leaving.is_none() {
+                    state.leave(&myself, Leaving::Failed);
+                }
+            }
             GroupMsg::Retire => {
                 let idle = state.queued.is_empty() && state.in_flight.is_empty() && state.leaving.is_none();
                 if idle && state.system.groups.retire_if_idle(&state.record.id, myself.get_id()) {
@@ -235,19 +264,10 @@ impl Actor for GroupActor {
                 if state.leaving.is_none() {
                     tracing::debug!(group = %state.record.id, "handing the group off to its new node");
                     state.leave(&myself, Leaving::HandedOff);
-                    for pending in std::mem::take(&mut state.queued) {
-                        state.pending_ids.remove(&(pending.record.sender, pending.record.client_msg_id.clone()));
-                        for to in std::iter::once(pending.reply_to).chain(pending.waiters) {
-                            let record = &pending.record;
-                            let command = GroupCommand::Send {
-                                client_msg_id: record.client_msg_id.clone(),
-                                kind: record.kind,
-                                body: record.body.clone(),
-                            };
-                            state.pass_on(GroupEnvelope { group: record.group, reply_to: to, command }).await;
-                        }
+                    // With a commit under way, what is queued waits for it (see `held`).
+                    if state.in_flight.is_empty() {
+                        state.pass_on_everything().await;
                     }
-                    state.stop_when_settled(&myself);
                 }
             }
             GroupMsg::Inspect(reply) => {
@@ -275,6 +295,25 @@ impl GroupState {
     fn stop_when_settled(&self, myself: &ActorRef<GroupMsg>) {
         if self.in_flight.is_empty() && myself.drain().is_err() {
             myself.stop(None);
+        }
+    }
+
+    /// After a handoff: passes queued sends and held requests to the new owner, in order.
+    async fn pass_on_everything(&mut self) {
+        for pending in std::mem::take(&mut self.queued) {
+            self.pending_ids.remove(&(pending.record.sender, pending.record.client_msg_id.clone()));
+            for to in std::iter::once(pending.reply_to).chain(pending.waiters) {
+                let record = &pending.record;
+                let command = GroupCommand::Send {
+                    client_msg_id: record.client_msg_id.clone(),
+                    kind: record.kind,
+                    body: record.body.clone(),
+                };
+                self.pass_on(GroupEnvelope { group: record.group, reply_to: to, command }).await;
+            }
+        }
+        for envelope in std::mem::take(&mut self.held) {
+            self.pass_on(envelope).await;
         }
     }
 
@@ -410,7 +449,20 @@ impl GroupState {
         if self.queued.is_empty() || !self.in_flight.is_empty() {
             return;
         }
-        self.in_flight = std::mem::take(&mut self.queued);
+        // One commit carries a bounded batch: stores cap a transaction's size (ScyllaDB
+        // refuses batches over 1 MiB by default), and a huge batch would delay every ack in it.
+        let mut size = 0;
+        let take = self
+            .queued
+            .iter()
+            .take_while(|p| {
+                size += p.record.body.len() + p.record.client_msg_id.len() + 64;
+                size <= MAX_BATCH_BYTES
+            })
+            .count()
+            .clamp(1, MAX_BATCH_MESSAGES);
+        let rest = self.queued.split_off(take.min(self.queued.len()));
+        self.in_flight = std::mem::replace(&mut self.queued, rest);
         self.batch_recipients = self.recipients.clone();
         let after = self.committed_seq;
         let group = self.record.id;
@@ -460,8 +512,8 @@ impl GroupState {
                 }
             }
             match self.leaving {
-                // Handing off: what is queued was passed on already.
-                Some(Leaving::HandedOff) => self.stop_when_settled(myself),
+                // Handing off: the caller passes on what waited for this commit, then stops.
+                Some(Leaving::HandedOff) => {}
                 _ => self.leave(myself, Leaving::Failed),
             }
             return;
@@ -488,10 +540,11 @@ impl GroupState {
         // whatever membership events happened meanwhile.
         self.system.deliver(&self.batch_recipients, &events);
         self.release_deferred();
-        if self.leaving.is_some() {
-            self.stop_when_settled(myself);
-        } else {
-            self.flush(myself);
+        match self.leaving {
+            None => self.flush(myself),
+            Some(Leaving::Failed) => self.stop_when_settled(myself),
+            // The caller passes on what waited for this commit, then stops.
+            Some(Leaving::HandedOff) => {}
         }
     }
 

@@ -29,12 +29,14 @@ pub struct Membership {
     state: RwLock<State>,
 }
 
-#[derive(Default)]
 struct State {
     peers: HashMap<NodeId, Peer>,
     /// The nodes that take groups now (up, not draining), sorted; placement runs over it.
     placement: Vec<NodeId>,
     last_tick: Option<Instant>,
+    started: Instant,
+    /// Whether this node knows the cluster well enough to place groups (see `settle`).
+    settled: bool,
 }
 
 struct Peer {
@@ -42,6 +44,16 @@ struct Peer {
     last_heard: Option<Instant>,
     up: bool,
     heartbeat: Option<Heartbeat>,
+}
+
+/// What a [`Membership::tick`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    /// The set of nodes that take groups changed.
+    pub placement_changed: bool,
+    /// This node's own clock stood still for longer than `down_after` (it was frozen): the
+    /// others may have taken its groups meanwhile.
+    pub stalled: bool,
 }
 
 /// One node in the console's `nodes` listing.
@@ -67,7 +79,13 @@ pub struct NodeLine {
 impl Membership {
     /// A view with no peers yet: every group is placed here until others are heard from.
     pub fn new(me: NodeId, cluster_addr: String, down_after: Duration) -> Self {
-        let state = State { placement: vec![me], ..State::default() };
+        let state = State {
+            peers: HashMap::new(),
+            placement: vec![me],
+            last_tick: None,
+            started: Instant::now(),
+            settled: false,
+        };
         Membership {
             me,
             cluster_addr,
@@ -113,14 +131,14 @@ impl Membership {
     }
 
     /// Brings the list of connected peers in line with the node actors `ractor_cluster`
-    /// shows, and marks silent peers down. Returns true if the placement changed.
-    pub fn tick(&self, connected: Vec<(NodeId, ActorRef<ClusterMsg>)>, now: Instant) -> bool {
+    /// shows, and marks silent peers down.
+    pub fn tick(&self, connected: Vec<(NodeId, ActorRef<ClusterMsg>)>, now: Instant) -> Tick {
         let mut state = self.write();
         // A node that was itself frozen (SIGSTOP, a long GC-like stall, a suspended VM)
         // would wake up to find every peer silent and take all groups for itself. A tick
         // that comes far too late means our own clock stalled, not theirs: start their
         // silence from now.
-        let stalled = state.last_tick.is_some_and(|last| now.duration_since(last) > self.down_after / 2);
+        let stalled = state.last_tick.is_some_and(|last| now.duration_since(last) > self.down_after);
         state.last_tick = Some(now);
         if connected.iter().any(|(node, _)| *node == self.me) && !self.duplicate_id.swap(true, Ordering::Relaxed) {
             tracing::error!(node = %self.me, "another node uses this node's id; give each node its own --node-id");
@@ -148,7 +166,25 @@ impl Membership {
                 changed = true;
             }
         }
-        if changed { self.replace(&mut state) } else { false }
+        self.settle(&mut state, now);
+        let placement_changed = changed && self.replace(&mut state);
+        Tick { placement_changed, stalled }
+    }
+
+    /// A node that just started places no group until it has heard every node it is
+    /// connected to (and has had a second for the others to connect: one seed introduces the
+    /// rest), or until `down_after` has passed (then nobody else is there). Otherwise a
+    /// restarted node would take every group its clients ask for and depose the owners.
+    fn settle(&self, state: &mut State, now: Instant) {
+        if state.settled {
+            return;
+        }
+        let waited = now.saturating_duration_since(state.started);
+        let heard_all = !state.peers.is_empty() && state.peers.values().all(|p| p.up);
+        if waited >= self.down_after || (heard_all && waited >= SETTLE_AT_LEAST) {
+            tracing::info!(nodes = ?state.placement, waited_ms = waited.as_millis() as u64, "placing groups");
+            state.settled = true;
+        }
     }
 
     /// Records a heartbeat; true if the placement changed (the peer came up, or started
@@ -245,29 +281,40 @@ impl Membership {
     }
 }
 
+/// The least a starting node waits before placing groups, for transitive connections.
+const SETTLE_AT_LEAST: Duration = Duration::from_secs(1);
+
 impl Cluster for Membership {
-    fn owner(&self, group: GroupId) -> NodeId {
+    fn owner(&self, group: GroupId) -> Option<NodeId> {
         // Empty only if this node drains while no other is up: then it keeps its groups,
         // since there is nowhere to move them.
-        place(group, self.read().placement.iter().copied()).unwrap_or(self.me)
+        let state = self.read();
+        if !state.settled {
+            return None;
+        }
+        Some(place(group, state.placement.iter().copied()).unwrap_or(self.me))
     }
 
     fn peers(&self) -> Vec<NodeId> {
-        self.read().peers.iter().filter(|(_, p)| p.up).map(|(node, _)| *node).collect()
+        // Every connected node, even one not heard from yet or marked down: a delivery that
+        // turns out useless costs little, one withheld from a live node is a missed event.
+        self.read().peers.keys().copied().collect()
     }
 
     fn send(&self, node: NodeId, message: NodeMessage) -> bool {
-        let actor = match self.read().peers.get(&node) {
-            Some(peer) => peer.actor.clone(),
-            None => return false,
-        };
-        let message = match actor.cast(ClusterMsg::Peer(message)) {
-            Ok(()) => return true,
-            Err(ractor::MessagingErr::SendErr(ClusterMsg::Peer(message))) => message,
-            Err(_) => return false,
+        let known = self.read().peers.get(&node).map(|peer| peer.actor.clone());
+        let message = match known {
+            Some(actor) => match actor.cast(ClusterMsg::Peer(message)) {
+                Ok(()) => return true,
+                Err(ractor::MessagingErr::SendErr(ClusterMsg::Peer(message))) => message,
+                Err(_) => return false,
+            },
+            // Not added by a tick yet (it connected a moment ago): look it up directly.
+            None => message,
         };
         // The session we knew was replaced (two nodes dialed each other at once and one
-        // connection lost the election); the node's actor may be reachable through another.
+        // connection lost the election), or we never knew it: the node's actor may be
+        // reachable through another.
         for cell in ractor::pg::get_members(&super::node_group(node)) {
             if cell.get_id().is_local() {
                 continue;
@@ -325,7 +372,7 @@ mod tests {
     async fn a_peer_counts_once_heard_and_goes_down_after_silence() {
         let m = Membership::new(NodeId(1), "127.0.0.1:7901".into(), DOWN);
         let (two, t0) = (peer().await, Instant::now());
-        assert!(!m.tick(vec![(NodeId(2), two.clone())], t0), "connected is not yet up");
+        assert!(!m.tick(vec![(NodeId(2), two.clone())], t0).placement_changed, "connected is not yet up");
         assert_eq!(placement(&m), [NodeId(1)]);
         assert!(m.heard(beat(2, false), t0));
         assert_eq!(placement(&m), [NodeId(1), NodeId(2)]);
@@ -339,11 +386,29 @@ mod tests {
         }
         assert_eq!(placement(&m), [NodeId(1), NodeId(2)], "3 s is not yet past the deadline");
         now += Duration::from_millis(500);
-        assert!(m.tick(vec![(NodeId(2), two.clone())], now), "marked down");
+        assert!(m.tick(vec![(NodeId(2), two.clone())], now).placement_changed, "marked down");
         assert_eq!(placement(&m), [NodeId(1)]);
-        assert!(m.peers().is_empty());
+        assert_eq!(m.peers(), [NodeId(2)], "still connected: deliveries still go");
         assert!(m.heard(beat(2, false), now), "a heartbeat brings it back");
         assert_eq!(placement(&m), [NodeId(1), NodeId(2)]);
+    }
+
+    #[tokio::test]
+    async fn a_starting_node_places_nothing_until_it_knows_who_is_there() {
+        let m = Membership::new(NodeId(1), "a".into(), DOWN);
+        let (two, t0) = (peer().await, Instant::now());
+        m.tick(vec![(NodeId(2), two.clone())], t0);
+        assert_eq!(m.owner(GroupId(1)), None, "connected to a node not heard yet");
+        m.heard(beat(2, false), t0);
+        m.tick(vec![(NodeId(2), two.clone())], t0 + Duration::from_millis(500));
+        assert_eq!(m.owner(GroupId(1)), None, "heard everyone, but others may still connect");
+        m.tick(vec![(NodeId(2), two.clone())], t0 + Duration::from_millis(1100));
+        assert!(m.owner(GroupId(1)).is_some());
+        let alone = Membership::new(NodeId(1), "a".into(), DOWN);
+        alone.tick(Vec::new(), t0 + Duration::from_secs(1));
+        assert_eq!(alone.owner(GroupId(1)), None);
+        alone.tick(Vec::new(), t0 + DOWN + Duration::from_millis(10));
+        assert_eq!(alone.owner(GroupId(1)), Some(NodeId(1)), "nobody came: this node takes everything");
     }
 
     #[tokio::test]
@@ -354,14 +419,16 @@ mod tests {
         m.heard(beat(2, false), t0);
         // Our own process stood still for 10 s: the next tick is very late.
         let later = t0 + Duration::from_secs(10);
-        assert!(!m.tick(vec![(NodeId(2), two.clone())], later), "no one is marked down");
+        let tick = m.tick(vec![(NodeId(2), two.clone())], later);
+        assert!(!tick.placement_changed, "no one is marked down");
+        assert!(tick.stalled, "and the node knows it was frozen");
         assert_eq!(placement(&m), [NodeId(1), NodeId(2)]);
     }
 
     #[tokio::test]
     async fn draining_nodes_take_no_groups_and_disconnected_ones_vanish() {
         let m = Membership::new(NodeId(1), "a".into(), DOWN);
-        let (two, three, now) = (peer().await, peer().await, Instant::now());
+        let (two, three, now) = (peer().await, peer().await, Instant::now() + DOWN);
         m.tick(vec![(NodeId(2), two.clone()), (NodeId(3), three.clone())], now);
         m.heard(beat(2, false), now);
         m.heard(beat(3, false), now);
@@ -373,11 +440,11 @@ mod tests {
         assert!(!m.start_draining(), "once");
         assert_eq!(placement(&m), [NodeId(2)]);
         for g in 0..100 {
-            assert_eq!(m.owner(GroupId(g)), NodeId(2));
+            assert_eq!(m.owner(GroupId(g)), Some(NodeId(2)));
         }
-        assert!(m.tick(vec![(NodeId(3), three)], now), "node 2's session closed");
+        assert!(m.tick(vec![(NodeId(3), three)], now).placement_changed, "node 2's session closed");
         assert!(placement(&m).is_empty());
-        assert_eq!(m.owner(GroupId(7)), NodeId(1), "with nowhere to go, a draining node keeps its groups");
+        assert_eq!(m.owner(GroupId(7)), Some(NodeId(1)), "with nowhere to go, a draining node keeps its groups");
         let lines = m.nodes(beat(1, true), now);
         assert_eq!(lines.iter().map(|l| (l.node.0, l.state)).collect::<Vec<_>>(), [(1, "draining"), (3, "draining")]);
     }

@@ -2,7 +2,7 @@
 //!
 //! Each node runs a `ractor_cluster` node server (authenticated by the shared secret, in
 //! transitive mode so that knowing one node is enough to meet all) and one node actor,
-//! which joins the process groups [`NODES`] and [`node_group`]`(id)`. `ractor_cluster`
+//! which joins the process group [`node_group`]`(id)`. `ractor_cluster`
 //! mirrors process groups across connected nodes, so every node sees every other node's
 //! actor as a remote actor it can send to; that actor is the single door between nodes:
 //! group requests, deliveries, replies and heartbeats all go through it, encoded by
@@ -28,9 +28,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-
-/// The process group every node actor joins.
-pub const NODES: &str = "troupe.nodes";
 
 /// The process group of one node's actor, so a node is found by its id.
 pub fn node_group(node: NodeId) -> String {
@@ -78,6 +75,12 @@ pub enum ClusterError {
     /// The shared secret is empty.
     #[error("cluster.secret must be set when cluster.listen is")]
     NoSecret,
+    /// Each node would have its own data: a cluster needs a shared store.
+    #[error("a cluster needs a shared store (--postgres or --scylla), not the embedded one")]
+    EmbeddedStore,
+    /// The other nodes would be told to dial 0.0.0.0 or [::].
+    #[error("--cluster-listen must name this node's own address, not {0}")]
+    Unspecified(std::net::IpAddr),
     /// An actor could not be spawned.
     #[error("spawn: {0}")]
     Spawn(#[from] ractor::SpawnErr),
@@ -138,6 +141,10 @@ pub async fn start(
     if config.secret.is_empty() {
         return Err(ClusterError::NoSecret);
     }
+    // The listen address is also what this node tells the others to dial.
+    if listen.ip().is_unspecified() {
+        return Err(ClusterError::Unspecified(listen.ip()));
+    }
     let me = system.node;
     let down_after = Duration::from_millis(config.down_after_ms.max(1));
     let membership = Arc::new(Membership::new(me, listen.to_string(), down_after));
@@ -153,7 +160,6 @@ pub async fn start(
     let (server, _) = Actor::spawn(None, server, ()).await?;
     let node = NodeActor { system: system.clone(), membership: membership.clone(), lanes: request_lanes(&system) };
     let (node_actor, _) = Actor::spawn(None, node, ()).await?;
-    ractor::pg::join(NODES.to_string(), vec![node_actor.get_cell()]);
     ractor::pg::join(node_group(me), vec![node_actor.get_cell()]);
     system.join_cluster(membership.clone());
 
@@ -278,7 +284,13 @@ impl Actor for NodeActor {
     async fn handle(&self, _: ActorRef<ClusterMsg>, message: ClusterMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
         match message {
             ClusterMsg::Tick => {
-                self.membership.tick(connected_peers(), Instant::now());
+                if self.membership.tick(connected_peers(), Instant::now()).stalled {
+                    // Frozen for longer than it takes the others to replace us: our group
+                    // actors may have been deposed and hold stale state. Restart them all
+                    // (a write would be fenced anyway; this also stops stale reads).
+                    tracing::warn!("this node was frozen; restarting its group actors");
+                    self.system.restart_groups();
+                }
                 // Every tick, not only when the placement changes: a request forwarded by a
                 // node whose view was behind may have started an actor here for a group
                 // that belongs elsewhere; this hands it on within one tick.
@@ -297,7 +309,8 @@ impl Actor for NodeActor {
                 self.system.fanout.apply(delivery);
             }
             ClusterMsg::Peer(NodeMessage::Group(envelope)) => {
-                let owner = self.system.owner(envelope.group);
+                // Unknown (this node just started): the sender thinks it is here; serve it.
+                let owner = self.system.owner(envelope.group).unwrap_or(self.system.node);
                 if owner != self.system.node {
                     // The sender's view is behind ours: pass it on once.
                     use actors::cluster::Cluster;

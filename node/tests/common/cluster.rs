@@ -102,7 +102,8 @@ impl TestCluster {
         }
     }
 
-    /// Waits until every live node sees every other live node up (and nothing else up).
+    /// Waits until every live node sees every other live node up (and nothing else up) and
+    /// places groups.
     pub async fn converge(&self) {
         let expected: Vec<u64> = {
             let mut ids: Vec<u64> = self.live().map(|(i, _)| i as u64 + 1).collect();
@@ -116,6 +117,8 @@ impl TestCluster {
                 let mut up = up_nodes(&node.console("nodes").await);
                 up.sort();
                 agreed &= up == expected;
+                // And the node places groups (a starting node waits a moment first).
+                agreed &= !node.console("owner 1").await["owner"].is_null();
             }
             if agreed {
                 return;
