@@ -332,35 +332,42 @@ impl Session {
     /// The caller's groups and unread counts. Reads the cache, then the store for what it
     /// lacks; no group actor starts.
     async fn summaries(&self, me: UserId) -> Result<Vec<GroupSummary>, ApiError> {
+        Ok(self.checked_summaries(me).await?.into_iter().map(|(summary, _)| summary).collect())
+    }
+
+    /// [`Session::summaries`], each with whether the store (not the cache) vouched for the
+    /// caller's membership.
+    async fn checked_summaries(&self, me: UserId) -> Result<Vec<(GroupSummary, bool)>, ApiError> {
         let store = &self.system.store;
         let links = store.user_groups(me).await?;
         let ids: Vec<GroupId> = links.iter().map(|l| l.group).collect();
         let cached = self.system.cache().groups(me, &ids).await;
         let mut out = Vec::new();
         for (link, cached) in links.into_iter().zip(cached) {
-            let (group, role) = match cached {
-                Some(CachedGroup { record, role: Some(role) }) => (record, Some(role)),
+            let (group, role, from_store) = match cached {
+                Some(CachedGroup { record, role: Some(role) }) => (record, Some(role), false),
                 Some(CachedGroup { record, role: None }) => {
                     let role = store.member(link.group, me).await?.map(|m| m.role);
-                    (record, role)
+                    (record, role, true)
                 }
                 None => {
                     let Some(group) = store.group(link.group).await? else { continue };
                     self.system.cache().fill(&group);
                     let role = store.member(link.group, me).await?.map(|m| m.role);
-                    (group, role)
+                    (group, role, true)
                 }
             };
             let (Some(role), false) = (role, group.dissolved) else { continue };
             let last_seq = store.last_seq(link.group).await?;
-            out.push(GroupSummary {
+            let summary = GroupSummary {
                 group: group.id,
                 name: group.name,
                 role,
                 last_seq,
                 read_seq: link.read_seq,
                 unread: wire::unread(last_seq, link.read_seq),
-            });
+            };
+            out.push((summary, from_store));
         }
         Ok(out)
     }
@@ -419,17 +426,17 @@ impl Session {
     async fn sync(&self, id: Option<u64>, me: UserId, r: SyncRequest) -> Result<(), ApiError> {
         let limit = bounded_limit(r.limit, 50, 0, HISTORY_MAX_LIMIT)? as usize;
         let cursors: HashMap<GroupId, Seq> = r.groups.iter().map(|c| (c.group, c.after)).collect();
-        let summaries = self.summaries(me).await?;
+        let summaries = self.checked_summaries(me).await?;
         let mut budget = SYNC_MAX_MESSAGES;
         let mut groups = Vec::with_capacity(summaries.len());
-        for summary in summaries {
+        for (summary, from_store) in summaries {
             let mut messages = Vec::new();
             let mut has_more = false;
             // Messages only after the store confirms membership (the listing may come from
             // the cache).
             if let Some(&after) = cursors.get(&summary.group)
                 && after < summary.last_seq
-                && self.system.store.member(summary.group, me).await?.is_some()
+                && (from_store || self.system.store.member(summary.group, me).await?.is_some())
             {
                 let take = limit.min(budget) as Seq;
                 if take > 0 {

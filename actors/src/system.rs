@@ -17,7 +17,7 @@ use bytes::Bytes;
 use schema::cluster::{GroupEnvelope, NodeDelivery, NodeMessage, ReplyTo};
 use schema::{ConnId, GroupId, NodeId, UserId};
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -47,6 +47,8 @@ pub struct System {
     /// Copies of hot data, if the node has a cache.
     cache: OnceLock<Arc<dyn Cache>>,
     next_conn: AtomicU64,
+    /// Group actors that have left the directory and are finishing (handing off, failing).
+    pub(crate) leaving_groups: AtomicUsize,
 }
 
 /// Why the system could not start.
@@ -93,6 +95,7 @@ impl System {
             cluster: OnceLock::new(),
             cache: OnceLock::new(),
             next_conn: AtomicU64::new(1),
+            leaving_groups: AtomicUsize::new(0),
             config,
         });
         spawn_idle_sweeper(Arc::downgrade(&system), system.config.group_idle_after);
@@ -221,6 +224,12 @@ impl System {
             }
         }
         moved
+    }
+
+    /// Group actors on this node, counting those that have left the directory but are
+    /// still finishing a commit or passing requests on.
+    pub fn group_actors(&self) -> usize {
+        self.groups.len() + self.leaving_groups.load(Ordering::Relaxed)
     }
 
     /// Restarts every group actor on this node from the store (see [`GroupMsg::Restart`]).

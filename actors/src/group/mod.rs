@@ -199,6 +199,13 @@ impl Actor for GroupActor {
         Ok(state)
     }
 
+    async fn post_stop(&self, _: ActorRef<GroupMsg>, state: &mut GroupState) -> Result<(), ActorProcessingErr> {
+        if state.leaving.is_some() {
+            state.system.leaving_groups.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     async fn handle(
         &self,
         myself: ActorRef<GroupMsg>,
@@ -282,6 +289,9 @@ impl GroupState {
     /// Takes the actor out of the directory, so new requests reach a successor, and stops
     /// it once the commit under way (if any) has been answered.
     fn leave(&mut self, myself: &ActorRef<GroupMsg>, why: Leaving) {
+        if self.leaving.is_none() {
+            self.system.leaving_groups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.leaving = Some(why);
         self.system.groups.remove(&self.record.id, myself.get_id());
         if why == Leaving::Failed {

@@ -78,6 +78,14 @@ pub enum ClusterError {
     /// Each node would have its own data: a cluster needs a shared store.
     #[error("a cluster needs a shared store (--postgres or --scylla), not the embedded one")]
     EmbeddedStore,
+    /// Heartbeats too slow for the deadline: a live node would be taken for dead.
+    #[error("cluster.heartbeat_ms ({heartbeat_ms}) must be at most a third of cluster.down_after_ms ({down_after_ms})")]
+    Timing {
+        /// The heartbeat period.
+        heartbeat_ms: u64,
+        /// The silence deadline.
+        down_after_ms: u64,
+    },
     /// The other nodes would be told to dial 0.0.0.0 or [::].
     #[error("--cluster-listen must name this node's own address, not {0}")]
     Unspecified(std::net::IpAddr),
@@ -102,8 +110,9 @@ impl ClusterHandle {
         heartbeat(&self.system, &self.membership)
     }
 
-    /// Stops taking groups and hands off the ones here; resolves when none is left or
-    /// `timeout` passes, with the number still here.
+    /// Stops taking groups and hands off the ones here; resolves when no group actor is
+    /// left (not even one finishing a handoff) or `timeout` passes, with the number still
+    /// here.
     pub async fn drain(&self, timeout: Duration) -> usize {
         if self.membership.start_draining() {
             tracing::info!(node = %self.membership.me(), "draining: handing groups to the other nodes");
@@ -113,7 +122,7 @@ impl ClusterHandle {
         let deadline = Instant::now() + timeout;
         loop {
             self.system.rebalance();
-            let left = self.system.groups.len();
+            let left = self.system.group_actors();
             if left == 0 || Instant::now() >= deadline {
                 return left;
             }
@@ -141,12 +150,15 @@ pub async fn start(
     if config.secret.is_empty() {
         return Err(ClusterError::NoSecret);
     }
+    if config.heartbeat_ms == 0 || config.heartbeat_ms * 3 > config.down_after_ms {
+        return Err(ClusterError::Timing { heartbeat_ms: config.heartbeat_ms, down_after_ms: config.down_after_ms });
+    }
     // The listen address is also what this node tells the others to dial.
     if listen.ip().is_unspecified() {
         return Err(ClusterError::Unspecified(listen.ip()));
     }
     let me = system.node;
-    let down_after = Duration::from_millis(config.down_after_ms.max(1));
+    let down_after = Duration::from_millis(config.down_after_ms);
     let membership = Arc::new(Membership::new(me, listen.to_string(), down_after));
     let server = NodeServer::new(
         listen.port(),
@@ -165,7 +177,7 @@ pub async fn start(
 
     let ticker = {
         let node_actor = node_actor.clone();
-        let period = Duration::from_millis(config.heartbeat_ms.max(10));
+        let period = Duration::from_millis(config.heartbeat_ms);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
