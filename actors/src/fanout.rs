@@ -96,7 +96,7 @@ impl Fanout {
     /// Applies a delivery that arrived from another node.
     pub fn apply(&self, delivery: NodeDelivery) -> usize {
         match delivery {
-            NodeDelivery::Fanout { recipients, events } => {
+            NodeDelivery::Fanout { recipients, events, .. } => {
                 let events: Vec<Bytes> = events.into_iter().map(Bytes::from).collect();
                 self.deliver(&recipients, &events)
             }

@@ -341,6 +341,9 @@ impl Session {
         let store = &self.system.store;
         let links = store.user_groups(me).await?;
         let ids: Vec<GroupId> = links.iter().map(|l| l.group).collect();
+        // On a cluster: make sure the groups' actors deliver to this node before reading
+        // their state, so no message falls between what is read and what arrives live.
+        self.system.want_groups(&ids).await;
         let cached = self.system.cache().groups(me, &ids).await;
         let mut out = Vec::new();
         for (link, cached) in links.into_iter().zip(cached) {

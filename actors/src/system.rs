@@ -17,8 +17,9 @@ use bytes::Bytes;
 use schema::cluster::{GroupEnvelope, NodeDelivery, NodeMessage, ReplyTo};
 use schema::{ConnId, GroupId, NodeId, UserId};
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -49,6 +50,14 @@ pub struct System {
     next_conn: AtomicU64,
     /// Group actors that have left the directory and are finishing (handing off, failing).
     pub(crate) leaving_groups: AtomicUsize,
+    /// Groups whose owner this node told it wants no deliveries (none of their members was
+    /// online here), with the owner told.
+    unwanted: Mutex<HashMap<GroupId, NodeId>>,
+    /// Sessions waiting for a group actor to take in their node's renewed interest.
+    interest_waiters: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    next_ack: AtomicU64,
+    /// Group deliveries received from other nodes, for the console.
+    pub remote_deliveries: AtomicU64,
 }
 
 /// Why the system could not start.
@@ -96,6 +105,10 @@ impl System {
             cache: OnceLock::new(),
             next_conn: AtomicU64::new(1),
             leaving_groups: AtomicUsize::new(0),
+            unwanted: Mutex::new(HashMap::new()),
+            interest_waiters: Mutex::new(HashMap::new()),
+            next_ack: AtomicU64::new(1),
+            remote_deliveries: AtomicU64::new(0),
             config,
         });
         spawn_idle_sweeper(Arc::downgrade(&system), system.config.group_idle_after);
@@ -183,16 +196,28 @@ impl System {
             })
     }
 
-    /// Queues `events` for every connection of `recipients`, on this node and on every
-    /// other live node: one message per node, never one per member.
-    pub fn deliver(&self, recipients: &[UserId], events: &[Bytes]) {
+    /// Queues a group's `events` for every connection of `recipients`, on this node and on
+    /// every other connected node except those in `unwanted` (nodes that said none of the
+    /// group's members is online there): one message per node, never one per member.
+    pub fn deliver(
+        &self,
+        group: GroupId,
+        stamp: u64,
+        recipients: &[UserId],
+        events: &[Bytes],
+        unwanted: &HashSet<NodeId>,
+    ) {
         self.fanout.deliver(recipients, events);
         if let Some(cluster) = self.cluster.get() {
-            let peers = cluster.peers();
+            let mut peers = cluster.peers();
+            peers.retain(|node| !unwanted.contains(node));
             if peers.is_empty() {
                 return;
             }
             let delivery = NodeDelivery::Fanout {
+                group,
+                from: self.node,
+                stamp,
                 recipients: recipients.to_vec(),
                 events: events.iter().map(|e| e.to_vec()).collect(),
             };
@@ -200,6 +225,87 @@ impl System {
                 cluster.send(node, NodeMessage::Deliver(delivery.clone()));
             }
         }
+    }
+
+    /// Applies a delivery from another node. A group delivery that reaches nobody here
+    /// makes this node tell the group's actor to stop sending it (see
+    /// [`System::want_groups`] for how that is undone).
+    pub fn apply_remote(&self, delivery: NodeDelivery) {
+        let NodeDelivery::Fanout { group, from, stamp, .. } = &delivery else {
+            self.fanout.apply(delivery);
+            return;
+        };
+        let (group, from, stamp) = (*group, *from, *stamp);
+        self.remote_deliveries.fetch_add(1, Ordering::Relaxed);
+        // Marked before delivering: a member who connects meanwhile finds the mark and
+        // asks again, so the "unwanted" can never overtake their arrival.
+        self.lock_unwanted().insert(group, from);
+        if self.fanout.apply(delivery) > 0 {
+            self.lock_unwanted().remove(&group);
+        } else if let Some(cluster) = self.cluster.get() {
+            cluster.send(from, NodeMessage::Interest { group, node: self.node, wanted: false, ack: None, stamp });
+        }
+    }
+
+    /// A member of these groups is now online here: asks each group this node had said it
+    /// does not want to send again, and waits (up to a second) until each group actor has
+    /// taken that in. Called before a session reads where the user stands, so every message
+    /// is either in what it reads or delivered live.
+    pub async fn want_groups(&self, groups: &[GroupId]) {
+        let Some(cluster) = self.cluster.get() else { return };
+        let renew: Vec<(GroupId, NodeId)> = {
+            let mut unwanted = self.lock_unwanted();
+            groups.iter().filter_map(|g| unwanted.remove(g).map(|owner| (*g, owner))).collect()
+        };
+        let mut waits = Vec::with_capacity(renew.len());
+        for (group, owner) in renew {
+            let ack = self.next_ack.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            self.interest_waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(ack, tx);
+            let asked = NodeMessage::Interest { group, node: self.node, wanted: true, ack: Some(ack), stamp: 0 };
+            if cluster.send(owner, asked) {
+                waits.push((ack, rx));
+            } else {
+                self.interest_waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&ack);
+            }
+        }
+        for (ack, rx) in waits {
+            if tokio::time::timeout(Duration::from_secs(1), rx).await.is_err() {
+                self.interest_waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&ack);
+            }
+        }
+    }
+
+    /// Another node said whether it wants a group's deliveries: tells the group's actor if
+    /// it runs here; with none running, there is nothing to change (a new actor sends to
+    /// every node), so the answer goes back at once.
+    pub fn interest(&self, group: GroupId, node: NodeId, wanted: bool, ack: Option<u64>, stamp: u64) {
+        if let Some(entry) = self.groups.get(&group)
+            && entry.actor.send_message(GroupMsg::Interest { node, wanted, ack, stamp }).is_ok()
+        {
+            return;
+        }
+        if let Some(ack) = ack {
+            self.interest_taken(node, ack);
+        }
+    }
+
+    /// Tells `node` that its interest `ack` has been taken in.
+    pub fn interest_taken(&self, node: NodeId, ack: u64) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.send(node, NodeMessage::InterestAck { ack });
+        }
+    }
+
+    /// A group actor took in this node's interest `ack`.
+    pub fn interest_acked(&self, ack: u64) {
+        if let Some(waiter) = self.interest_waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&ack) {
+            let _ = waiter.send(());
+        }
+    }
+
+    fn lock_unwanted(&self) -> std::sync::MutexGuard<'_, HashMap<GroupId, NodeId>> {
+        self.unwanted.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues a reply on the connection that asked, wherever it is.

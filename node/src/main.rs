@@ -150,6 +150,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let console = tokio::net::TcpListener::bind(config.console_listen)
         .await
         .with_context(|| format!("bind console {}", config.console_listen))?;
+    if let Some(addr) = config.cluster.listen {
+        // The cluster listener is bound later, by ractor_cluster; fail now, before the ready
+        // line, if its port is taken.
+        drop(std::net::TcpListener::bind(addr).with_context(|| format!("bind cluster {addr}"))?);
+    }
     let (http, console_addr) = (listener.local_addr()?, console.local_addr()?);
     tracing::info!(%http, console = %console_addr, data = %config.data_dir.display(), "troupe starting");
     // The ready line: scripts and tests wait for it to learn the ports.

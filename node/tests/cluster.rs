@@ -512,3 +512,59 @@ async fn the_bench_fans_out_across_nodes_without_loss() {
     assert_eq!(results["out_of_order"], 0);
     assert!(results["deliveries_in_window"].as_u64() > Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_skip_nodes_without_members_and_resume_without_a_gap() {
+    let cluster = TestCluster::start(2).await;
+    let (alice, _) = cluster.node(0).user("alice").await;
+    let group = create_group(&alice, "lonely", true).await;
+    let owner = cluster.owner(0, group).await;
+    let other = 1 - owner;
+    let (sender, _) = cluster.node(owner).user("sender").await;
+    sender.request("join", json!({ "group": group })).await.expect("join");
+    // Bob is a member whose node is `other`, but he is offline.
+    let (bob, _, bob_token) = cluster.node(other).user_with_token("bob").await;
+    bob.request("join", json!({ "group": group })).await.expect("join");
+    bob.close().await;
+    alice.close().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let received = |stats: Value| stats["remote_deliveries"].as_u64().expect("counter");
+    send_text(&sender, group, "m1", "one").await.expect("send");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_first = received(cluster.node(other).console("stats").await);
+    for n in 2..=6 {
+        send_text(&sender, group, &format!("m{n}"), "more").await.expect("send");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        received(cluster.node(other).console("stats").await),
+        after_first,
+        "a node with no member online stops getting the group's deliveries"
+    );
+
+    // Bob comes back while messages keep coming: what he reads at connect and what arrives
+    // live join without a gap.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = spawn_sender(sender, group, "flood".into(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (bob, session) = cluster.node(other).auth(&bob_token).await;
+    let held =
+        session["groups"].as_array().expect("groups").iter().find(|g| g["group"] == group).expect("listed")["last_seq"]
+            .as_u64()
+            .expect("last_seq");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = flood.await.expect("flood");
+    let last = acked.values().max().copied().expect("flood sent");
+    let mut live = Vec::new();
+    while let Some(event) = bob.next_event_named("message", Duration::from_millis(300)).await {
+        if event["group"] == group {
+            live.push(event["seq"].as_u64().expect("seq"));
+        }
+    }
+    let first_live = *live.first().expect("bob gets messages live again");
+    assert!(first_live <= held + 1, "a gap between what bob read ({held}) and what came live ({first_live})");
+    let expected: Vec<u64> = (first_live..=last).collect();
+    assert_eq!(live, expected, "live from then on, every message once, in order");
+}

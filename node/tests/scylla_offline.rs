@@ -111,7 +111,7 @@ async fn opening_fails_cleanly_without_a_server_or_with_a_bad_keyspace() {
 }
 
 #[tokio::test]
-async fn statements_run_at_local_quorum_and_lwts_at_local_serial() {
+async fn statements_run_at_local_quorum_and_lwts_at_serial() {
     let (fake, store) = start().await;
     let user = UserRecord {
         id: UserId(41),
@@ -126,11 +126,33 @@ async fn statements_run_at_local_quorum_and_lwts_at_local_serial() {
     assert_eq!(calls.len(), 2);
     for call in &calls {
         assert_eq!(call.consistency, Consistency::LocalQuorum, "{:?}", call.name());
-        assert_eq!(call.serial_consistency, Some(SerialConsistency::LocalSerial), "{:?}", call.name());
+        // LOCAL_SERIAL would let two datacenters each win the same LWT.
+        assert_eq!(call.serial_consistency, Some(SerialConsistency::Serial), "{:?}", call.name());
     }
     assert_eq!(calls[0].name(), Some("insert_user"));
     assert_eq!(calls[0].value("user_id"), V::BigInt(41));
     assert_eq!(calls[0].value("username"), V::Text("ann".into()));
+
+    // Batches too: the conditional batch of an append, the fences before it, and the
+    // unlogged batches of client ids. The append opens bucket 1 on top of a full bucket 0,
+    // which it checks with a read at SERIAL.
+    fake.clear_calls();
+    fake.answer_with("select_bucket_last_serial", vec![Reply::Rows(vec![vec![V::BigInt(4096), V::BigInt(2)]])]);
+    store.append_messages(FENCE, 4096, &[message(4097), message(4098)]).await.unwrap();
+    let calls = fake.calls();
+    let batches = ["open_bucket", "insert_client_id"];
+    let batches = calls.iter().filter(|call| call.name().is_some_and(|name| batches.contains(&name))).count();
+    assert_eq!(batches, 3, "the append and two senders' client ids: {calls:#?}");
+    for call in &calls {
+        let expected = if call.name() == Some("select_bucket_last_serial") {
+            Consistency::Serial
+        } else {
+            Consistency::LocalQuorum
+        };
+        assert_eq!(call.consistency, expected, "{:?}", call.name());
+        assert_eq!(call.serial_consistency, Some(SerialConsistency::Serial), "{:?}", call.name());
+    }
+    assert_eq!(fake.calls_to("select_bucket_last_serial").len(), 1);
 
     // Absent profile fields are bound UNSET, so they stay as they are.
     fake.answer_with("update_profile", vec![Reply::lwt(false, &[])]);
@@ -169,6 +191,137 @@ async fn refused_inserts_are_false() {
     let credential = CredentialRecord { user: UserId(41), password_hash: "$argon2id$".into() };
     assert!(!store.claim_username("bob", &credential).await.unwrap());
     assert!(store.claim_username("bob", &credential).await.unwrap(), "the next one applies");
+    fake.stop().await;
+}
+
+fn write_timeout() -> Reply {
+    Reply::Error(
+        DbError::WriteTimeout {
+            consistency: Consistency::LocalQuorum,
+            received: 0,
+            required: 1,
+            write_type: WriteType::Cas,
+        },
+        "cas timeout".into(),
+    )
+}
+
+/// After a timeout the store tries an `IF NOT EXISTS` insert again; a refusal then that
+/// returns our own row is our first attempt, which landed after all.
+#[tokio::test]
+async fn an_insert_retried_after_a_timeout_recognises_its_own_row() {
+    let (fake, store) = start().await;
+    let user = UserRecord {
+        id: UserId(41),
+        username: "ann".into(),
+        nickname: "Ann".into(),
+        avatar_url: String::new(),
+        created_at: 5,
+    };
+    let ours = [
+        ("user_id", V::BigInt(41)),
+        ("username", V::Text("ann".into())),
+        ("nickname", V::Text("Ann".into())),
+        ("avatar_url", V::Null),
+        ("created_at", V::BigInt(5)),
+    ];
+    let mut theirs = ours.clone();
+    theirs[4].1 = V::BigInt(6);
+    fake.answer_with("insert_user", vec![write_timeout(), Reply::lwt(false, &ours)]);
+    assert!(store.insert_user(&user).await.unwrap(), "our own row, written by the timed-out attempt");
+    assert_eq!(fake.calls_to("insert_user").len(), 2);
+    fake.answer_with("insert_user", vec![write_timeout(), Reply::lwt(false, &theirs)]);
+    assert!(!store.insert_user(&user).await.unwrap(), "someone else's row");
+    fake.answer_with("insert_user", vec![Reply::lwt(false, &ours)]);
+    assert!(!store.insert_user(&user).await.unwrap(), "a first attempt refused is taken, even by an equal row");
+    fake.clear_calls();
+    fake.answer_with("insert_user", vec![write_timeout(), write_timeout(), write_timeout()]);
+    assert!(matches!(store.insert_user(&user).await, Err(StoreError::Unavailable(_))));
+    assert_eq!(fake.calls_to("insert_user").len(), 3, "a few attempts, then unavailable");
+
+    let credential = CredentialRecord { user: UserId(41), password_hash: "$argon2id$a".into() };
+    let claimed = |user: i64, hash: &str| {
+        Reply::lwt(
+            false,
+            &[
+                ("username", V::Text("ann".into())),
+                ("user_id", V::BigInt(user)),
+                ("password_hash", V::Text(hash.into())),
+            ],
+        )
+    };
+    fake.answer_with("claim_username", vec![write_timeout(), claimed(41, "$argon2id$a")]);
+    assert!(store.claim_username("ann", &credential).await.unwrap());
+    fake.answer_with("claim_username", vec![write_timeout(), claimed(42, "$argon2id$b")]);
+    assert!(!store.claim_username("ann", &credential).await.unwrap());
+    fake.answer_with("claim_username", vec![claimed(41, "$argon2id$a")]);
+    assert!(!store.claim_username("ann", &credential).await.unwrap());
+
+    let group = GroupRecord {
+        id: FENCE.group,
+        name: "g".into(),
+        owner: UserId(41),
+        open: true,
+        max_members: 10,
+        member_count: 1,
+        created_at: 77,
+        dissolved: false,
+    };
+    let owner = MemberRecord { user: UserId(41), role: Role::Owner, joined_at: 77 };
+    let created = |owner: i64, at: i64| {
+        Reply::lwt(false, &[("group_id", V::BigInt(7)), ("owner", V::BigInt(owner)), ("created_at", V::BigInt(at))])
+    };
+    fake.answer_with("insert_group", vec![write_timeout(), created(41, 77)]);
+    assert!(store.create_group(&group, &owner).await.unwrap());
+    fake.answer_with("insert_group", vec![write_timeout(), created(41, 78)]);
+    assert!(!store.create_group(&group, &owner).await.unwrap());
+    fake.answer_with("insert_group", vec![created(41, 77)]);
+    assert!(!store.create_group(&group, &owner).await.unwrap());
+    fake.stop().await;
+}
+
+/// A request the server refuses as written never applied and would be refused again: it is
+/// `Corrupt`, not `Unavailable` (which says "may have applied, try again").
+#[tokio::test]
+async fn requests_refused_as_written_are_corrupt_and_transient_errors_unavailable() {
+    let (fake, store) = start().await;
+    let refusal = |error: DbError, message: &str| Reply::Error(error, message.into());
+    fake.answer_with(
+        "select_user",
+        vec![
+            refusal(DbError::Invalid, "Undefined column name nickname"),
+            refusal(DbError::SyntaxError, "line 1:7 no viable alternative"),
+            refusal(DbError::Unauthorized, "User troupe has no SELECT permission"),
+            refusal(DbError::Overloaded, "too many in-flight hints"),
+            refusal(
+                DbError::Unavailable { consistency: Consistency::LocalQuorum, required: 2, alive: 1 },
+                "cannot achieve consistency level",
+            ),
+        ],
+    );
+    for expected in ["Undefined column name", "no viable alternative", "no SELECT permission"] {
+        let result = store.user(UserId(1)).await;
+        assert!(
+            matches!(&result, Err(StoreError::Corrupt(message)) if message.contains(expected)),
+            "{expected}: {result:?}"
+        );
+    }
+    for what in ["overloaded", "unavailable"] {
+        let result = store.user(UserId(1)).await;
+        assert!(matches!(result, Err(StoreError::Unavailable(_))), "{what}: {result:?}");
+    }
+
+    // A conditional batch that spans partitions is refused as Invalid: a bug, never applied.
+    let spans = "BATCH with conditions cannot span multiple partitions";
+    fake.answer_with("extend_bucket", vec![refusal(DbError::Invalid, spans)]);
+    let append = store.append_messages(FENCE, 2, &[message(3)]).await;
+    assert!(matches!(&append, Err(StoreError::Corrupt(message)) if message.contains(spans)), "{append:?}");
+
+    // Through the pager too.
+    fake.answer_with("select_members", vec![refusal(DbError::Invalid, "bad paging")]);
+    assert!(matches!(store.members(FENCE.group, None, 10).await, Err(StoreError::Corrupt(_))));
+    fake.answer_with("select_members", vec![refusal(DbError::Overloaded, "busy")]);
+    assert!(matches!(store.members(FENCE.group, None, 10).await, Err(StoreError::Unavailable(_))));
     fake.stop().await;
 }
 
@@ -297,6 +450,32 @@ async fn refused_fenced_writes_tell_fenced_from_missing() {
     fake.stop().await;
 }
 
+/// (bucket, epoch set, epoch tested) of each fence LWT, sorted.
+fn fences(fake: &FakeScylla) -> Vec<(i64, i64, i64)> {
+    let mut fences: Vec<(i64, i64, i64)> = fake
+        .calls_to("fence_bucket")
+        .iter()
+        .map(|c| {
+            let epochs = c.values_of("epoch");
+            assert_eq!(epochs.len(), 2, "SET epoch = ? IF epoch < ?");
+            (big(&c.value("bucket")), big(&epochs[0]), big(&epochs[1]))
+        })
+        .collect();
+    fences.sort_unstable();
+    fences
+}
+
+/// A log's buckets as `select_bucket_last(_serial)` answers them: bucket b ends at ends[b].
+fn log_ending(ends: &'static [i64]) -> impl Fn(&Call) -> Reply + Send + Sync + 'static {
+    move |call: &Call| match usize::try_from(big(&call.value("bucket"))).ok().and_then(|b| ends.get(b)) {
+        Some(end) if call.name() == Some("select_bucket_last_serial") => {
+            Reply::Rows(vec![vec![V::BigInt(*end), V::Null]])
+        }
+        Some(end) => Reply::Rows(vec![vec![V::BigInt(*end)]]),
+        None => Reply::Default,
+    }
+}
+
 #[tokio::test]
 async fn a_claim_goes_one_past_the_epoch_it_finds_and_fences_the_log() {
     let (fake, store) = start().await;
@@ -306,22 +485,106 @@ async fn a_claim_goes_one_past_the_epoch_it_finds_and_fences_the_log() {
     // A racing claim took 6 first.
     fake.answer_with("claim_epoch", vec![Reply::lwt(false, &[("epoch", V::BigInt(6))])]);
     // The log ends in bucket 1.
-    fake.on("select_bucket_last", |call: &Call| match call.value("bucket") {
-        V::BigInt(0) => Reply::Rows(vec![vec![V::BigInt(4096)]]),
-        V::BigInt(1) => Reply::Rows(vec![vec![V::BigInt(5000)]]),
-        _ => Reply::Default,
-    });
+    fake.on("select_bucket_last", log_ending(&[4096, 5000]));
+    fake.on("select_bucket_last_serial", log_ending(&[4096, 5000]));
     assert_eq!(store.claim_group(GroupId(5)).await.unwrap(), Some(Fence { group: GroupId(5), epoch: 7 }));
     let claims = fake.calls_to("claim_epoch");
     assert_eq!(claims.len(), 2);
     assert_eq!(claims[1].values_of("epoch"), vec![V::BigInt(7), V::BigInt(6)], "SET epoch = 7 IF epoch = 6");
-    let mut fences: Vec<(i64, i64, i64)> = fake
-        .calls_to("fence_bucket")
-        .iter()
-        .map(|c| (big(&c.value("bucket")), big(&c.value("epoch")), big(&c.value("[timestamp]"))))
-        .collect();
-    fences.sort_unstable();
-    assert_eq!(fences, vec![(1, 7, 7), (2, 7, 7)], "the current bucket and the next, written at timestamp = epoch");
+    assert_eq!(fences(&fake), vec![(1, 7, 7), (2, 7, 7)], "the current bucket and the next: SET 7 IF epoch < 7");
+    for fence in fake.calls_to("fence_bucket") {
+        assert!(fence.statements[0].text.contains(" IF epoch < ?"), "an LWT, ordered with appends by Paxos");
+        assert_eq!(fence.serial_consistency, Some(SerialConsistency::Serial));
+    }
+    // After fencing, the log is searched again through Paxos.
+    let serial = fake.calls_to("select_bucket_last_serial");
+    assert!(!serial.is_empty());
+    assert!(serial.iter().all(|call| call.consistency == Consistency::Serial));
+    let last_fence = fake.calls().iter().rposition(|c| c.name() == Some("fence_bucket")).unwrap();
+    let first_serial = fake.calls().iter().position(|c| c.name() == Some("select_bucket_last_serial")).unwrap();
+    assert!(first_serial > last_fence, "the SERIAL search comes after the fences");
+    fake.stop().await;
+}
+
+/// An earlier owner opened bucket 2 while the claim searched (its append was in flight, so
+/// the first search did not see it): the SERIAL search after the fences does, and the claim
+/// fences bucket 3 too, so that owner cannot go on into it.
+#[tokio::test]
+async fn a_claim_follows_a_log_that_grew_while_it_was_fenced() {
+    let (fake, store) = start().await;
+    fake.answer_with("select_epoch", vec![Reply::Rows(vec![vec![V::BigInt(1)]])]);
+    fake.on("select_bucket_last", log_ending(&[4096, 5000]));
+    fake.on("select_bucket_last_serial", log_ending(&[4096, 8192, 8200]));
+    assert_eq!(store.claim_group(FENCE.group).await.unwrap(), Some(FENCE));
+    let buckets: Vec<i64> = fences(&fake).iter().map(|(bucket, _, _)| *bucket).collect();
+    assert_eq!(buckets, vec![1, 2, 2, 3], "the first search's buckets, then the newest and the next");
+    assert!(fences(&fake).iter().all(|(_, set, tested)| (*set, *tested) == (2, 2)));
+    fake.stop().await;
+}
+
+/// A fence is an LWT that only raises: a bucket nobody fenced takes `IF epoch = null`, a
+/// bucket with our epoch is left alone, and a later epoch is `Fenced`.
+#[tokio::test]
+async fn the_log_fence_only_raises() {
+    let (fake, store) = start().await;
+    fake.answer_with("select_epoch", (0..3).map(|_| Reply::Rows(vec![vec![V::BigInt(1)]])).collect());
+    // The empty log's buckets 0 and 1: one never fenced, one with our epoch already.
+    fake.on("fence_bucket", |call: &Call| match call.value("bucket") {
+        V::BigInt(0) => Reply::lwt(false, &[("epoch", V::Null), ("last_seq", V::Null)]),
+        _ => Reply::lwt(false, &[("epoch", V::BigInt(2)), ("last_seq", V::Null)]),
+    });
+    assert_eq!(store.claim_group(FENCE.group).await.unwrap(), Some(FENCE));
+    let claimed = fake.calls_to("fence_new_bucket");
+    assert_eq!(claimed.len(), 1, "only the bucket without an epoch");
+    assert_eq!((claimed[0].value("bucket"), claimed[0].value("epoch")), (V::BigInt(0), V::BigInt(2)));
+    assert!(claimed[0].statements[0].text.ends_with("IF epoch = null"));
+
+    // A later claim got to the log first: this one is already deposed.
+    fake.on("fence_bucket", |_: &Call| Reply::lwt(false, &[("epoch", V::BigInt(3))]));
+    fenced(store.claim_group(FENCE.group).await, 3);
+
+    // A fence that times out is tried again (it is idempotent) before the claim gives up,
+    // so a won claim does not leave the log accepting the previous epoch.
+    fake.clear_calls();
+    fake.answer_with("fence_bucket", vec![write_timeout()]);
+    assert_eq!(store.claim_group(FENCE.group).await.unwrap(), Some(FENCE));
+    assert!(fake.calls_to("fence_bucket").len() >= 3, "{:#?}", fake.calls_to("fence_bucket"));
+    assert_eq!(fences(&fake).last().map(|f| f.0), Some(1));
+    fake.stop().await;
+}
+
+/// An append that starts a new bucket needs the bucket before it full: a log that ends at
+/// 10 cannot take seq 4097.
+#[tokio::test]
+async fn an_append_that_opens_a_bucket_checks_the_log_ends_before_it() {
+    let (fake, store) = start().await;
+    fake.answer_with(
+        "select_bucket_last_serial",
+        vec![Reply::Rows(vec![vec![V::BigInt(10), V::BigInt(2)]]), Reply::Rows(vec![])],
+    );
+    let short = store.append_messages(FENCE, 4096, &[message(4097)]).await;
+    assert!(matches!(&short, Err(StoreError::Conflict(m)) if m.contains("Some(10)")), "{short:?}");
+    let empty = store.append_messages(FENCE, 4096, &[message(4097)]).await;
+    assert!(matches!(empty, Err(StoreError::Conflict(_))), "an empty log: {empty:?}");
+    let names: Vec<_> = fake.calls().iter().map(|c| c.name().unwrap()).collect();
+    assert_eq!(names, ["select_bucket_last_serial", "select_bucket_last_serial"], "nothing is written");
+    let check = &fake.calls()[0];
+    assert_eq!((check.value("bucket"), check.consistency), (V::BigInt(0), Consistency::Serial));
+
+    // Bucket 0 full: bucket 1 is fenced (with the next), then opened.
+    fake.clear_calls();
+    fake.answer_with("select_bucket_last_serial", vec![Reply::Rows(vec![vec![V::BigInt(4096), V::BigInt(2)]])]);
+    store.append_messages(FENCE, 4096, &[message(4097)]).await.unwrap();
+    assert_eq!(fences(&fake), vec![(1, 2, 2), (2, 2, 2)]);
+    let names: Vec<_> = fake.calls().iter().filter_map(|c| c.name()).filter(|n| !n.contains("client_id")).collect();
+    assert_eq!(names.first(), Some(&"select_bucket_last_serial"));
+    assert_eq!(names.last(), Some(&"open_bucket"));
+
+    // A second run of one append opens its bucket on top of the first, which it just
+    // filled: no read is needed there.
+    fake.clear_calls();
+    store.append_messages(FENCE, 4095, &[message(4096), message(4097)]).await.unwrap();
+    assert!(fake.calls_to("select_bucket_last_serial").is_empty());
     fake.stop().await;
 }
 
@@ -331,9 +594,9 @@ async fn appends_are_conditional_per_bucket() {
     store.append_messages(FENCE, 0, &[message(1), message(2)]).await.unwrap();
     let calls = fake.calls();
     let names: Vec<_> = calls.iter().map(|c| c.name().unwrap()).collect();
-    assert_eq!(&names[..2], ["fence_bucket", "open_bucket"], "bucket 1 is fenced before bucket 0 is opened");
-    assert_eq!(big(&calls[0].value("bucket")), 1);
-    let batch = &calls[1];
+    assert_eq!(&names[..3], ["fence_bucket", "fence_bucket", "open_bucket"], "buckets 0 and 1 are fenced first");
+    assert_eq!(fences(&fake), vec![(0, 2, 2), (1, 2, 2)]);
+    let batch = &calls[2];
     assert_eq!(batch.statements.len(), 3, "the last_seq condition and two inserts");
     assert_eq!(
         (batch.statements[0].value("last_seq"), batch.statements[0].value("epoch")),
@@ -350,13 +613,15 @@ async fn appends_are_conditional_per_bucket() {
         vec![
             Reply::lwt(false, &[("last_seq", V::BigInt(2)), ("epoch", V::BigInt(3))]),
             Reply::lwt(false, &[("last_seq", V::BigInt(5)), ("epoch", V::BigInt(2))]),
-            Reply::lwt(false, &[("last_seq", V::Null), ("epoch", V::Null)]),
+            Reply::lwt(false, &[("last_seq", V::BigInt(5)), ("epoch", V::BigInt(1))]),
         ],
     );
     fenced(store.append_messages(FENCE, 2, &[message(3)]).await, 3);
     assert!(matches!(store.append_messages(FENCE, 2, &[message(3)]).await, Err(StoreError::Conflict(_))), "log at 5");
-    assert!(matches!(store.append_messages(FENCE, 2, &[message(3)]).await, Err(StoreError::Conflict(_))), "no fence");
+    let behind = store.append_messages(FENCE, 2, &[message(3)]).await;
+    assert!(matches!(behind, Err(StoreError::Conflict(_))), "log at 5, whatever the epoch: {behind:?}");
     assert!(fake.calls_to("insert_client_id").is_empty(), "nothing more after a refusal");
+    assert!(fake.calls_to("fence_bucket").is_empty());
     let gap = store.append_messages(FENCE, 2, &[message(4)]).await;
     assert!(matches!(gap, Err(StoreError::Conflict(_))), "{gap:?}");
     assert_eq!(fake.calls().len(), 3, "a gap is refused before any request");
@@ -368,13 +633,66 @@ async fn appends_are_conditional_per_bucket() {
     let crossing = store.append_messages(FENCE, 4095, &[message(4096), message(4097)]).await;
     assert!(matches!(crossing, Err(StoreError::Unavailable(_))), "{crossing:?}");
     let names: Vec<_> = fake.calls().iter().map(|c| c.name().unwrap()).collect();
-    assert_eq!(names, ["extend_bucket", "fence_bucket", "open_bucket"]);
+    assert_eq!(names, ["extend_bucket", "fence_bucket", "fence_bucket", "open_bucket"]);
+    fake.stop().await;
+}
+
+/// A bucket that carries an earlier epoch (or none) than the appender's is not a deposed
+/// appender: a claim fences only the buckets it finds, and an earlier owner may have fenced
+/// the next bucket with its own epoch. The appender raises the bucket to its epoch and tries
+/// once more, instead of reporting itself fenced by an epoch older than its own.
+#[tokio::test]
+async fn an_append_raises_an_earlier_epoch_and_tries_once_more() {
+    let (fake, store) = start().await;
+    let earlier = |last: V, epoch: V| Reply::lwt(false, &[("last_seq", last), ("epoch", epoch)]);
+    fake.answer_with("extend_bucket", vec![earlier(V::BigInt(2), V::BigInt(1))]);
+    store.append_messages(FENCE, 2, &[message(3)]).await.unwrap();
+    assert_eq!(fences(&fake), vec![(0, 2, 2)], "bucket 0 raised to our epoch");
+    let names: Vec<_> = fake.calls().iter().filter_map(|c| c.name()).filter(|n| !n.contains("client_id")).collect();
+    assert_eq!(names, ["extend_bucket", "fence_bucket", "extend_bucket"]);
+
+    // Bucket 1 was fenced by the earlier owner at epoch 1 (B's search missed its bucket):
+    // opening it raises it, and the open goes through.
+    fake.clear_calls();
+    fake.answer_with("select_bucket_last_serial", vec![Reply::Rows(vec![vec![V::BigInt(4096), V::BigInt(1)]])]);
+    fake.answer_with("open_bucket", vec![earlier(V::Null, V::BigInt(1))]);
+    store.append_messages(FENCE, 4096, &[message(4097)]).await.unwrap();
+    assert_eq!(fake.calls_to("open_bucket").len(), 2);
+
+    // No epoch at all: the same.
+    fake.clear_calls();
+    fake.answer_with("extend_bucket", vec![earlier(V::BigInt(2), V::Null)]);
+    store.append_messages(FENCE, 2, &[message(3)]).await.unwrap();
+    assert_eq!(fake.calls_to("extend_bucket").len(), 2);
+
+    // Once only: still refused after the raise is a conflict, never a loop.
+    fake.clear_calls();
+    fake.answer_with(
+        "extend_bucket",
+        vec![
+            earlier(V::BigInt(2), V::BigInt(1)),
+            earlier(V::BigInt(2), V::BigInt(1)),
+            earlier(V::BigInt(2), V::BigInt(1)),
+        ],
+    );
+    assert!(matches!(store.append_messages(FENCE, 2, &[message(3)]).await, Err(StoreError::Conflict(_))));
+    assert_eq!(fake.calls_to("extend_bucket").len(), 2);
+
+    // The raise itself finding a later epoch: fenced.
+    fake.clear_calls();
+    fake.answer_with("extend_bucket", vec![earlier(V::BigInt(2), V::BigInt(1))]);
+    fake.answer_with("fence_bucket", vec![Reply::lwt(false, &[("epoch", V::BigInt(4))])]);
+    fenced(store.append_messages(FENCE, 2, &[message(3)]).await, 4);
+    assert_eq!(fake.calls_to("extend_bucket").len(), 1);
     fake.stop().await;
 }
 
 #[tokio::test]
 async fn writes_without_waiting_call_done_once_in_submission_order() {
-    let (fake, store) = start().await;
+    let (mut fake, store) = start().await;
+    // The marks answer slowly, so an append that did not wait for them would be answered
+    // (and recorded) first.
+    fake.slow("advance_read_mark", Duration::from_millis(400));
     let order = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let record = |what: &'static str| -> WriteDone {
@@ -397,7 +715,8 @@ async fn writes_without_waiting_call_done_once_in_submission_order() {
     let queued: Vec<_> = order.iter().filter(|(what, _)| *what != "gap").cloned().collect();
     assert_eq!(queued, vec![("marks", true), ("append", true)], "a group's writes apply in submission order");
     let names: Vec<_> = fake.calls().iter().map(|c| c.name().unwrap()).collect();
-    assert_eq!(&names[..2], ["advance_read_mark", "advance_read_mark"]);
+    assert_eq!(&names[..2], ["advance_read_mark", "advance_read_mark"], "{names:?}");
+    assert!(names[2..].iter().all(|name| *name != "advance_read_mark"), "{names:?}");
     fake.stop().await;
 }
 

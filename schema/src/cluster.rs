@@ -116,6 +116,13 @@ impl GroupCommand {
 pub enum NodeDelivery {
     /// Events for every connection of these users on the node, in this order.
     Fanout {
+        /// The group the events belong to.
+        group: GroupId,
+        /// The node whose group actor sent them (where [`NodeMessage::Interest`] goes).
+        from: NodeId,
+        /// The group actor's count of deliveries so far, echoed in a `wanted: false`
+        /// [`NodeMessage::Interest`] so the actor can tell a stale one.
+        stamp: u64,
         /// The recipients (the node skips those with no connection there).
         recipients: Vec<UserId>,
         /// Encoded events, each already a JSON object.
@@ -164,4 +171,26 @@ pub enum NodeMessage {
     Deliver(NodeDelivery),
     /// I am alive (see [`Heartbeat`]).
     Heartbeat(Heartbeat),
+    /// Whether the sending node has members of a group online: a group actor sends its
+    /// deliveries only to nodes that want them. A node says `wanted: false` when a delivery
+    /// reached nobody there, and `wanted: true` (with an `ack`) when a member connects.
+    Interest {
+        /// The group.
+        group: GroupId,
+        /// The node that does (or does not) want the group's deliveries.
+        node: NodeId,
+        /// Whether it does.
+        wanted: bool,
+        /// For `wanted: false`, the stamp of the delivery that reached nobody: the actor
+        /// ignores it if a member of that node has shown up since.
+        stamp: u64,
+        /// Answer with [`NodeMessage::InterestAck`] once the group actor has taken it in.
+        ack: Option<u64>,
+    },
+    /// The group actor has taken in an [`NodeMessage::Interest`]: every delivery after
+    /// this reaches the node.
+    InterestAck {
+        /// The `ack` of the interest.
+        ack: u64,
+    },
 }

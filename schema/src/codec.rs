@@ -82,7 +82,13 @@ mod tests {
             assert_eq!(back, msg);
         }
         let deliveries = [
-            NodeDelivery::Fanout { recipients: vec![UserId(1)], events: vec![b"{}".to_vec()] },
+            NodeDelivery::Fanout {
+                group: GroupId(3),
+                from: NodeId(2),
+                stamp: 9,
+                recipients: vec![UserId(1)],
+                events: vec![b"{}".to_vec()],
+            },
             NodeDelivery::Reply { user: UserId(1), conn: ConnId(2), event: b"{}".to_vec() },
         ];
         for delivery in deliveries {

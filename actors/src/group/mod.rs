@@ -25,7 +25,7 @@ use schema::cluster::{GroupCommand, GroupEnvelope, ReplyTo};
 use schema::frames::server::{self as wire, AddMemberOutcome as AddLine, AddStatus, Event, LeaveReason};
 use schema::frames::{MessageKind, Role};
 use schema::records::{GroupRecord, MemberRecord, MessageRecord, UserGroupRecord};
-use schema::{GroupId, Seq, UserId};
+use schema::{GroupId, NodeId, Seq, UserId};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
@@ -45,6 +45,17 @@ pub enum GroupMsg {
     Handoff,
     /// Start over from the store: this node was frozen and may have been deposed.
     Restart,
+    /// Another node does (or does not) have members of this group online.
+    Interest {
+        /// The node.
+        node: NodeId,
+        /// Whether it wants the group's deliveries.
+        wanted: bool,
+        /// Answer the node once taken in.
+        ack: Option<u64>,
+        /// For `wanted: false`, the stamp of the delivery that reached nobody.
+        stamp: u64,
+    },
     /// The debug console asks what the actor holds.
     Inspect(oneshot::Sender<GroupSnapshot>),
 }
@@ -107,6 +118,15 @@ pub struct GroupState {
     /// Requests that arrived after a handoff while a commit was still under way: passed on
     /// once it is answered, so the new owner's messages never overtake this one's.
     held: Vec<GroupEnvelope>,
+    /// Nodes that said no member of this group is online there: deliveries skip them.
+    unwanted: HashSet<NodeId>,
+    /// Deliveries made so far (each carries the count as its stamp).
+    deliveries: u64,
+    /// Per node, the delivery count when a member showed up there (a request came from
+    /// it); a "wanted: false" about an earlier delivery is stale and ignored.
+    present_since: HashMap<NodeId, u64>,
+    /// The delivery count when membership last grew (anyone could be anywhere).
+    grown_since: u64,
 }
 
 /// Why a group actor is on its way out.
@@ -182,6 +202,10 @@ pub async fn activate(
         dissolved: false,
         leaving: None,
         held: Vec::new(),
+        unwanted: HashSet::new(),
+        deliveries: 0,
+        present_since: HashMap::new(),
+        grown_since: 0,
     };
     let spawned = match supervisor {
         Some(supervisor) => Actor::spawn_linked(None, GroupActor, state, supervisor).await,
@@ -216,6 +240,9 @@ impl Actor for GroupActor {
             GroupMsg::Command(envelope) => {
                 state.gauge.leave();
                 let reply_to = envelope.reply_to;
+                // Whoever asks from a node has a connection there: it gets deliveries again.
+                state.unwanted.remove(&reply_to.node);
+                state.present_since.insert(reply_to.node, state.deliveries);
                 match state.leaving {
                     Some(Leaving::Failed) => {
                         state.reply_error(&reply_to, &ApiError::Unavailable("the group is restarting; retry".into()));
@@ -254,6 +281,21 @@ impl Actor for GroupActor {
                 if state.leaving == Some(Leaving::HandedOff) && state.in_flight.is_empty() {
                     state.pass_on_everything().await;
                     state.stop_when_settled(&myself);
+                }
+            }
+            GroupMsg::Interest { node, wanted, ack, stamp } => {
+                if wanted {
+                    state.unwanted.remove(&node);
+                    state.present_since.insert(node, state.deliveries);
+                } else {
+                    let since = state.present_since.get(&node).copied().unwrap_or(0).max(state.grown_since);
+                    // Only a delivery made after the node's members last showed up counts.
+                    if stamp >= since {
+                        state.unwanted.insert(node);
+                    }
+                }
+                if let Some(ack) = ack {
+                    state.system.interest_taken(node, ack);
                 }
             }
             GroupMsg::Restart => {
@@ -548,7 +590,8 @@ impl GroupState {
         }
         // The batch's messages go out with the member list they were accepted under, then
         // whatever membership events happened meanwhile.
-        self.system.deliver(&self.batch_recipients, &events);
+        self.deliveries += 1;
+        self.system.deliver(self.record.id, self.deliveries, &self.batch_recipients, &events, &self.unwanted);
         self.release_deferred();
         match self.leaving {
             None => self.flush(myself),
@@ -626,6 +669,10 @@ impl GroupState {
                 self.membership_changed();
                 self.system.cache().member_changed(group, user, Some(role));
                 self.system.cache().record_changed(&self.record);
+                // The new member may be online on a node that said it wants nothing of this
+                // group: deliver everywhere again (nodes still without members say so again).
+                self.unwanted.clear();
+                self.grown_since = self.deliveries;
                 let event = Event::MemberJoined { group, user, role, member_count: count };
                 self.broadcast(&event);
                 Ok(AddStatus::Added)
@@ -800,7 +847,14 @@ impl GroupState {
     /// Delivers an event now, or after the batch being committed if there is one.
     fn emit(&mut self, recipients: Arc<[UserId]>, event: Bytes) {
         if self.in_flight.is_empty() {
-            self.system.deliver(&recipients, std::slice::from_ref(&event));
+            self.deliveries += 1;
+            self.system.deliver(
+                self.record.id,
+                self.deliveries,
+                &recipients,
+                std::slice::from_ref(&event),
+                &self.unwanted,
+            );
         } else {
             self.deferred.push((recipients, event));
         }
@@ -808,7 +862,14 @@ impl GroupState {
 
     fn release_deferred(&mut self) {
         for (recipients, event) in std::mem::take(&mut self.deferred) {
-            self.system.deliver(&recipients, std::slice::from_ref(&event));
+            self.deliveries += 1;
+            self.system.deliver(
+                self.record.id,
+                self.deliveries,
+                &recipients,
+                std::slice::from_ref(&event),
+                &self.unwanted,
+            );
         }
     }
 

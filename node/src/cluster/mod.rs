@@ -317,9 +317,11 @@ impl Actor for NodeActor {
                     self.system.rebalance();
                 }
             }
-            ClusterMsg::Peer(NodeMessage::Deliver(delivery)) => {
-                self.system.fanout.apply(delivery);
+            ClusterMsg::Peer(NodeMessage::Deliver(delivery)) => self.system.apply_remote(delivery),
+            ClusterMsg::Peer(NodeMessage::Interest { group, node, wanted, ack, stamp }) => {
+                self.system.interest(group, node, wanted, ack, stamp);
             }
+            ClusterMsg::Peer(NodeMessage::InterestAck { ack }) => self.system.interest_acked(ack),
             ClusterMsg::Peer(NodeMessage::Group(envelope)) => {
                 // Unknown (this node just started): the sender thinks it is here; serve it.
                 let owner = self.system.owner(envelope.group).unwrap_or(self.system.node);

@@ -133,6 +133,7 @@ fn stats(system: &Arc<System>) -> Value {
         "process": process::current(),
         "store": system.store.backend(),
         "cache": { "backend": system.cache().backend(), "hits": hits, "misses": misses },
+        "remote_deliveries": system.remote_deliveries.load(std::sync::atomic::Ordering::Relaxed),
         "connections": connections,
         "online_users": online_users,
         "counts": { "group": system.groups.len(), "user": system.users.len() },

@@ -6,13 +6,29 @@
 //! cap and the group fence are conditions on the group partition's static columns, and the
 //! log's gapless seqs are a condition on each bucket's static `last_seq`. When an LWT is
 //! refused, the old values it returns tell the reasons apart (fenced, no group, full, ...).
-//! The log carries its own copy of the fence (see `claim_group` and the CQL file), so an
-//! append stays one partition too.
+//! The log carries its own copy of the fence in each bucket (see `claim_group`, `messages.rs`
+//! and the CQL file), so an append stays one partition too.
+//!
+//! **Invariant:** every LWT runs with SERIAL serial consistency, a Paxos quorum of all
+//! replicas in every datacenter. LOCAL_SERIAL would let two datacenters each run Paxos
+//! among their own replicas, with quorums that do not overlap, so both could win the same
+//! `IF NOT EXISTS` or the same epoch. Plain reads and writes stay at LOCAL_QUORUM.
+//!
+//! **Invariant:** a partition written by LWTs is never written by a plain statement, so
+//! Paxos orders every change to it; the log's fence too is an LWT (`IF epoch < :new`).
+//!
+//! **Invariant:** the buckets that hold a `last_seq` are a prefix 0..=k of the log: a bucket
+//! is opened only on top of a full one (checked at SERIAL when an append starts there).
+//!
+//! A request the server refuses as written (`Invalid`, `SyntaxError`, `Unauthorized`, a
+//! batch it cannot run) is `Corrupt`: never applied, and not worth retrying. Timeouts,
+//! overload and lost connections are `Unavailable`: they may have applied.
 //!
 //! Calls that must not wait (`*_then`) run on ordered lanes, one per group hash, as in the
 //! PostgreSQL store: a group's writes apply in the order its actor submitted them.
 
 mod accounts;
+mod fence;
 mod groups;
 mod log;
 mod messages;
@@ -136,7 +152,8 @@ impl ScyllaStore {
         }
         let profile = ExecutionProfile::builder()
             .consistency(Consistency::LocalQuorum)
-            .serial_consistency(Some(SerialConsistency::LocalSerial))
+            // SERIAL, not LOCAL_SERIAL: see the invariant at the top of this file.
+            .serial_consistency(Some(SerialConsistency::Serial))
             .request_timeout(Some(options.request_timeout))
             .build();
         let session = SessionBuilder::new()
@@ -188,10 +205,44 @@ impl ScyllaStore {
     }
 }
 
+/// Attempts of an `IF NOT EXISTS` insert whose outcome was unknown (a timeout) before the
+/// store gives up as `unavailable`.
+const INSERT_ATTEMPTS: usize = 3;
+
 /// One statement of a conditional batch with its values.
 type BatchPart<'a> = (&'a PreparedStatement, Box<dyn SerializeRow + Send + Sync + 'a>);
 
 impl Inner {
+    /// Runs an `INSERT ... IF NOT EXISTS` (each call of `attempt` sends it once): true if it
+    /// applied, false if the row was there. After an ambiguous failure (`Unavailable`: a
+    /// timeout may have applied) it tries again, and a refusal then may be its own earlier
+    /// attempt, landed after all: ScyllaDB answers a refused insert with the row that is
+    /// there, and `is_ours` tells whether it is the one we wrote. A refusal on the first
+    /// attempt is always someone else's (the contract: an id is inserted once).
+    async fn insert_if_absent<F, Fut>(
+        &self,
+        mut attempt: F,
+        is_ours: impl Fn(&Lwt) -> StoreResult<bool>,
+    ) -> StoreResult<bool>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = StoreResult<Lwt>>,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match attempt().await {
+                Ok(answer) if answer.applied => return Ok(true),
+                Ok(_) if tries == 1 => return Ok(false),
+                Ok(answer) => return is_ours(&answer),
+                Err(StoreError::Unavailable(message)) if tries < INSERT_ATTEMPTS => {
+                    tracing::debug!(%message, "scylla: an insert's outcome is unknown; trying again");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     async fn run(&self, statement: &PreparedStatement, values: impl SerializeRow) -> StoreResult<QueryResult> {
         self.session.execute_unpaged(statement, values).await.map_err(execution)
     }

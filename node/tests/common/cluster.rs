@@ -23,10 +23,16 @@ pub struct TestCluster {
     env: Vec<(String, String)>,
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, below the ephemeral range (so outgoing
+/// connections, which the tests make by the thousand, do not take it meanwhile).
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
+    use std::hash::{BuildHasher, RandomState};
+    loop {
+        let port = 20_000 + (RandomState::new().hash_one(std::time::SystemTime::now()) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl TestCluster {
@@ -55,7 +61,18 @@ impl TestCluster {
         cluster
     }
 
-    async fn spawn(&self, slot: usize, seeds: &[String]) -> TestNode {
+    /// Starts the node of `slot`; if its cluster port was taken meanwhile, on another port.
+    async fn spawn(&mut self, slot: usize, seeds: &[String]) -> TestNode {
+        for _ in 0..5 {
+            if let Some(node) = self.try_spawn(slot, seeds).await {
+                return node;
+            }
+            self.addrs[slot] = format!("127.0.0.1:{}", free_port());
+        }
+        panic!("node {} could not start", slot + 1);
+    }
+
+    async fn try_spawn(&self, slot: usize, seeds: &[String]) -> Option<TestNode> {
         let args = vec![
             "--cluster-listen".to_string(),
             self.addrs[slot].clone(),
@@ -65,7 +82,7 @@ impl TestCluster {
             seeds.join(","),
         ];
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        TestNode::start_with(&env, &args).await
+        TestNode::try_start_with(&env, &args).await
     }
 
     /// Starts one more node, seeded with the first live node only, and waits until every

@@ -366,6 +366,20 @@ impl FakeScylla {
 
     /// Drops every execution of the statement `name` without an answer (a node that hangs).
     pub fn silence(&mut self, name: &str) {
+        self.react_to(name, RequestReaction::drop_frame());
+    }
+
+    /// Answers every execution of the statement `name` only after `delay` (a slow node), as
+    /// its script says; the call is recorded when the answer is made, after the delay.
+    /// Other requests are answered meanwhile.
+    pub fn slow(&mut self, name: &str, delay: std::time::Duration) {
+        let answering = self.state.clone();
+        let late = Arc::new(move |request: RequestFrame| answer(&answering, request));
+        self.react_to(name, RequestReaction::forge_response_with_delay(delay, late));
+    }
+
+    /// Puts `reaction` ahead of the catch-all rule for executions of the statement `name`.
+    fn react_to(&mut self, name: &str, reaction: RequestReaction) {
         let text = {
             let state = self.lock();
             state.names.iter().find(|(_, n)| **n == name).map(|(text, _)| text.clone()).expect("a statement name")
@@ -373,7 +387,7 @@ impl FakeScylla {
         let id = prepared_id(&text).into_boxed_slice();
         let rule = RequestRule(
             Condition::RequestOpcode(RequestOpcode::Execute).and(Condition::BodyContainsCaseSensitive(id)),
-            RequestReaction::drop_frame(),
+            reaction,
         );
         if let Some(proxy) = self.proxy.as_mut() {
             proxy.running_nodes[0].prepend_request_rules(vec![rule]);

@@ -48,15 +48,25 @@ impl TestNode {
 
     /// A node on a fresh data directory with extra settings and extra `serve` flags.
     pub async fn start_with(env: &[(&str, &str)], args: &[String]) -> TestNode {
+        Self::try_start_with(env, args).await.expect("troupe exited before it was ready")
+    }
+
+    /// Like [`TestNode::start_with`], but None if the node exits before it is ready (a
+    /// port it was given was taken meanwhile, say).
+    pub async fn try_start_with(env: &[(&str, &str)], args: &[String]) -> Option<TestNode> {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().to_path_buf();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut node = Self::spawn(&data, env, args.to_vec()).await;
+        let mut node = Self::try_spawn(&data, env, args.to_vec()).await?;
         node._dir = Some(dir);
-        node
+        Some(node)
     }
 
     async fn spawn(data: &Path, env: Vec<(String, String)>, args: Vec<String>) -> TestNode {
+        Self::try_spawn(data, env, args).await.expect("troupe exited before it was ready")
+    }
+
+    async fn try_spawn(data: &Path, env: Vec<(String, String)>, args: Vec<String>) -> Option<TestNode> {
         raise_open_file_limit();
         let mut command = Command::new(env!("CARGO_BIN_EXE_troupe"));
         command
@@ -75,8 +85,7 @@ impl TestNode {
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
             .await
             .expect("troupe printed no ready line within 30 s")
-            .expect("read stdout")
-            .expect("troupe exited before it was ready");
+            .expect("read stdout")?;
         // Keep draining stdout so the node never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let field = |name: &str| -> SocketAddr {
@@ -87,7 +96,7 @@ impl TestNode {
                 .expect("address")
         };
         let (http, console) = (field("http"), field("console"));
-        TestNode {
+        Some(TestNode {
             child,
             http,
             console,
@@ -96,7 +105,7 @@ impl TestNode {
             env,
             args,
             _dir: None,
-        }
+        })
     }
 
     /// The node's process id.

@@ -2,7 +2,7 @@
 //! username, per session. "If free" is `IF NOT EXISTS`; a user's partitions are only ever
 //! written by LWTs (deletes too), so their writes are ordered by Paxos, not by clocks.
 
-use super::rows::{self, id};
+use super::rows::{self, Lwt, id};
 use super::{Inner, ScyllaStore, unset};
 use actors::store::*;
 use async_trait::async_trait;
@@ -23,6 +23,16 @@ fn session_ttl_seconds(expires_at_ms: u64, now_ms: u64) -> i32 {
     remaining.clamp(MIN_SESSION_TTL_SECONDS, MAX_TTL_SECONDS) as i32
 }
 
+/// Whether the row a refused `insert_user` found is `user` (a profile field never set
+/// reads as null, the record's empty string).
+fn is_user(there: &Lwt, user: &UserRecord) -> StoreResult<bool> {
+    Ok(there.bigint("user_id")? == Some(id(user.id.0))
+        && there.text("username")? == Some(user.username.as_str())
+        && there.text("nickname")?.unwrap_or_default() == user.nickname
+        && there.text("avatar_url")?.unwrap_or_default() == user.avatar_url
+        && there.bigint("created_at")? == Some(id(user.created_at)))
+}
+
 #[async_trait]
 impl AccountStore for ScyllaStore {
     async fn insert_user(&self, user: &UserRecord) -> StoreResult<bool> {
@@ -33,7 +43,8 @@ impl AccountStore for ScyllaStore {
             user.avatar_url.as_str(),
             id(user.created_at),
         );
-        Ok(self.inner.lwt(&self.inner.st.insert_user, values).await?.applied)
+        let inner = &self.inner;
+        inner.insert_if_absent(|| inner.lwt(&inner.st.insert_user, values), |there| is_user(there, user)).await
     }
 
     async fn user(&self, user: UserId) -> StoreResult<Option<UserRecord>> {
@@ -62,7 +73,12 @@ impl AccountStore for ScyllaStore {
 
     async fn claim_username(&self, username: &str, credential: &CredentialRecord) -> StoreResult<bool> {
         let values = (username, id(credential.user.0), credential.password_hash.as_str());
-        Ok(self.inner.lwt(&self.inner.st.claim_username, values).await?.applied)
+        let inner = &self.inner;
+        let is_ours = |there: &Lwt| {
+            Ok(there.bigint("user_id")? == Some(id(credential.user.0))
+                && there.text("password_hash")? == Some(credential.password_hash.as_str()))
+        };
+        inner.insert_if_absent(|| inner.lwt(&inner.st.claim_username, values), is_ours).await
     }
 
     async fn credential(&self, username: &str) -> StoreResult<Option<CredentialRecord>> {

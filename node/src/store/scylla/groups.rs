@@ -6,7 +6,7 @@
 //! not (role), and a count that moved since it was read (then the call reads and tries again).
 
 use super::rows::{self, CapRow, GroupRow, MemberRow, id, role_text};
-use super::{BatchPart, Inner, Lwt, ScyllaStore, log};
+use super::{BatchPart, Inner, Lwt, ScyllaStore};
 use actors::store::*;
 use async_trait::async_trait;
 use schema::frames::Role;
@@ -39,13 +39,6 @@ impl Inner {
     async fn cap(&self, group: GroupId) -> StoreResult<Option<CapRow>> {
         self.first::<CapRow>(&self.st.select_cap, (id(group.0),)).await
     }
-
-    /// Writes `epoch` into the log's static `epoch` of `bucket`, timestamped with the epoch
-    /// itself so the highest epoch wins in whatever order such writes land.
-    pub(super) async fn fence_bucket(&self, group: GroupId, bucket: u64, epoch: u64) -> StoreResult<()> {
-        let values = (id(epoch), id(epoch), id(group.0), id(bucket));
-        self.run(&self.st.fence_bucket, values).await.map(drop)
-    }
 }
 
 #[async_trait]
@@ -63,9 +56,17 @@ impl GroupStore for ScyllaStore {
             group.dissolved,
         );
         let owner_row = (g, id(owner.user.0), role_text(owner.role), id(owner.joined_at));
-        let parts: Vec<BatchPart<'_>> =
-            vec![(&st.insert_group, Box::new(row)), (&st.insert_owner, Box::new(owner_row))];
-        Ok(self.inner.lwt_batch(parts).await?.applied)
+        let attempt = || {
+            let parts: Vec<BatchPart<'_>> =
+                vec![(&st.insert_group, Box::new(row)), (&st.insert_owner, Box::new(owner_row))];
+            self.inner.lwt_batch(parts)
+        };
+        // The group row that refused a retry is ours if it has our owner and creation time.
+        let is_ours = |there: &Lwt| {
+            Ok(there.bigint("owner")? == Some(id(group.owner.0))
+                && there.bigint("created_at")? == Some(id(group.created_at)))
+        };
+        self.inner.insert_if_absent(attempt, is_ours).await
     }
 
     async fn claim_group(&self, group: GroupId) -> StoreResult<Option<Fence>> {
@@ -78,15 +79,11 @@ impl GroupStore for ScyllaStore {
             let next = current + 1;
             let answer = inner.lwt(&inner.st.claim_epoch, (id(next), id(group.0), id(current))).await?;
             if answer.applied {
-                // The group row is ours; now the log. Its current bucket and the next get the
-                // new epoch, so a deposed owner's next append is refused there too.
-                let last = self.last_seq(group).await?;
-                let bucket = log::bucket_of(last);
-                futures_util::try_join!(
-                    inner.fence_bucket(group, bucket, next),
-                    inner.fence_bucket(group, bucket + 1, next)
-                )?;
-                return Ok(Some(Fence { group, epoch: next }));
+                // The group row is ours; now the log, which carries its own copy of the fence
+                // (see `fence.rs`): once this returns, a deposed owner's appends are refused.
+                let fence = Fence { group, epoch: next };
+                inner.fence_log(fence).await?;
+                return Ok(Some(fence));
             }
             // Another claim won meanwhile: its epoch came back; go one past it.
             match answer.epoch()? {

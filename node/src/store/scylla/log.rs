@@ -1,9 +1,10 @@
 //! The arithmetic of a group's log in buckets: which bucket holds a seq, how an append
 //! splits over buckets, and how the newest bucket is found without a counter anywhere.
 //!
-//! Buckets fill in order and never skip (seqs are gapless), so "bucket b has a last_seq" is
-//! true for b = 0..=k and false after: the newest is found by an exponential then a binary
-//! search, each probe one read of a static column.
+//! Buckets fill in order and never skip (seqs are gapless, and an append that opens a bucket
+//! checks that the one before it is full), so "bucket b has a last_seq" is true for b = 0..=k
+//! and false after: the newest is found by an exponential then a binary search, each probe
+//! one read of a static column.
 
 use actors::store::{StoreError, StoreResult};
 use schema::Seq;
@@ -38,7 +39,7 @@ pub struct BucketRun<'a> {
     /// The bucket.
     pub bucket: u64,
     /// The bucket's last_seq the batch expects; None for the bucket's first append
-    /// (`IF last_seq = null`), which is also when the next bucket must be fenced first.
+    /// (`IF last_seq = null`), which is also when it and the next bucket are fenced first.
     pub expected_last: Option<Seq>,
     /// The bucket's last_seq after the batch.
     pub new_last: Seq,

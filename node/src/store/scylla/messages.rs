@@ -1,5 +1,9 @@
 //! Message logs on ScyllaDB: partitions of 4096 seqs, appended by one conditional batch per
 //! bucket, and read by walking buckets with paged, limited queries.
+//!
+//! Each batch is conditional on the bucket's `last_seq` (gapless seqs) and its `epoch` (the
+//! log's copy of the group fence, see `fence.rs`). An append that starts a bucket first
+//! checks, at SERIAL, that the bucket before it is full, so buckets fill in order.
 
 use super::log::{self, BucketRun};
 use super::rows::{self, MessageRow, id};
@@ -14,28 +18,30 @@ impl Inner {
     /// The last_seq of one bucket, None if it has none (not yet appended to).
     async fn bucket_last(&self, group: GroupId, bucket: u64) -> StoreResult<Option<Seq>> {
         let row = self.first::<(Option<i64>,)>(&self.st.select_bucket_last, (id(group.0), id(bucket))).await?;
-        match row.and_then(|(last,)| last) {
-            None => Ok(None),
-            Some(last) => Ok(Some(rows::unsigned(Some(last), "messages.last_seq")?)),
-        }
+        last_of(row.and_then(|(last,)| last))
     }
 
-    async fn last_seq(&self, group: GroupId) -> StoreResult<Seq> {
+    /// [`Inner::bucket_last`] at SERIAL: sees every append that landed, and completes one
+    /// still in flight first.
+    async fn bucket_last_serial(&self, group: GroupId, bucket: u64) -> StoreResult<Option<Seq>> {
+        let values = (id(group.0), id(bucket));
+        let row = self.first::<(Option<i64>, Option<i64>)>(&self.st.select_bucket_last_serial, values).await?;
+        last_of(row.and_then(|(last, _)| last))
+    }
+
+    pub(super) async fn last_seq(&self, group: GroupId) -> StoreResult<Seq> {
         log::find_last_seq(|bucket| self.bucket_last(group, bucket)).await
     }
 
-    /// Writes one bucket's part of an append: `Fenced` if the bucket carries a later epoch,
-    /// `Conflict` if its last_seq is not the one expected.
-    async fn append_run(&self, fence: Fence, run: &BucketRun<'_>) -> StoreResult<()> {
-        let group = fence.group;
-        let (g, b) = (id(group.0), id(run.bucket));
-        if run.expected_last.is_none() {
-            // Opening bucket b: b + 1 gets our epoch first. A claim fences only the current
-            // bucket and the next, so every bucket must carry an epoch before the log can
-            // reach it; a later claim's higher epoch still wins there by timestamp.
-            self.fence_bucket(group, run.bucket + 1, fence.epoch).await?;
-        }
-        let mut parts: Vec<BatchPart<'_>> = Vec::with_capacity(run.messages.len() + 1);
+    /// [`Inner::last_seq`] with every probe at SERIAL.
+    pub(super) async fn last_seq_serial(&self, group: GroupId) -> StoreResult<Seq> {
+        log::find_last_seq(|bucket| self.bucket_last_serial(group, bucket)).await
+    }
+
+    /// The conditional batch that writes one bucket's part of an append.
+    fn run_batch<'a>(&'a self, fence: Fence, run: &BucketRun<'a>) -> Vec<BatchPart<'a>> {
+        let (g, b) = (id(fence.group.0), id(run.bucket));
+        let mut parts: Vec<BatchPart<'a>> = Vec::with_capacity(run.messages.len() + 1);
         match run.expected_last {
             None => parts.push((&self.st.open_bucket, Box::new((id(run.new_last), g, b, id(fence.epoch))))),
             Some(last) => {
@@ -55,30 +61,70 @@ impl Inner {
             );
             parts.push((&self.st.insert_message, Box::new(row)));
         }
-        let answer = self.lwt_batch(parts).await?;
-        if answer.applied {
-            return Ok(());
+        parts
+    }
+
+    /// Writes one bucket's part of an append: `Fenced` if the bucket carries a later epoch,
+    /// `Conflict` if the log does not end where the run expects. `starts_append`: this is
+    /// the append's first run, so nothing in this call has checked the bucket before it.
+    async fn append_run(&self, fence: Fence, run: &BucketRun<'_>, starts_append: bool) -> StoreResult<()> {
+        let group = fence.group;
+        if run.expected_last.is_none() {
+            if starts_append && run.bucket > 0 {
+                // The append opens a bucket, so the log must end exactly where the bucket
+                // before it does. A full bucket never changes, so this cannot go stale
+                // before the open below; and buckets keep filling in order.
+                let previous = run.bucket - 1;
+                let found = self.bucket_last_serial(group, previous).await?;
+                if found != Some(log::last_seq_of(previous)) {
+                    return Err(StoreError::Conflict(format!(
+                        "log of group {group} ends at {found:?} in bucket {previous}, not {}",
+                        log::last_seq_of(previous)
+                    )));
+                }
+            }
+            // Opening bucket b: b and b + 1 get our epoch first. A claim fences only the
+            // buckets it finds, so every bucket must carry an epoch before the log can reach
+            // it; a later claim's higher epoch still wins there (the fence only raises).
+            futures_util::try_join!(self.fence_bucket(fence, run.bucket), self.fence_bucket(fence, run.bucket + 1))?;
         }
-        match answer.epoch()? {
-            Some(current) if current != fence.epoch => Err(fence.refused(current)),
-            None => Err(StoreError::Conflict(format!(
-                "log bucket {} of group {group} carries no fence (never claimed?)",
-                run.bucket
-            ))),
-            Some(_) => {
-                let found = answer.bigint("last_seq")?;
-                Err(StoreError::Conflict(format!(
+        let mut raised = false;
+        loop {
+            let answer = self.lwt_batch(self.run_batch(fence, run)).await?;
+            if answer.applied {
+                return Ok(());
+            }
+            let current = answer.epoch()?;
+            if let Some(current) = current
+                && current > fence.epoch
+            {
+                return Err(fence.refused(current));
+            }
+            let found = answer.bigint("last_seq")?;
+            if found != run.expected_last.map(id) {
+                return Err(StoreError::Conflict(format!(
                     "log of group {group} ends at {found:?} in bucket {}, not {:?}",
                     run.bucket, run.expected_last
-                )))
+                )));
             }
+            if raised || current == Some(fence.epoch) {
+                return Err(StoreError::Conflict(format!(
+                    "log bucket {} of group {group} refused an append at epoch {current:?} for no reason it returned",
+                    run.bucket
+                )));
+            }
+            // The log ends where we expect, and the bucket carries an earlier owner's epoch
+            // (or none): a claim fences only the buckets it finds. Raise it to ours, which
+            // Paxos orders after anything that owner had in flight here, and try once more.
+            self.fence_bucket(fence, run.bucket).await?;
+            raised = true;
         }
     }
 
     pub(super) async fn append(&self, fence: Fence, after: Seq, messages: &[MessageRecord]) -> StoreResult<()> {
         check_append(fence.group, after, messages)?;
         for (i, run) in log::split_by_bucket(after, messages).iter().enumerate() {
-            if let Err(error) = self.append_run(fence, run).await {
+            if let Err(error) = self.append_run(fence, run, i == 0).await {
                 if i == 0 {
                     return Err(error);
                 }
@@ -123,6 +169,11 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// A bucket's last_seq as read.
+fn last_of(last: Option<i64>) -> StoreResult<Option<Seq>> {
+    last.map(|last| rows::unsigned(Some(last), "messages.last_seq")).transpose()
 }
 
 fn messages_of(page: Vec<MessageRow>) -> StoreResult<Vec<MessageRecord>> {

@@ -10,7 +10,10 @@ use actors::store::{StoreError, StoreResult};
 use schema::frames::{MessageKind, Role};
 use schema::records::*;
 use schema::{GroupId, UserId};
-use scylla::errors::{ExecutionError, NextPageError, NextRowError, PagerExecutionError};
+use scylla::errors::{
+    DbError, ExecutionError, NextPageError, NextRowError, PagerExecutionError, PrepareError, RequestAttemptError,
+    RequestError,
+};
 use scylla::response::query_result::QueryResult;
 use scylla::value::{CqlValue, Row};
 
@@ -33,26 +36,73 @@ pub type MessageRow =
 /// `SELECT member_count, max_members, dissolved, epoch` (the static row of a group).
 pub type CapRow = (Option<i32>, Option<i32>, Option<bool>, Option<i64>);
 
-/// A driver error: the request may or may not have been applied (a timeout is ambiguous).
+/// A driver error: the request may or may not have been applied (a timeout is ambiguous),
+/// and the same request may well succeed later.
 pub fn driver(error: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("scylla: {error}"))
 }
 
-/// A value that does not fit the record it should become.
+/// A value that does not fit the record it should become, or a request the server refused
+/// as written: not transient, so retrying cannot help.
 pub fn corrupt(error: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("scylla: {error}"))
 }
 
-/// An error from executing a statement.
+/// Whether the server refused the request as written: it never applied, and the same
+/// request would be refused again. A bad statement (syntax, an unknown column, a
+/// conditional batch that spans partitions: all `Invalid`), missing rights, or a request
+/// the server could not parse are bugs or misconfiguration, not an unavailable store.
+fn refused_as_written(error: &DbError) -> bool {
+    matches!(
+        error,
+        DbError::SyntaxError
+            | DbError::Invalid
+            | DbError::AlreadyExists { .. }
+            | DbError::FunctionFailure { .. }
+            | DbError::AuthenticationError
+            | DbError::Unauthorized
+            | DbError::ConfigError
+            | DbError::ProtocolError
+    )
+}
+
+/// Whether a failed attempt is permanent: the server refused it as written, or the driver
+/// could not even build it. Timeouts, overload, unavailable replicas and broken connections
+/// are not.
+fn permanent(error: &RequestAttemptError) -> bool {
+    match error {
+        RequestAttemptError::DbError(error, _) => refused_as_written(error),
+        RequestAttemptError::SerializationError(_)
+        | RequestAttemptError::CqlRequestSerialization(_)
+        | RequestAttemptError::RepreparedIdChanged { .. }
+        | RequestAttemptError::RepreparedIdMissingInBatch => true,
+        _ => false,
+    }
+}
+
+fn prepare_is_permanent(error: &PrepareError) -> bool {
+    matches!(error, PrepareError::AllAttemptsFailed { first_attempt } if permanent(first_attempt))
+}
+
+/// An error from executing a statement: `Corrupt` (with the server's message) if it was
+/// refused as written, `Unavailable` if it may be transient or may have applied.
 pub fn execution(error: ExecutionError) -> StoreError {
-    driver(error)
+    let is_permanent = match &error {
+        ExecutionError::BadQuery(_) => true,
+        ExecutionError::LastAttemptError(attempt) => permanent(attempt),
+        ExecutionError::PrepareError(prepare) => prepare_is_permanent(prepare),
+        _ => false,
+    };
+    if is_permanent { corrupt(error) } else { driver(error) }
 }
 
 /// An error from starting a paged read: a page that does not fit the row type is corrupt
-/// data, anything else the driver's.
+/// data, a request refused as written too, anything else the driver's.
 pub fn pager(error: PagerExecutionError) -> StoreError {
     match error {
         PagerExecutionError::NextPageError(error) => next_page(error),
+        PagerExecutionError::SerializationError(_) => corrupt(error),
+        PagerExecutionError::PrepareError(ref prepare) if prepare_is_permanent(prepare) => corrupt(error),
         other => driver(other),
     }
 }
@@ -69,6 +119,9 @@ pub fn next_row(error: NextRowError) -> StoreError {
 fn next_page(error: NextPageError) -> StoreError {
     match error {
         NextPageError::TypeCheckError(_) | NextPageError::ResultMetadataParseError(_) => corrupt(error),
+        NextPageError::RequestFailure(RequestError::LastAttemptError(ref attempt)) if permanent(attempt) => {
+            corrupt(error)
+        }
         other => driver(other),
     }
 }
@@ -253,6 +306,15 @@ impl Lwt {
         }
     }
 
+    /// A text column's old value.
+    pub fn text(&self, column: &str) -> StoreResult<Option<&str>> {
+        match self.value(column) {
+            None => Ok(None),
+            Some(CqlValue::Text(v)) | Some(CqlValue::Ascii(v)) => Ok(Some(v)),
+            Some(other) => Err(corrupt(format!("{column} came back as {other:?}"))),
+        }
+    }
+
     /// A boolean column's old value.
     pub fn boolean(&self, column: &str) -> StoreResult<Option<bool>> {
         match self.value(column) {
@@ -268,7 +330,8 @@ impl Lwt {
         self.rows.iter().filter(|row| row.iter().any(|(name, value)| name == column && value.is_some())).count()
     }
 
-    /// The group epoch the write found, for a refused fence: null (no group) reads as 0.
+    /// The epoch the write found, for a refused fence; None if null (no group, or a log
+    /// bucket never fenced).
     pub fn epoch(&self) -> StoreResult<Option<u64>> {
         match self.bigint("epoch")? {
             None => Ok(None),

@@ -7,6 +7,7 @@
 
 use super::OpenError;
 use scylla::client::session::Session;
+use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 
 /// The schema file, in the `troupe` keyspace with replication factor 3 (replaced at open).
@@ -21,6 +22,9 @@ pub(crate) const PAGE_SIZE: i32 = 500;
 pub enum StatementKind {
     /// A read: idempotent, paged.
     Read,
+    /// A read at SERIAL consistency: a Paxos read, which sees every committed LWT on the
+    /// partition and first completes one still in flight. Idempotent, paged.
+    SerialRead,
     /// A plain write that may be retried as is.
     Write,
     /// A conditional write (lightweight transaction), or a statement only ever used inside a
@@ -100,8 +104,13 @@ statements! {
     advance_read_mark: Conditional =
         "UPDATE {ks}.user_groups SET read_seq = ? WHERE user_id = ? AND group_id = ? IF read_seq < ?";
 
-    fence_bucket: Write = "UPDATE {ks}.messages USING TIMESTAMP ? SET epoch = ? WHERE group_id = ? AND bucket = ?";
+    fence_bucket: Conditional =
+        "UPDATE {ks}.messages SET epoch = ? WHERE group_id = ? AND bucket = ? IF epoch < ?";
+    fence_new_bucket: Conditional =
+        "UPDATE {ks}.messages SET epoch = ? WHERE group_id = ? AND bucket = ? IF epoch = null";
     select_bucket_last: Read = "SELECT last_seq FROM {ks}.messages WHERE group_id = ? AND bucket = ? LIMIT 1";
+    select_bucket_last_serial: SerialRead =
+        "SELECT last_seq, epoch FROM {ks}.messages WHERE group_id = ? AND bucket = ? LIMIT 1";
     open_bucket: Conditional =
         "UPDATE {ks}.messages SET last_seq = ? WHERE group_id = ? AND bucket = ? IF last_seq = null AND epoch = ?";
     extend_bucket: Conditional =
@@ -139,6 +148,11 @@ async fn prepare(
         StatementKind::Read => {
             statement.set_is_idempotent(true);
             statement.set_page_size(PAGE_SIZE);
+        }
+        StatementKind::SerialRead => {
+            statement.set_is_idempotent(true);
+            statement.set_page_size(PAGE_SIZE);
+            statement.set_consistency(Consistency::Serial);
         }
         StatementKind::Write => statement.set_is_idempotent(true),
         StatementKind::Conditional => statement.set_is_idempotent(false),
@@ -223,9 +237,28 @@ mod tests {
         assert!(schema_statements("Troupe_2", 3).is_ok());
     }
 
+    /// An INSERT's (column, value) pairs, None if its column and VALUES lists do not pair up.
+    fn insert_values(text: &str) -> Option<Vec<(&str, &str)>> {
+        let (_, rest) = text.split_once('(')?;
+        let (columns, rest) = rest.split_once(')')?;
+        let (_, rest) = rest.split_once("VALUES (")?;
+        let (values, _) = rest.split_once(')')?;
+        let columns: Vec<&str> = columns.split(',').map(str::trim).collect();
+        let values: Vec<&str> = values.split(',').map(str::trim).collect();
+        (columns.len() == values.len()).then(|| columns.into_iter().zip(values).collect())
+    }
+
+    #[test]
+    fn insert_values_pair_columns_with_values() {
+        let text = "INSERT INTO ks.t (a, b, c) VALUES (?, 1, ?) IF NOT EXISTS";
+        assert_eq!(insert_values(text), Some(vec![("a", "?"), ("b", "1"), ("c", "?")]));
+        assert_eq!(insert_values("INSERT INTO ks.t (a, b) VALUES (?)"), None);
+    }
+
     /// The partition of each statement, from its text: every WHERE clause pins the whole
-    /// partition key with `=`, and conditional statements say IF (or run in a conditional
-    /// batch, which the store builds around one partition).
+    /// partition key with `=`, every INSERT binds each partition key column to one value,
+    /// and conditional statements say IF (or run in a conditional batch, which the store
+    /// builds around one partition).
     #[test]
     fn every_statement_names_one_partition() {
         let partition_keys = [
@@ -243,23 +276,37 @@ mod tests {
                 .find_map(|word| word.strip_prefix("ks."))
                 .unwrap_or_else(|| panic!("{name} names no table in the keyspace: {text}"));
             let (_, keys) = partition_keys.iter().find(|(t, _)| *t == table).expect("a known table");
+            let inserted = if text.starts_with("INSERT") {
+                Some(insert_values(&text).unwrap_or_else(|| panic!("{name}: columns and VALUES differ: {text}")))
+            } else {
+                None
+            };
             for key in *keys {
-                let pinned = text.contains(&format!("WHERE {key} = ?"))
-                    || text.contains(&format!("AND {key} = ?"))
-                    || (text.starts_with("INSERT") && text.contains(key));
+                let pinned = match &inserted {
+                    Some(pairs) => pairs.contains(&(*key, "?")),
+                    None => text.contains(&format!("WHERE {key} = ?")) || text.contains(&format!("AND {key} = ?")),
+                };
                 assert!(pinned, "{name} does not pin {key}: {text}");
             }
             assert!(!text.contains(" IN "), "{name}: one partition, not several");
             let conditional = text.contains(" IF ");
             match kind {
-                StatementKind::Read => assert!(text.starts_with("SELECT"), "{name}"),
+                StatementKind::Read | StatementKind::SerialRead => assert!(text.starts_with("SELECT"), "{name}"),
                 StatementKind::Write => assert!(!conditional, "{name} is a plain write"),
                 StatementKind::Conditional => {}
             }
             if name.contains("select") {
-                assert_eq!(kind, StatementKind::Read, "{name}");
+                assert!(matches!(kind, StatementKind::Read | StatementKind::SerialRead), "{name}");
             }
         }
+    }
+
+    /// Logs and the offline tests' fake node name a statement by its text.
+    #[test]
+    fn statement_texts_are_distinct() {
+        let texts = statement_texts("ks");
+        let distinct: std::collections::HashSet<&str> = texts.iter().map(|(_, _, text)| text.as_str()).collect();
+        assert_eq!(distinct.len(), texts.len());
     }
 
     #[test]
