@@ -590,8 +590,8 @@ impl GroupState {
         }
         // The batch's messages go out with the member list they were accepted under, then
         // whatever membership events happened meanwhile.
-        self.deliveries += 1;
-        self.system.deliver(self.record.id, self.deliveries, &self.batch_recipients, &events, &self.unwanted);
+        let recipients = self.batch_recipients.clone();
+        self.deliver(&recipients, &events);
         self.release_deferred();
         match self.leaving {
             None => self.flush(myself),
@@ -847,14 +847,7 @@ impl GroupState {
     /// Delivers an event now, or after the batch being committed if there is one.
     fn emit(&mut self, recipients: Arc<[UserId]>, event: Bytes) {
         if self.in_flight.is_empty() {
-            self.deliveries += 1;
-            self.system.deliver(
-                self.record.id,
-                self.deliveries,
-                &recipients,
-                std::slice::from_ref(&event),
-                &self.unwanted,
-            );
+            self.deliver(&recipients, std::slice::from_ref(&event));
         } else {
             self.deferred.push((recipients, event));
         }
@@ -862,15 +855,14 @@ impl GroupState {
 
     fn release_deferred(&mut self) {
         for (recipients, event) in std::mem::take(&mut self.deferred) {
-            self.deliveries += 1;
-            self.system.deliver(
-                self.record.id,
-                self.deliveries,
-                &recipients,
-                std::slice::from_ref(&event),
-                &self.unwanted,
-            );
+            self.deliver(&recipients, std::slice::from_ref(&event));
         }
+    }
+
+    /// Hands events to every node that wants this group's deliveries, stamped.
+    fn deliver(&mut self, recipients: &[UserId], events: &[Bytes]) {
+        self.deliveries += 1;
+        self.system.deliver(self.record.id, self.deliveries, recipients, events, &self.unwanted);
     }
 
     fn reply<T: Serialize>(&self, to: &ReplyTo, op: &str, result: &T) {

@@ -123,21 +123,8 @@ fn unsigned(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn role_text(role: Role) -> &'static str {
-    match role {
-        Role::Owner => "owner",
-        Role::Admin => "admin",
-        Role::Member => "member",
-    }
-}
-
 fn role_of(text: &str) -> StoreResult<Role> {
-    match text {
-        "owner" => Ok(Role::Owner),
-        "admin" => Ok(Role::Admin),
-        "member" => Ok(Role::Member),
-        other => Err(StoreError::Corrupt(format!("unknown role {other}"))),
-    }
+    Role::parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown role {text}")))
 }
 
 fn kind_of(text: &str) -> StoreResult<MessageKind> {
@@ -336,7 +323,7 @@ impl GroupStore for PostgresStore {
         }
         txn.execute(
             "INSERT INTO members (group_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)",
-            &[&id(group.id.0), &id(owner.user.0), &role_text(owner.role), &id(owner.joined_at)],
+            &[&id(group.id.0), &id(owner.user.0), &owner.role.as_str(), &id(owner.joined_at)],
         )
         .await
         .map_err(db)?;
@@ -425,7 +412,7 @@ impl GroupStore for PostgresStore {
         }
         txn.execute(
             "INSERT INTO members (group_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)",
-            &[&id(group.0), &id(member.user.0), &role_text(member.role), &id(member.joined_at)],
+            &[&id(group.0), &id(member.user.0), &member.role.as_str(), &id(member.joined_at)],
         )
         .await
         .map_err(db)?;
@@ -475,7 +462,7 @@ impl GroupStore for PostgresStore {
         let changed = txn
             .execute(
                 "UPDATE members SET role = $3 WHERE group_id = $1 AND user_id = $2",
-                &[&id(group.0), &id(user.0), &role_text(role)],
+                &[&id(group.0), &id(user.0), &role.as_str()],
             )
             .await
             .map_err(db)?;

@@ -5,7 +5,7 @@
 //! stale fence (another epoch), no group (null epoch), a dissolved group, a member there or
 //! not (role), and a count that moved since it was read (then the call reads and tries again).
 
-use super::rows::{self, CapRow, GroupRow, MemberRow, id, role_text};
+use super::rows::{self, CapRow, GroupRow, MemberRow, id};
 use super::{BatchPart, Inner, Lwt, ScyllaStore};
 use actors::store::*;
 use async_trait::async_trait;
@@ -55,7 +55,7 @@ impl GroupStore for ScyllaStore {
             id(group.created_at),
             group.dissolved,
         );
-        let owner_row = (g, id(owner.user.0), role_text(owner.role), id(owner.joined_at));
+        let owner_row = (g, id(owner.user.0), owner.role.as_str(), id(owner.joined_at));
         let attempt = || {
             let parts: Vec<BatchPart<'_>> =
                 vec![(&st.insert_group, Box::new(row)), (&st.insert_owner, Box::new(owner_row))];
@@ -132,8 +132,7 @@ impl GroupStore for ScyllaStore {
                 return Ok(if existing.is_some() { AddMemberOutcome::AlreadyMember } else { AddMemberOutcome::Full });
             }
             let n = count as i32;
-            let values =
-                (n + 1, role_text(member.role), id(member.joined_at), g, id(member.user.0), id(fence.epoch), n);
+            let values = (n + 1, member.role.as_str(), id(member.joined_at), g, id(member.user.0), id(fence.epoch), n);
             let answer = inner.lwt(&inner.st.add_member, values).await?;
             if answer.applied {
                 return Ok(AddMemberOutcome::Added(count + 1));
@@ -172,7 +171,7 @@ impl GroupStore for ScyllaStore {
     }
 
     async fn set_member_role(&self, fence: Fence, user: UserId, role: Role) -> StoreResult<bool> {
-        let values = (role_text(role), id(fence.group.0), id(user.0), id(fence.epoch));
+        let values = (role.as_str(), id(fence.group.0), id(user.0), id(fence.epoch));
         let answer = self.inner.lwt(&self.inner.st.set_role, values).await?;
         if answer.applied {
             return Ok(true);
@@ -186,9 +185,9 @@ impl GroupStore for ScyllaStore {
         let g = id(fence.group.0);
         let mut parts: Vec<BatchPart<'_>> = vec![(&st.set_owner, Box::new((id(to.0), g, id(fence.epoch))))];
         if from != to {
-            parts.push((&st.change_role, Box::new((role_text(Role::Admin), g, id(from.0)))));
+            parts.push((&st.change_role, Box::new((Role::Admin.as_str(), g, id(from.0)))));
         }
-        parts.push((&st.change_role, Box::new((role_text(Role::Owner), g, id(to.0)))));
+        parts.push((&st.change_role, Box::new((Role::Owner.as_str(), g, id(to.0)))));
         let members = parts.len() - 1;
         let answer = self.inner.lwt_batch(parts).await?;
         if answer.applied {

@@ -149,22 +149,8 @@ pub fn count(value: Option<i32>, column: &str) -> StoreResult<u32> {
     u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("scylla: {column} is negative ({value})")))
 }
 
-/// How a role is stored.
-pub fn role_text(role: Role) -> &'static str {
-    match role {
-        Role::Owner => "owner",
-        Role::Admin => "admin",
-        Role::Member => "member",
-    }
-}
-
 fn role_of(text: &str) -> StoreResult<Role> {
-    match text {
-        "owner" => Ok(Role::Owner),
-        "admin" => Ok(Role::Admin),
-        "member" => Ok(Role::Member),
-        other => Err(StoreError::Corrupt(format!("scylla: unknown role {other:?}"))),
-    }
+    Role::parse(text).ok_or_else(|| StoreError::Corrupt(format!("scylla: unknown role {text:?}")))
 }
 
 fn kind_of(text: &str) -> StoreResult<MessageKind> {
