@@ -2,9 +2,11 @@
 //!
 //! * [`embedded`]: redb in the node's data directory, the single-node default.
 //! * [`postgres`]: PostgreSQL, for clusters that run it.
+//! * [`lanes`]: the ordered lanes both network backends run their non-waiting writes on.
 //! * [`scylla`]: ScyllaDB, for clusters that outgrow one database server.
 
 pub mod embedded;
+pub mod lanes;
 pub mod postgres;
 pub mod scylla;
 

@@ -7,24 +7,20 @@
 //! per group hash, so that writes a group actor submits for one group apply in the order it
 //! submitted them (its senders' read marks before the batch that moved them).
 
+use super::lanes::{Job, Lanes};
 use actors::store::*;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use schema::frames::{MessageKind, Role};
 use schema::records::*;
 use schema::{GroupId, Seq, UserId};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 const SCHEMA: &str = include_str!("../../../schema/sql/001_init.sql");
 /// Lanes for the ordered, non-waiting writes.
 const LANES: usize = 8;
-
-type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Why the PostgreSQL store could not open.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +36,7 @@ pub enum OpenError {
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: Pool,
-    lanes: Vec<mpsc::UnboundedSender<Job>>,
+    lanes: Lanes,
 }
 
 impl PostgresStore {
@@ -64,17 +60,7 @@ impl PostgresStore {
         let create = format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA}; COMMIT;");
         client.batch_execute(&create).await.map_err(|e| OpenError::Connect(describe(&e)))?;
         drop(client);
-        let lanes = (0..LANES)
-            .map(|_| {
-                let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-                tokio::spawn(async move {
-                    while let Some(job) = rx.recv().await {
-                        job.await;
-                    }
-                });
-                tx
-            })
-            .collect();
+        let lanes = Lanes::start(LANES);
         Ok(Arc::new(PostgresStore { pool, lanes }))
     }
 
@@ -84,11 +70,7 @@ impl PostgresStore {
 
     /// Runs `job` after everything submitted before for the same group.
     fn in_order(&self, group: GroupId, job: Job) {
-        let lane = &self.lanes[(group.0 as usize) % self.lanes.len()];
-        if let Err(mpsc::error::SendError(job)) = lane.send(job) {
-            // The lane's task is gone (runtime shutting down): run it unordered.
-            tokio::spawn(job);
-        }
+        self.lanes.run(group, job);
     }
 }
 

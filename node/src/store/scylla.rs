@@ -38,6 +38,7 @@ mod statements;
 pub use log::{BUCKET_SEQS, bucket_of};
 pub use statements::{StatementKind, schema_statements, statement_texts, valid_keyspace};
 
+use super::lanes::{Job, Lanes};
 use actors::store::*;
 use futures_util::StreamExt;
 use rows::{Lwt, execution, next_row, pager};
@@ -54,16 +55,12 @@ use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::MaybeUnset;
 use statements::Statements;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Lanes for the ordered, non-waiting writes. More than PostgreSQL's: an LWT costs several
 /// round trips, so a lane is busy longer per write.
 const LANES: usize = 32;
-
-type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Why the ScyllaDB store could not open.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +113,7 @@ impl ScyllaOptions {
 pub struct ScyllaStore {
     inner: Arc<Inner>,
     keyspace: String,
-    lanes: Vec<mpsc::UnboundedSender<Job>>,
+    lanes: Lanes,
 }
 
 /// The session and its prepared statements, shared with the lanes' jobs.
@@ -176,17 +173,7 @@ impl ScyllaStore {
                 .map_err(|e| OpenError::Schema(statement, e.to_string()))?;
         }
         let st = Statements::prepare(&session, &options.keyspace).await?;
-        let lanes = (0..LANES)
-            .map(|_| {
-                let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-                tokio::spawn(async move {
-                    while let Some(job) = rx.recv().await {
-                        job.await;
-                    }
-                });
-                tx
-            })
-            .collect();
+        let lanes = Lanes::start(LANES);
         Ok(Arc::new(ScyllaStore { inner: Arc::new(Inner { session, st }), keyspace: options.keyspace, lanes }))
     }
 
@@ -197,11 +184,7 @@ impl ScyllaStore {
 
     /// Runs `job` after everything submitted before for the same group.
     fn in_order(&self, group: GroupId, job: Job) {
-        let lane = &self.lanes[(group.0 as usize) % self.lanes.len()];
-        if let Err(mpsc::error::SendError(job)) = lane.send(job) {
-            // The lane's task is gone (runtime shutting down): run it unordered.
-            tokio::spawn(job);
-        }
+        self.lanes.run(group, job);
     }
 }
 
