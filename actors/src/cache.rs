@@ -11,9 +11,10 @@
 //!   group's messages is always asked of the store.
 //! * Message pages come from the cache only when the cache holds every message of the page:
 //!   committed messages never change, so a cached run of seqs is right however old it is.
-//! * A group's last seq always comes from the store: the cache lags the owner by a moment,
-//!   and a client that was just acked seq N must not be told the group ends before N (a
-//!   device reconnecting in that moment would miss the message both live and in sync).
+//! * A group's last seq in the cache lags its owner by a moment. It serves `my_groups` (a
+//!   badge refresh), never `auth` or `sync`, which read it from the store: a device
+//!   reconnecting must not be told a group ends before a message that was already acked, or
+//!   it would miss that message both live and in what it read.
 //! * A write that fails is remembered and its keys are deleted once the cache answers again;
 //!   entries also expire. Every method degrades to a miss or a no-op: callers fall back to
 //!   the store, so the node serves while the cache is down and refills it after.
@@ -31,6 +32,8 @@ use schema::{GroupId, Seq, UserId};
 pub struct CachedGroup {
     /// The group's row.
     pub record: GroupRecord,
+    /// Its newest seq as the owner last wrote it (may lag a moment), if cached.
+    pub last_seq: Option<Seq>,
     /// The asker's role; None when the cache does not know (ask the store).
     pub role: Option<Role>,
 }
@@ -42,11 +45,11 @@ pub trait Cache: Send + Sync {
     async fn groups(&self, user: UserId, groups: &[GroupId]) -> Vec<Option<CachedGroup>>;
     /// Messages with seq in `from..=to`, ascending, if the cache holds every one of them.
     async fn messages(&self, group: GroupId, from: Seq, to: Seq) -> Option<Vec<MessageRecord>>;
-    /// A reader's store read of a group's row, kept only if the cache holds none (an
-    /// owner's write is never overwritten by an older read).
-    fn fill(&self, record: &GroupRecord);
+    /// A reader's store read of a group's row and last seq, each kept only if the cache
+    /// holds none (an owner's write is never overwritten by an older read).
+    fn fill(&self, record: &GroupRecord, last_seq: Seq);
     /// The owner's full picture of its group, written when its actor starts.
-    fn owner_started(&self, record: &GroupRecord, members: &[(UserId, Role)]);
+    fn owner_started(&self, record: &GroupRecord, last_seq: Seq, members: &[(UserId, Role)]);
     /// The owner changed the group's row (name, openness, count, owner, dissolved).
     fn record_changed(&self, record: &GroupRecord);
     /// The owner added, re-roled (Some) or removed (None) a member.
@@ -72,8 +75,8 @@ impl Cache for NoCache {
     async fn messages(&self, _: GroupId, _: Seq, _: Seq) -> Option<Vec<MessageRecord>> {
         None
     }
-    fn fill(&self, _: &GroupRecord) {}
-    fn owner_started(&self, _: &GroupRecord, _: &[(UserId, Role)]) {}
+    fn fill(&self, _: &GroupRecord, _: Seq) {}
+    fn owner_started(&self, _: &GroupRecord, _: Seq, _: &[(UserId, Role)]) {}
     fn record_changed(&self, _: &GroupRecord) {}
     fn member_changed(&self, _: GroupId, _: UserId, _: Option<Role>) {}
     fn appended(&self, _: GroupId, _: &[MessageRecord]) {}

@@ -150,7 +150,8 @@ impl Session {
             Request::UpdateProfile(r) => self.update_profile(id, me, r).await,
             Request::CreateGroup(r) => self.create_group(id, me, r).await,
             Request::MyGroups(_) => {
-                let groups = self.summaries(me).await?;
+                // A badge refresh: last seqs may come from the cache (see `actors::cache`).
+                let groups = self.summaries(me, Freshness::Cached).await?;
                 self.reply(id, "my_groups", &wire::MyGroupsResult { groups });
                 Ok(())
             }
@@ -215,7 +216,7 @@ impl Session {
         let attach = UserMsg::Attach { outbox: self.outbox.clone(), token: signed_in.token_hash, done };
         let result = match self.system.to_user(user, attach).await {
             Ok(()) => match attached.await {
-                Ok(()) => self.summaries(user).await,
+                Ok(()) => self.summaries(user, Freshness::Store).await,
                 Err(_) => Err(ApiError::Unavailable("the user actor stopped; retry".into())),
             },
             Err(error) => Err(error),
@@ -331,13 +332,13 @@ impl Session {
 
     /// The caller's groups and unread counts. Reads the cache, then the store for what it
     /// lacks; no group actor starts.
-    async fn summaries(&self, me: UserId) -> Result<Vec<GroupSummary>, ApiError> {
-        Ok(self.checked_summaries(me).await?.into_iter().map(|(summary, _)| summary).collect())
+    async fn summaries(&self, me: UserId, last_seqs: Freshness) -> Result<Vec<GroupSummary>, ApiError> {
+        Ok(self.checked_summaries(me, last_seqs).await?.into_iter().map(|(summary, _)| summary).collect())
     }
 
     /// [`Session::summaries`], each with whether the store (not the cache) vouched for the
     /// caller's membership.
-    async fn checked_summaries(&self, me: UserId) -> Result<Vec<(GroupSummary, bool)>, ApiError> {
+    async fn checked_summaries(&self, me: UserId, last_seqs: Freshness) -> Result<Vec<(GroupSummary, bool)>, ApiError> {
         let store = &self.system.store;
         let links = store.user_groups(me).await?;
         let ids: Vec<GroupId> = links.iter().map(|l| l.group).collect();
@@ -347,21 +348,29 @@ impl Session {
         let cached = self.system.cache().groups(me, &ids).await;
         let mut out = Vec::new();
         for (link, cached) in links.into_iter().zip(cached) {
-            let (group, role, from_store) = match cached {
-                Some(CachedGroup { record, role: Some(role) }) => (record, Some(role), false),
-                Some(CachedGroup { record, role: None }) => {
+            let (group, cached_last, role, from_store) = match cached {
+                Some(CachedGroup { record, last_seq, role: Some(role) }) => (record, last_seq, Some(role), false),
+                Some(CachedGroup { record, last_seq, role: None }) => {
                     let role = store.member(link.group, me).await?.map(|m| m.role);
-                    (record, role, true)
+                    (record, last_seq, role, true)
                 }
                 None => {
                     let Some(group) = store.group(link.group).await? else { continue };
-                    self.system.cache().fill(&group);
                     let role = store.member(link.group, me).await?.map(|m| m.role);
-                    (group, role, true)
+                    (group, None, role, true)
                 }
             };
             let (Some(role), false) = (role, group.dissolved) else { continue };
-            let last_seq = store.last_seq(link.group).await?;
+            let last_seq = match (last_seqs, cached_last) {
+                (Freshness::Cached, Some(last_seq)) => last_seq,
+                _ => {
+                    let last_seq = store.last_seq(link.group).await?;
+                    if cached_last.is_none() {
+                        self.system.cache().fill(&group, last_seq);
+                    }
+                    last_seq
+                }
+            };
             let summary = GroupSummary {
                 group: group.id,
                 name: group.name,
@@ -429,7 +438,7 @@ impl Session {
     async fn sync(&self, id: Option<u64>, me: UserId, r: SyncRequest) -> Result<(), ApiError> {
         let limit = bounded_limit(r.limit, 50, 0, HISTORY_MAX_LIMIT)? as usize;
         let cursors: HashMap<GroupId, Seq> = r.groups.iter().map(|c| (c.group, c.after)).collect();
-        let summaries = self.checked_summaries(me).await?;
+        let summaries = self.checked_summaries(me, Freshness::Store).await?;
         let mut budget = SYNC_MAX_MESSAGES;
         let mut groups = Vec::with_capacity(summaries.len());
         for (summary, from_store) in summaries {
@@ -459,6 +468,15 @@ impl Session {
         self.reply(id, "sync", &wire::SyncResult { groups, gone });
         Ok(())
     }
+}
+
+/// Where a group summary's last seq may come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    /// The store: what the client is told is at least as new as every ack it got.
+    Store,
+    /// The cache when it has it (may lag a send by a moment).
+    Cached,
 }
 
 fn bounded_limit(limit: Option<u32>, default: u32, min: u32, max: u32) -> Result<u32, ApiError> {

@@ -1,8 +1,9 @@
 //! The Redis cache: `actors::cache::Cache` over one Redis server that all nodes share.
 //!
 //! Keys (under a configurable prefix, `troupe` by default):
-//! * `{prefix}:g:{group}`: a hash, the group's card: `rec` (the group row as JSON) and
-//!   `m:{user}` (each member's role, written only by the owner).
+//! * `{prefix}:g:{group}`: a hash, the group's card: `rec` (the group row as JSON), `last`
+//!   (its newest seq as the owner last wrote it; only raised) and `m:{user}` (each member's
+//!   role, written only by the owner).
 //! * `{prefix}:h:{group}`: a list, the group's newest messages, newest first, each stored as
 //!   `{seq}|{json}`; always a gapless run of seqs (a script restarts the run rather than
 //!   leave a gap).
@@ -64,8 +65,8 @@ struct Link {
 
 /// One queued write.
 enum Write {
-    Fill { record: GroupRecord },
-    Started { record: GroupRecord, members: Vec<(UserId, Role)> },
+    Fill { record: GroupRecord, last_seq: Seq },
+    Started { record: GroupRecord, last_seq: Seq, members: Vec<(UserId, Role)> },
     Record(GroupRecord),
     Member { group: GroupId, user: UserId, role: Option<Role> },
     Appended { group: GroupId, messages: Vec<MessageRecord> },
@@ -80,11 +81,15 @@ impl Write {
     }
 }
 
-/// Appends to the list if the new messages follow its head, or starts the list over with
-/// them. KEYS: list. ARGV: ttl, cap, first seq, then the `{seq}|{json}` entries in
-/// ascending seq.
+/// Raises the card's `last`; appends to the list if the new messages follow its head, or
+/// starts the list over with them. KEYS: list, card. ARGV: ttl, cap, first seq, then the
+/// `{seq}|{json}` entries in ascending seq.
 const APPEND: &str = r#"
 local first = tonumber(ARGV[3])
+local last = first + #ARGV - 4
+local cur = tonumber(redis.call('HGET', KEYS[2], 'last') or '0')
+if last > cur then redis.call('HSET', KEYS[2], 'last', last) end
+redis.call('EXPIRE', KEYS[2], ARGV[1])
 local head = redis.call('LINDEX', KEYS[1], 0)
 if head then
   local h = tonumber(string.match(head, '^(%d+)|'))
@@ -307,18 +312,20 @@ async fn apply(
 ) -> Result<(), redis::RedisError> {
     let ttl = link.ttl;
     match write {
-        Write::Fill { record } => {
+        Write::Fill { record, last_seq } => {
             let card = link.card(record.id);
             redis::pipe()
                 .hset_nx(&card, "rec", record_json(&record))
+                .hset_nx(&card, "last", last_seq)
                 .expire(&card, ttl as i64)
                 .query_async::<()>(conn)
                 .await
         }
-        Write::Started { record, members } => {
+        Write::Started { record, last_seq, members } => {
             let card = link.card(record.id);
-            let mut fields: Vec<(String, String)> = Vec::with_capacity(members.len() + 1);
+            let mut fields: Vec<(String, String)> = Vec::with_capacity(members.len() + 2);
             fields.push(("rec".into(), record_json(&record)));
+            fields.push(("last".into(), last_seq.to_string()));
             fields.extend(members.iter().map(|(user, role)| (format!("m:{}", user.0), role.as_str().to_owned())));
             redis::pipe()
                 .atomic()
@@ -349,6 +356,7 @@ async fn apply(
         Write::Appended { group, messages } => {
             let Some(first) = messages.first() else { return Ok(()) };
             let mut invocation = append.key(link.list(group));
+            invocation.key(link.card(group));
             invocation.arg(ttl).arg(RECENT).arg(first.seq);
             for message in &messages {
                 match serde_json::to_string(message) {
@@ -376,20 +384,21 @@ impl Cache for RedisCache {
         let member = format!("m:{}", user.0);
         let mut pipe = redis::pipe();
         for group in groups {
-            pipe.cmd("HMGET").arg(self.link.card(*group)).arg("rec").arg(member.as_str());
+            pipe.cmd("HMGET").arg(self.link.card(*group)).arg("rec").arg("last").arg(member.as_str());
         }
-        let Some(rows) = self.link.run::<Vec<(Option<String>, Option<String>)>>(&mut conn, &pipe).await else {
+        type Row = (Option<String>, Option<u64>, Option<String>);
+        let Some(rows) = self.link.run::<Vec<Row>>(&mut conn, &pipe).await else {
             return misses();
         };
         rows.into_iter()
             .zip(groups)
-            .map(|((rec, role), group)| {
+            .map(|((rec, last_seq, role), group)| {
                 let card = || {
                     let record: GroupRecord = serde_json::from_str(&rec?).ok()?;
                     // A card is the card of the group it is stored under, or it is ignored.
                     (record.id == *group).then_some(())?;
                     let role = role.and_then(|r| Role::parse(&r));
-                    Some(CachedGroup { record, role })
+                    Some(CachedGroup { record, last_seq, role })
                 };
                 self.count(card())
             })
@@ -401,12 +410,12 @@ impl Cache for RedisCache {
         self.count(found)
     }
 
-    fn fill(&self, record: &GroupRecord) {
-        self.queue(Write::Fill { record: record.clone() });
+    fn fill(&self, record: &GroupRecord, last_seq: Seq) {
+        self.queue(Write::Fill { record: record.clone(), last_seq });
     }
 
-    fn owner_started(&self, record: &GroupRecord, members: &[(UserId, Role)]) {
-        self.queue(Write::Started { record: record.clone(), members: members.to_vec() });
+    fn owner_started(&self, record: &GroupRecord, last_seq: Seq, members: &[(UserId, Role)]) {
+        self.queue(Write::Started { record: record.clone(), last_seq, members: members.to_vec() });
     }
 
     fn record_changed(&self, record: &GroupRecord) {

@@ -415,6 +415,8 @@ async fn redis_flushed_killed_and_restarted_under_load_loses_nothing() {
     let card = format!("troupe:g:{group}");
     let cached_row: Option<String> = cluster.redis.query(&["HGET", &card, "rec"]).await;
     assert!(cached_row.is_some(), "the owner keeps the group's card in Redis");
+    let cached_last: Option<u64> = cluster.redis.query(&["HGET", &card, "last"]).await;
+    assert!(cached_last.is_some_and(|l| l > 0), "with its last seq, for unread counts");
     let cached_recent: u64 = cluster.redis.query(&["LLEN", &format!("troupe:h:{group}")]).await;
     assert!(cached_recent > 0, "and its recent messages");
     let recent = reader.request("history", json!({ "group": group, "limit": 10 })).await.expect("history");

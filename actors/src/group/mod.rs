@@ -183,7 +183,7 @@ pub async fn activate(
         recent.insert(message.sender, &message.client_msg_id, message.seq, message.ts);
     }
     let roles: Vec<(UserId, Role)> = members.iter().map(|(u, r)| (*u, *r)).collect();
-    system.cache().owner_started(&record, &roles);
+    system.cache().owner_started(&record, committed_seq, &roles);
     gauge.touch();
     let state = GroupState {
         recent,
