@@ -80,52 +80,6 @@ mod scylla {
         Some((keyspace, store))
     }
 
-    /// One test per contract case, like `store_contract_tests!`, except that each returns
-    /// early when no ScyllaDB is configured.
-    macro_rules! scylla_contract_tests {
-        ($($case:ident),* $(,)?) => {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let Some((_keyspace, store)) = open().await else {
-                        eprintln!("skipped: set SCYLLA_URI=host:port to run the store contract against ScyllaDB");
-                        return;
-                    };
-                    actors::store::contract::$case(store).await;
-                }
-            )*
-
-            /// The list above is the whole contract: a case added to the actors' suite
-            /// and missing here fails this test.
-            #[test]
-            fn every_contract_case_runs_against_scylla() {
-                let source = include_str!("../../actors/src/store/contract.rs");
-                let mut contract: Vec<&str> = source
-                    .lines()
-                    .filter_map(|line| line.strip_prefix("pub async fn "))
-                    .filter_map(|line| line.split('(').next())
-                    .collect();
-                let mut here = vec![$(stringify!($case)),*];
-                contract.sort_unstable();
-                here.sort_unstable();
-                assert_eq!(here, contract);
-            }
-        };
-    }
-
-    scylla_contract_tests!(
-        users_and_usernames,
-        sessions,
-        group_lifecycle,
-        member_cap_holds,
-        concurrent_adds_respect_the_cap,
-        member_paging,
-        removal_and_roles,
-        user_index_and_read_marks,
-        append_is_fenced,
-        claims_fence_off_earlier_owners,
-        history_pages,
-        client_ids_are_remembered,
-        writes_without_waiting,
-    );
+    // Each case returns early, saying so, when `SCYLLA_URI` is unset.
+    actors::store_contract_tests!(optional open);
 }
