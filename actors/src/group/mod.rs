@@ -289,8 +289,9 @@ impl Actor for GroupActor {
                     state.present_since.insert(node, state.deliveries);
                 } else {
                     let since = state.present_since.get(&node).copied().unwrap_or(0).max(state.grown_since);
-                    // Only a delivery made after the node's members last showed up counts.
-                    if stamp >= since {
+                    // Only a delivery made after the node's members last showed up counts
+                    // (`since` is the count of deliveries made before that; stamps start at 1).
+                    if stamp > since {
                         state.unwanted.insert(node);
                     }
                 }
