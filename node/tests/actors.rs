@@ -222,6 +222,41 @@ async fn a_removed_members_queued_send_is_refused() {
     assert_eq!(page["messages"].as_array().unwrap().len(), 1);
 }
 
+/// A group handed off while a commit is under way finishes that commit (its sender is
+/// acked) before what was queued behind it goes to the successor, which then cannot depose
+/// it mid-commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_off_group_finishes_its_commit_before_passing_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Faulty::open(dir.path());
+    let system = System::start(config(), store.clone(), None).await.unwrap();
+    let (mut owner, _) = user(&system, "owner").await;
+    let group = owner.ok("create_group", json!({ "name": "g", "open": true })).await["group"].as_u64().unwrap();
+    owner.ok("group_info", json!({ "group": group })).await;
+    store.slow_append.store(group, Ordering::SeqCst);
+    for (id, cmid) in [(100, "h1"), (101, "h2")] {
+        let frame =
+            json!({ "id": id, "op": "send", "group": group, "client_msg_id": cmid, "type": "text", "body": "x" });
+        owner.session.handle_text(&frame.to_string()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let entry = system.groups.get(&GroupId(group)).expect("the group's actor is live");
+    entry.actor.send_message(actors::group::GroupMsg::Handoff).expect("handoff");
+    let mut answers = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while answers.len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "answers: {answers:?}");
+        owner.pump(Duration::from_millis(100)).await;
+        while let Some(i) = owner.backlog.iter().position(|e| e["id"] == 100 || e["id"] == 101) {
+            let event = owner.backlog.remove(i).unwrap();
+            answers.insert(event["id"].as_u64().unwrap(), event);
+        }
+    }
+    store.slow_append.store(0, Ordering::SeqCst);
+    assert_eq!(answers[&100]["result"]["seq"], 1, "the commit under way lands and is acked: {}", answers[&100]);
+    assert_eq!(answers[&101]["result"]["seq"], 2, "the queued send lands after it: {}", answers[&101]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_group_actors_retire_and_come_back_from_the_store() {
     let dir = tempfile::tempdir().unwrap();
