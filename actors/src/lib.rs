@@ -7,6 +7,7 @@
 //! * [`user`]: the user actor, which owns one user's connections on this node.
 //! * [`fanout`]: the node-local fan-out step that hands encoded events to connections.
 //! * [`geo`]: geohash cells and distances, for face-to-face groups.
+//! * [`facetoface`]: which live face-to-face session a code and a position name.
 //! * [`outbox`]: one connection's queue of encoded events, drained by the gateway.
 //! * [`directory`]: finds, starts and retires the actor for a key; counts mailbox depth.
 //! * [`accounts`]: registration, password hashing, session tokens.
@@ -22,6 +23,7 @@ pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod facetoface;
 pub mod fanout;
 pub mod geo;
 pub mod group;
