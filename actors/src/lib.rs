@@ -8,6 +8,7 @@
 //! * [`fanout`]: the node-local fan-out step that hands encoded events to connections.
 //! * [`geo`]: geohash cells and distances, for face-to-face groups.
 //! * [`facetoface`]: which live face-to-face session a code and a position name.
+//! * [`redpacket`]: how a red packet's total is split into shares.
 //! * [`outbox`]: one connection's queue of encoded events, drained by the gateway.
 //! * [`directory`]: finds, starts and retires the actor for a key; counts mailbox depth.
 //! * [`accounts`]: registration, password hashing, session tokens.
@@ -28,6 +29,7 @@ pub mod fanout;
 pub mod geo;
 pub mod group;
 pub mod outbox;
+pub mod redpacket;
 pub mod session;
 pub mod store;
 pub mod system;
