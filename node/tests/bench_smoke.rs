@@ -23,21 +23,7 @@ async fn every_scenario_runs_and_checks_itself() {
     let out = tempfile::tempdir().unwrap();
     let url = node.url.clone();
 
-    fanout::run(fanout::FanoutArgs {
-        url: vec![url.clone()],
-        console: vec![node.console],
-        groups: 2,
-        members: 15,
-        senders: 2,
-        rate: 20.0,
-        body_bytes: 160,
-        warmup: 0.5,
-        duration: 1.5,
-        sources: 2,
-        out: Some(out.path().join("fanout")),
-    })
-    .await
-    .unwrap();
+    fanout::run(small_fanout(vec![url.clone()], vec![node.console], out.path())).await.unwrap();
     let fan = results(out.path(), "fanout");
     assert_eq!(fan["lost"], 0);
     assert_eq!(fan["duplicated"], 0);

@@ -397,6 +397,11 @@ async fn a_node_without_the_secret_is_refused() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(up_nodes(&cluster.node(0).console("nodes").await), vec![1], "the member sees no intruder");
     assert_eq!(up_nodes(&intruder.console("nodes").await), vec![9], "the intruder sees nobody");
+    // The same way in, with the secret, works: the refusal above is the secret's doing.
+    let mut cluster = cluster;
+    cluster.add_node().await;
+    assert_eq!(up_nodes(&cluster.node(0).console("nodes").await), vec![1, 2]);
+    assert_eq!(up_nodes(&intruder.console("nodes").await), vec![9], "still nobody for the intruder");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,21 +497,9 @@ async fn a_killed_node_restarts_and_rejoins() {
 async fn the_bench_fans_out_across_nodes_without_loss() {
     let cluster = TestCluster::start(2).await;
     let out = tempfile::tempdir().expect("temp dir");
-    bench::scenario::fanout::run(bench::scenario::fanout::FanoutArgs {
-        url: cluster.live().map(|(_, n)| n.url.clone()).collect(),
-        console: cluster.live().map(|(_, n)| n.console).collect(),
-        groups: 2,
-        members: 20,
-        senders: 2,
-        rate: 20.0,
-        body_bytes: 160,
-        warmup: 0.5,
-        duration: 1.5,
-        sources: 2,
-        out: Some(out.path().join("fanout")),
-    })
-    .await
-    .expect("bench");
+    let urls = cluster.live().map(|(_, n)| n.url.clone()).collect();
+    let consoles = cluster.live().map(|(_, n)| n.console).collect();
+    bench::scenario::fanout::run(small_fanout(urls, consoles, out.path())).await.expect("bench");
     let text = std::fs::read_to_string(out.path().join("fanout.json")).expect("result");
     let results: Value = serde_json::from_str::<Value>(&text).expect("json")["results"].clone();
     assert_eq!(results["lost"], 0, "{results}");

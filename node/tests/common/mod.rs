@@ -171,6 +171,24 @@ impl TestNode {
     }
 }
 
+/// A short `bench fanout` run against these nodes (members spread over them), writing its
+/// results under `out`: enough to check every delivery, small enough for a test.
+pub fn small_fanout(urls: Vec<String>, consoles: Vec<SocketAddr>, out: &Path) -> bench::scenario::fanout::FanoutArgs {
+    bench::scenario::fanout::FanoutArgs {
+        url: urls,
+        console: consoles,
+        groups: 2,
+        members: 20,
+        senders: 2,
+        rate: 20.0,
+        body_bytes: 160,
+        warmup: 0.5,
+        duration: 1.5,
+        sources: 2,
+        out: Some(out.join("fanout")),
+    }
+}
+
 /// A username nobody else in this test process has.
 pub fn unique_name(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
