@@ -16,11 +16,22 @@ pub trait Cluster: Send + Sync {
     /// just started and has not yet heard who else is up (it would otherwise take every
     /// group for itself and depose their owners).
     fn owner(&self, group: GroupId) -> Option<NodeId>;
+    /// The node whose actor serves a face-to-face code: placed like a group, over a key
+    /// that only the code decides (so everyone who types it reaches the same actor).
+    fn owner_of_face_code(&self, code: u16) -> Option<NodeId> {
+        self.owner(face_code_key(code))
+    }
     /// The other connected nodes; deliveries go to each of them.
     fn peers(&self) -> Vec<NodeId>;
     /// Sends a message to another node, in order with earlier ones to that node; false if
     /// the node is not connected.
     fn send(&self, node: NodeId, message: NodeMessage) -> bool;
+}
+
+/// The placement key of a face-to-face code. Above every group id (those stay below
+/// 2^53), though sharing a key with a group would only place both on one node.
+pub fn face_code_key(code: u16) -> GroupId {
+    GroupId(0xF2F0_0000_0000_0000 | u64::from(code))
 }
 
 /// The node, among `nodes`, that owns `group`: the one with the highest score for the

@@ -29,6 +29,9 @@ pub struct ActorsConfig {
     pub session_ttl: Duration,
     /// Password hashes computed at once; argon2id's memory cost is per hash.
     pub max_concurrent_hashes: usize,
+    /// How long a face-to-face session and its code live after the start.
+    #[serde(with = "seconds")]
+    pub face_to_face_ttl: Duration,
 }
 
 impl Default for ActorsConfig {
@@ -43,6 +46,7 @@ impl Default for ActorsConfig {
             password_cost: PasswordCost::Default,
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             max_concurrent_hashes: 4,
+            face_to_face_ttl: Duration::from_secs(180),
         }
     }
 }

@@ -51,6 +51,20 @@ pub enum ApiError {
     /// A reserved message type.
     #[error("message type `{0}` is not accepted yet")]
     UnsupportedType(&'static str),
+    /// A face-to-face session with the code is near, but not within 50 m of its start.
+    #[error("the face-to-face session with this code started more than 50 m from here")]
+    TooFar,
+    /// The thing has expired (a face-to-face session, a red packet).
+    #[error("the {0} has expired")]
+    Expired(&'static str),
+    /// The wallet's balance is below what the operation takes.
+    #[error("the wallet holds {balance} cents; {needed} are needed")]
+    InsufficientFunds {
+        /// The balance now.
+        balance: i64,
+        /// What the operation needs.
+        needed: i64,
+    },
     /// The group actor that took the request has been deposed (another claimed the group);
     /// the retry reaches the new one.
     #[error("temporarily unavailable: the group moved; retry")]
@@ -80,6 +94,9 @@ impl ApiError {
             ApiError::OwnerCannotLeave => ErrorCode::OwnerCannotLeave,
             ApiError::TextTooLong { .. } => ErrorCode::TextTooLong,
             ApiError::UnsupportedType(_) => ErrorCode::UnsupportedType,
+            ApiError::TooFar => ErrorCode::TooFar,
+            ApiError::Expired(_) => ErrorCode::Expired,
+            ApiError::InsufficientFunds { .. } => ErrorCode::InsufficientFunds,
             ApiError::Unavailable(_) | ApiError::GroupMoved => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
         }

@@ -7,7 +7,7 @@
 //! * [`user`]: the user actor, which owns one user's connections on this node.
 //! * [`fanout`]: the node-local fan-out step that hands encoded events to connections.
 //! * [`geo`]: geohash cells and distances, for face-to-face groups.
-//! * [`facetoface`]: which live face-to-face session a code and a position name.
+//! * [`facetoface`]: face-to-face sessions: the actor of each code and of each session.
 //! * [`redpacket`]: how a red packet's total is split into shares.
 //! * [`outbox`]: one connection's queue of encoded events, drained by the gateway.
 //! * [`directory`]: finds, starts and retires the actor for a key; counts mailbox depth.

@@ -10,15 +10,17 @@
 use crate::accounts::{self, SignedIn};
 use crate::cache::CachedGroup;
 use crate::error::ApiError;
+use crate::facetoface::{self, START_ATTEMPTS, code::participant, code::point};
+use crate::group::create::create_group;
 use crate::outbox::Outbox;
 use crate::user::UserMsg;
-use crate::{System, now_ms, random_id, views};
+use crate::{System, now_ms, views};
 use bytes::Bytes;
-use schema::cluster::{GroupCommand, GroupEnvelope, ReplyTo};
+use schema::cluster::{FaceCommand, FaceEnvelope, GroupCommand, GroupEnvelope, ReplyTo};
 use schema::frames::client::*;
 use schema::frames::server::{self as wire, GroupSummary};
-use schema::frames::{MessageKind, Role};
-use schema::records::{GroupRecord, MemberRecord, MessageRecord, UserGroupRecord};
+use schema::frames::MessageKind;
+use schema::records::MessageRecord;
 use schema::{ErrorCode, GroupId, Seq, UserId};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -198,6 +200,24 @@ impl Session {
                 let message = UserMsg::Read { to, group: r.group, seq: r.seq };
                 self.system.to_user(me, message).await
             }
+            Request::StartFaceToFace(r) => {
+                point(r.lat, r.lon)?;
+                let participant = participant(&signed_in.user);
+                let command = FaceCommand::Start { lat: r.lat, lon: r.lon, participant, attempts_left: START_ATTEMPTS };
+                let code = rand::random_range(0..10_000u16);
+                self.system.to_face(FaceEnvelope { code, reply_to: self.reply_to(id), command }).await
+            }
+            Request::JoinFaceToFace(r) => {
+                let code = face_code(&r.code)?;
+                point(r.lat, r.lon)?;
+                let command = FaceCommand::Join { lat: r.lat, lon: r.lon, participant: participant(&signed_in.user) };
+                self.system.to_face(FaceEnvelope { code, reply_to: self.reply_to(id), command }).await
+            }
+            Request::ConfirmFaceToFace(r) => {
+                let code = face_code(&r.code)?;
+                let command = FaceCommand::Confirm { session: r.session };
+                self.system.to_face(FaceEnvelope { code, reply_to: self.reply_to(id), command }).await
+            }
         }
     }
 
@@ -305,27 +325,7 @@ impl Session {
         if !(2..=cap).contains(&max_members) {
             return Err(ApiError::InvalidField(format!("max_members must be 2-{cap}")));
         }
-        let store = &self.system.store;
-        let now = now_ms();
-        let owner = MemberRecord { user: me, role: Role::Owner, joined_at: now };
-        let record = loop {
-            let record = GroupRecord {
-                id: GroupId(random_id()),
-                name: r.name.clone(),
-                owner: me,
-                open: r.open,
-                max_members,
-                member_count: 1,
-                created_at: now,
-                dissolved: false,
-            };
-            // The owner's index entry first: it may point at nothing, never miss a group.
-            store.link_user_group(me, &UserGroupRecord { group: record.id, read_seq: 0, joined_at: now }).await?;
-            if store.create_group(&record, &owner).await? {
-                break record;
-            }
-            store.unlink_user_group(me, record.id).await?;
-        };
+        let record = create_group(&self.system, me, &r.name, r.open, max_members).await?;
         self.reply(id, "create_group", &views::group_info(&record, 0));
         Ok(())
     }
@@ -477,6 +477,10 @@ enum Freshness {
     Store,
     /// The cache when it has it (may lag a send by a moment).
     Cached,
+}
+
+fn face_code(text: &str) -> Result<u16, ApiError> {
+    facetoface::parse_code(text).ok_or_else(|| ApiError::InvalidField("code must be exactly 4 digits, as a string".into()))
 }
 
 fn bounded_limit(limit: Option<u32>, default: u32, min: u32, max: u32) -> Result<u32, ApiError> {

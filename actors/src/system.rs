@@ -8,13 +8,15 @@ use crate::config::ActorsConfig;
 use crate::directory::{Directory, DirectoryError};
 use crate::error::ApiError;
 use crate::fanout::Fanout;
+use crate::facetoface::code::{self as face_code, FaceCodeMsg};
 use crate::group::{self, GroupMsg, GroupSnapshot};
 use crate::outbox::Outbox;
 use crate::session::Session;
 use crate::store::Store;
 use crate::user::{self, UserMsg, UserSnapshot};
 use bytes::Bytes;
-use schema::cluster::{GroupEnvelope, NodeDelivery, NodeMessage, ReplyTo};
+use schema::cluster::{FaceEnvelope, GroupEnvelope, NodeDelivery, NodeMessage, ReplyTo};
+use schema::frames::server as wire;
 use schema::{ConnId, GroupId, NodeId, UserId};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -37,6 +39,8 @@ pub struct System {
     pub groups: Arc<Directory<GroupId, GroupMsg>>,
     /// Live user actors.
     pub users: Arc<Directory<UserId, UserMsg>>,
+    /// Live face-to-face code actors, by code.
+    pub faces: Arc<Directory<u16, FaceCodeMsg>>,
     /// Registration and login.
     pub accounts: Accounts,
     /// Where group actors run. A group actor's mailbox must not wait behind the thousands of
@@ -99,6 +103,7 @@ impl System {
             fanout: Fanout::default(),
             groups: Directory::start("group").await?,
             users: Directory::start("user").await?,
+            faces: Directory::start("face_to_face_code").await?,
             accounts,
             group_runtime,
             cluster: OnceLock::new(),
@@ -193,6 +198,37 @@ impl System {
             .map_err(|e| match e {
                 DirectoryError::Activation(e) => e,
                 DirectoryError::Stopped => ApiError::Unavailable("the group is restarting; retry".into()),
+            })
+    }
+
+    /// Hands a request to a face-to-face code's actor, on this node or the one the code is
+    /// placed on.
+    pub async fn to_face(self: &Arc<Self>, envelope: FaceEnvelope) -> Result<(), ApiError> {
+        let Some(cluster) = self.cluster.get() else {
+            return self.to_local_face(envelope).await;
+        };
+        for _ in 0..ROUTE_ATTEMPTS {
+            match cluster.owner_of_face_code(envelope.code) {
+                Some(owner) if owner == self.node => return self.to_local_face(envelope).await,
+                Some(owner) if cluster.send(owner, NodeMessage::FaceToFace(envelope.clone())) => return Ok(()),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        Err(ApiError::Unavailable("the node serving this face-to-face code is unreachable; retry".into()))
+    }
+
+    /// Hands a request to the code's actor on this node, starting it if needed.
+    pub async fn to_local_face(self: &Arc<Self>, envelope: FaceEnvelope) -> Result<(), ApiError> {
+        let code = envelope.code;
+        let system = self.clone();
+        self.faces
+            .send(code, FaceCodeMsg::Request(envelope), move |gauge, supervisor| {
+                face_code::activate(system, code, gauge, supervisor)
+            })
+            .await
+            .map_err(|e| match e {
+                DirectoryError::Activation(e) => e,
+                DirectoryError::Stopped => ApiError::Unavailable("the face-to-face code is restarting; retry".into()),
             })
     }
 
@@ -318,6 +354,16 @@ impl System {
         }
     }
 
+    /// Answers a request with its result, wherever the asking connection is.
+    pub fn answer<T: Serialize>(&self, to: &ReplyTo, op: &str, result: &T) {
+        self.reply(to, Bytes::from(wire::encode_reply(to.request, op, result)));
+    }
+
+    /// Answers a request with an error, wherever the asking connection is.
+    pub fn answer_error(&self, to: &ReplyTo, error: &ApiError) {
+        self.reply(to, Bytes::from(wire::encode_error(to.request, error.code(), &error.to_string())));
+    }
+
     /// Asks every group actor on this node whose group the placement now gives to another
     /// node to hand it off. Called on every heartbeat tick and when the set of nodes changes.
     pub fn rebalance(&self) -> usize {
@@ -393,6 +439,7 @@ impl System {
     pub async fn shutdown(&self) {
         self.groups.stop_all().await;
         self.users.stop_all().await;
+        self.faces.stop_all().await;
     }
 }
 

@@ -583,3 +583,42 @@ async fn a_restarted_node_routes_to_the_owner_without_claiming_its_group() {
     let after = epoch_of(cluster.node(owner).console(&format!("group {group}")).await);
     assert_eq!(after, Some(before), "the owner kept its group: the restarted node did not claim it");
 }
+
+/// A face-to-face session's code actor lives on one node, placed by the code; people
+/// connected to either node meet in it, hear each other join, and become one group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn face_to_face_sessions_span_nodes() {
+    let cluster = TestCluster::start(2).await;
+    let (ann, ann_id) = cluster.node(0).user("ann").await;
+    let (bob, bob_id) = cluster.node(1).user("bob").await;
+    let (cat, cat_id) = cluster.node(1).user("cat").await;
+    let here = json!({ "lat": 22.5431, "lon": 114.0579 });
+    let session = ann.request("start_face_to_face", here.clone()).await.expect("start");
+    let code = session["code"].as_str().unwrap().to_owned();
+    let id = session["session"].as_u64().unwrap();
+
+    let near = json!({ "code": code, "lat": 22.5432, "lon": 114.0580 });
+    bob.request("join_face_to_face", near.clone()).await.expect("bob joins from the other node");
+    cat.request("join_face_to_face", near).await.expect("cat joins from the other node");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let pushed = ann.next_event_named("face_to_face_participants", left).await.expect("ann hears the joins");
+        let users: HashSet<u64> =
+            pushed["participants"].as_array().unwrap().iter().map(|p| p["user"].as_u64().unwrap()).collect();
+        if users == HashSet::from([ann_id, bob_id, cat_id]) {
+            break;
+        }
+    }
+
+    let confirmed = bob.request("confirm_face_to_face", json!({ "code": code, "session": id })).await.expect("confirm");
+    let group = confirmed["group"]["group"].as_u64().unwrap();
+    assert_eq!(confirmed["group"]["member_count"], 3);
+    let told = ann.next_event_named("face_to_face_group", WAIT).await.expect("ann, on the other node, gets the group");
+    assert_eq!(told["group"]["group"], group);
+    send_text(&ann, group, "f2f-1", "we met").await.expect("send");
+    for client in [&bob, &cat] {
+        let message = client.next_event_named("message", WAIT).await.expect("delivered across nodes");
+        assert_eq!(message["body"], "we met");
+    }
+}

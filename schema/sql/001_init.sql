@@ -77,3 +77,56 @@ CREATE TABLE IF NOT EXISTS messages (
   PRIMARY KEY (group_id, seq)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_by_client_id ON messages (group_id, sender, client_msg_id);
+
+-- Wallets: one partition per user. A ledger entry and the balance it moves change in one
+-- transaction, so the balance is always the sum of the user's ledger; entry ids make each
+-- entry happen once.
+CREATE TABLE IF NOT EXISTS wallet_balances (
+  user_id  BIGINT PRIMARY KEY,
+  balance  BIGINT NOT NULL CHECK (balance >= 0)
+);
+
+CREATE TABLE IF NOT EXISTS wallet_ledger (
+  user_id   BIGINT NOT NULL,
+  entry_id  TEXT NOT NULL,
+  amount    BIGINT NOT NULL,
+  kind      TEXT NOT NULL,
+  packet    BIGINT,
+  ts        BIGINT NOT NULL,
+  PRIMARY KEY (user_id, entry_id)
+);
+
+-- A red packet and its grabs: one partition per packet. Its writes are fenced by its
+-- group's epoch (the group row is locked FOR SHARE in the same transaction).
+CREATE TABLE IF NOT EXISTS red_packets (
+  packet_id      BIGINT PRIMARY KEY,
+  group_id       BIGINT NOT NULL,
+  sender         BIGINT NOT NULL,
+  client_msg_id  TEXT NOT NULL,
+  total          BIGINT NOT NULL,
+  kind           TEXT NOT NULL,
+  greeting       TEXT NOT NULL,
+  shares         BIGINT[] NOT NULL,
+  created_at     BIGINT NOT NULL,
+  expires_at     BIGINT NOT NULL,
+  state          TEXT NOT NULL,
+  next_share     INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE IF NOT EXISTS red_packet_grabs (
+  packet_id  BIGINT NOT NULL,
+  user_id    BIGINT NOT NULL,
+  share      INTEGER NOT NULL,
+  amount     BIGINT NOT NULL,
+  ts         BIGINT NOT NULL,
+  PRIMARY KEY (packet_id, user_id),
+  UNIQUE (packet_id, share)
+);
+
+-- What the red packet sweeper must look at, by due time.
+CREATE TABLE IF NOT EXISTS red_packets_due (
+  due_at     BIGINT NOT NULL,
+  packet_id  BIGINT NOT NULL,
+  group_id   BIGINT NOT NULL,
+  PRIMARY KEY (due_at, packet_id)
+);

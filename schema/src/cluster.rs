@@ -7,7 +7,8 @@
 //! structs and externally tagged enums, no `flatten`, no skipped fields.
 
 use crate::frames::{MessageKind, Role};
-use crate::ids::{ConnId, GroupId, NodeId, UserId};
+use crate::frames::server::{FaceToFaceParticipant, FaceToFaceView};
+use crate::ids::{ConnId, FaceSessionId, GroupId, NodeId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// Where the answer to a request goes: one connection of one user on one node.
@@ -90,6 +91,17 @@ pub enum GroupCommand {
     },
     /// Dissolve the group.
     Dissolve,
+    /// Admit the participants of a face-to-face session (only a face-to-face session actor
+    /// sends this; no client request maps to it). Users already in are left as they are;
+    /// the cap holds as for any join.
+    FaceToFaceAdmit {
+        /// Who to admit.
+        users: Vec<UserId>,
+        /// The session as the reply shows it (the actor fills in the group).
+        view: FaceToFaceView,
+        /// Whether this is the confirmation (everyone is told) or a later joiner.
+        confirm: bool,
+    },
 }
 
 impl GroupCommand {
@@ -107,8 +119,52 @@ impl GroupCommand {
             GroupCommand::TransferOwnership { .. } => "transfer_ownership",
             GroupCommand::Update { .. } => "update_group",
             GroupCommand::Dissolve => "dissolve_group",
+            GroupCommand::FaceToFaceAdmit { confirm: true, .. } => "confirm_face_to_face",
+            GroupCommand::FaceToFaceAdmit { confirm: false, .. } => "join_face_to_face",
         }
     }
+}
+
+/// A request to the actor of a face-to-face code, placed by the code alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaceEnvelope {
+    /// The code, 0 to 9999.
+    pub code: u16,
+    /// Who asks, and where the reply goes.
+    pub reply_to: ReplyTo,
+    /// What is asked.
+    pub command: FaceCommand,
+}
+
+/// What a face-to-face code's actor does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FaceCommand {
+    /// Start a session with this code here, unless a live one within 1 km has it; then
+    /// try another random code, `attempts_left` more times.
+    Start {
+        /// Latitude.
+        lat: f64,
+        /// Longitude.
+        lon: f64,
+        /// The starter.
+        participant: FaceToFaceParticipant,
+        /// Codes still to try.
+        attempts_left: u8,
+    },
+    /// Join the session with this code within 50 m.
+    Join {
+        /// Latitude.
+        lat: f64,
+        /// Longitude.
+        lon: f64,
+        /// The joiner.
+        participant: FaceToFaceParticipant,
+    },
+    /// Turn the session into a group.
+    Confirm {
+        /// The session.
+        session: FaceSessionId,
+    },
 }
 
 /// What a group actor hands to one node's fan-out step: encoded events and who gets them.
@@ -187,6 +243,9 @@ pub enum NodeMessage {
         /// Answer with [`NodeMessage::InterestAck`] once the group actor has taken it in.
         ack: Option<u64>,
     },
+    /// A request for a face-to-face code's actor, which the sender places on the receiver.
+    /// Served where it lands.
+    FaceToFace(FaceEnvelope),
     /// The group actor has taken in an [`NodeMessage::Interest`]: every delivery after
     /// this reaches the node.
     InterestAck {

@@ -42,6 +42,13 @@ pub enum ErrorCode {
     TextTooLong,
     /// The message type is reserved for a later version and not accepted yet.
     UnsupportedType,
+    /// A face-to-face session with this code exists near the caller, but more than 50 m
+    /// from where it started.
+    TooFar,
+    /// The face-to-face session (or red packet) has expired.
+    Expired,
+    /// The wallet holds less than the red packet's total.
+    InsufficientFunds,
     /// A transient failure (storage, a restarting actor); retrying the same request is safe.
     Unavailable,
     /// A bug in troupe. The request may or may not have taken effect.
@@ -67,6 +74,9 @@ impl ErrorCode {
         ErrorCode::OwnerCannotLeave,
         ErrorCode::TextTooLong,
         ErrorCode::UnsupportedType,
+        ErrorCode::TooFar,
+        ErrorCode::Expired,
+        ErrorCode::InsufficientFunds,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -90,6 +100,9 @@ impl ErrorCode {
             ErrorCode::OwnerCannotLeave => "owner_cannot_leave",
             ErrorCode::TextTooLong => "text_too_long",
             ErrorCode::UnsupportedType => "unsupported_type",
+            ErrorCode::TooFar => "too_far",
+            ErrorCode::Expired => "expired",
+            ErrorCode::InsufficientFunds => "insufficient_funds",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

@@ -37,6 +37,15 @@ id_type!(
     ConnId(u64)
 );
 id_type!(
+    /// A face-to-face session, for its few minutes of life. Random, below [`MAX_ID`].
+    FaceSessionId(u64)
+);
+id_type!(
+    /// A red packet. Derived from its message's (group, sender, client_msg_id), below
+    /// [`MAX_ID`], so a resent `send_red_packet` names the same packet.
+    RedPacketId(u64)
+);
+id_type!(
     /// A node of the cluster. A single node is node 0.
     NodeId(u16)
 );

@@ -5,7 +5,7 @@
 //! Records are encoded with [`crate::codec`] where a backend stores opaque values.
 
 use crate::frames::{MessageKind, Role};
-use crate::ids::{GroupId, Seq, UserId};
+use crate::ids::{GroupId, RedPacketId, Seq, UserId};
 use serde::{Deserialize, Serialize};
 
 /// A user's account and public profile.
@@ -109,6 +109,164 @@ pub struct MessageRecord {
     pub kind: MessageKind,
     /// The body as JSON text.
     pub body: String,
+    /// Milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
+/// One entry of a user's wallet ledger. The balance is the sum of the entries; it is never
+/// updated apart from them. `id` makes an entry happen once: applying an entry whose id is
+/// already in the ledger changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// Unique within the user's ledger, and derived from what caused it
+    /// (`credit:KEY`, `red_packet:PACKET`, `grab:PACKET`, `refund:PACKET`).
+    pub id: String,
+    /// Signed cents: negative leaves the wallet.
+    pub amount: i64,
+    /// Why.
+    pub kind: LedgerKind,
+    /// The red packet it belongs to, if any.
+    pub packet: Option<RedPacketId>,
+    /// Milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
+/// Why a ledger entry exists.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerKind {
+    /// An operator credited the wallet.
+    Credit,
+    /// The user sent a red packet (negative).
+    RedPacketSend,
+    /// The user grabbed a share of a red packet.
+    RedPacketGrab,
+    /// What nobody grabbed of the user's expired red packet came back.
+    RedPacketRefund,
+    /// Marks a red packet's send as never happening (amount 0), so a debit that arrives
+    /// later under the same id changes nothing.
+    Void,
+}
+
+impl LedgerKind {
+    /// The storage and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerKind::Credit => "credit",
+            LedgerKind::RedPacketSend => "red_packet_send",
+            LedgerKind::RedPacketGrab => "red_packet_grab",
+            LedgerKind::RedPacketRefund => "red_packet_refund",
+            LedgerKind::Void => "void",
+        }
+    }
+
+    /// The kind with this name.
+    pub fn parse(name: &str) -> Option<LedgerKind> {
+        [LedgerKind::Credit, LedgerKind::RedPacketSend, LedgerKind::RedPacketGrab, LedgerKind::RedPacketRefund, LedgerKind::Void]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+    }
+}
+
+/// How a red packet's total is split.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedPacketKind {
+    /// Random shares (double-mean method).
+    Lucky,
+    /// Equal shares; the cents that do not divide go one each to the first shares.
+    Equal,
+}
+
+impl RedPacketKind {
+    /// The storage and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedPacketKind::Lucky => "lucky",
+            RedPacketKind::Equal => "equal",
+        }
+    }
+
+    /// The kind with this name.
+    pub fn parse(name: &str) -> Option<RedPacketKind> {
+        match name {
+            "lucky" => Some(RedPacketKind::Lucky),
+            "equal" => Some(RedPacketKind::Equal),
+            _ => None,
+        }
+    }
+}
+
+/// Where a red packet is in its life.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedPacketState {
+    /// Stored; its total has not (yet) left the sender's wallet. Nobody can grab it.
+    Pending,
+    /// Paid for: members may grab.
+    Open,
+    /// Its time ran out: no more grabs; what is left goes back to the sender.
+    Expired,
+    /// The sender's wallet could not pay for it: it never existed for anyone.
+    Cancelled,
+}
+
+impl RedPacketState {
+    /// The storage name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedPacketState::Pending => "pending",
+            RedPacketState::Open => "open",
+            RedPacketState::Expired => "expired",
+            RedPacketState::Cancelled => "cancelled",
+        }
+    }
+
+    /// The state with this name.
+    pub fn parse(name: &str) -> Option<RedPacketState> {
+        [RedPacketState::Pending, RedPacketState::Open, RedPacketState::Expired, RedPacketState::Cancelled]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+}
+
+/// A red packet, with all its shares drawn when it was sent. One partition per packet, with
+/// its grabs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedPacketRecord {
+    /// The packet.
+    pub id: RedPacketId,
+    /// The group it was sent to.
+    pub group: GroupId,
+    /// Who sent it.
+    pub sender: UserId,
+    /// The sender's id for its message.
+    pub client_msg_id: String,
+    /// Cents.
+    pub total: i64,
+    /// How it was split.
+    pub kind: RedPacketKind,
+    /// The sender's words, possibly empty.
+    pub greeting: String,
+    /// Every share in cents, in the order they are handed out; they sum to `total`.
+    pub shares: Vec<i64>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: u64,
+    /// After this instant nobody can grab; the rest goes back to the sender.
+    pub expires_at: u64,
+    /// Where it is in its life.
+    pub state: RedPacketState,
+}
+
+/// One grab: who got which share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrabRecord {
+    /// Who grabbed.
+    pub user: UserId,
+    /// Which share (0 is the first handed out).
+    pub share: u32,
+    /// Cents.
+    pub amount: i64,
     /// Milliseconds since the Unix epoch.
     pub ts: u64,
 }

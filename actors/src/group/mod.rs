@@ -11,6 +11,7 @@
 //! Reads of committed history do not come here; sessions read the store directly after a
 //! membership check, so a slow reader never delays a group's writes.
 
+pub mod create;
 pub mod dedupe;
 pub mod rules;
 
@@ -421,6 +422,9 @@ impl GroupState {
             GroupCommand::TransferOwnership { user } => self.transfer(to, user).await,
             GroupCommand::Update { name, open } => self.update(to, name, open).await,
             GroupCommand::Dissolve => self.dissolve(to).await,
+            GroupCommand::FaceToFaceAdmit { users, view, confirm } => {
+                self.face_to_face_admit(to, users, view, confirm).await
+            }
         }
     }
 
@@ -697,6 +701,43 @@ impl GroupState {
                 Ok(AddStatus::NotFound)
             }
         }
+    }
+
+    /// Admits the participants of a face-to-face session (its actor is the only sender).
+    /// On confirmation everyone admitted hears `face_to_face_group`; a later joiner gets
+    /// the group in the reply, or `group_full`.
+    async fn face_to_face_admit(
+        &mut self,
+        to: ReplyTo,
+        users: Vec<UserId>,
+        mut view: wire::FaceToFaceView,
+        confirm: bool,
+    ) -> Result<(), ApiError> {
+        if self.dissolved {
+            return Err(ApiError::group_not_found());
+        }
+        let mut members = Vec::with_capacity(users.len());
+        for user in users {
+            let status =
+                if self.members.contains_key(&user) { AddStatus::AlreadyMember } else { self.admit(user, Role::Member).await? };
+            match status {
+                AddStatus::Added | AddStatus::AlreadyMember => members.push(user),
+                AddStatus::GroupFull => {}
+                AddStatus::NotFound => return Err(ApiError::group_not_found()),
+            }
+        }
+        if !members.contains(&to.user) {
+            return Err(ApiError::GroupFull);
+        }
+        view.group = Some(self.info());
+        if confirm
+            && let Some(group) = view.group.clone()
+        {
+            let event = Event::FaceToFaceGroup { session: view.session, code: view.code.clone(), group };
+            self.emit(Arc::from(members), Bytes::from(wire::encode_event(&event)));
+        }
+        self.reply(&to, if confirm { "confirm_face_to_face" } else { "join_face_to_face" }, &view);
+        Ok(())
     }
 
     /// Removes a member; they stop receiving at once (the next fan-out leaves them out),

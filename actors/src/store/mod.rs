@@ -15,7 +15,7 @@ pub mod contract;
 use async_trait::async_trait;
 use schema::frames::Role;
 use schema::records::*;
-use schema::{GroupId, Seq, UserId};
+use schema::{GroupId, RedPacketId, Seq, UserId};
 
 /// Why a store call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -220,6 +220,97 @@ pub fn check_append(group: GroupId, after: Seq, messages: &[MessageRecord]) -> S
         }
     }
     Ok(())
+}
+
+/// What applying a ledger entry did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerOutcome {
+    /// Written; the balance after it.
+    Applied {
+        /// Cents.
+        balance: i64,
+    },
+    /// An entry with this id was in the ledger already (it is returned as stored, which may
+    /// differ from the one presented: a `void` in place of a debit); nothing changed.
+    AlreadyApplied {
+        /// The stored entry.
+        entry: LedgerEntry,
+        /// Cents.
+        balance: i64,
+    },
+    /// The entry would take the balance below zero; nothing written.
+    Insufficient {
+        /// Cents.
+        balance: i64,
+    },
+}
+
+/// Wallets: one partition per user, holding the ledger and the balance it sums to.
+#[async_trait]
+pub trait WalletStore: Send + Sync {
+    /// Adds `entry` to the user's ledger and moves the balance by its amount, in one atomic
+    /// write, unless an entry with its id exists (`AlreadyApplied`) or the balance would go
+    /// below zero (`Insufficient`).
+    async fn apply_ledger_entry(&self, user: UserId, entry: &LedgerEntry) -> StoreResult<LedgerOutcome>;
+    /// The balance in cents (0 for a user with no ledger).
+    async fn balance(&self, user: UserId) -> StoreResult<i64>;
+    /// Up to `limit` ledger entries, in ascending id.
+    async fn ledger(&self, user: UserId, limit: usize) -> StoreResult<Vec<LedgerEntry>>;
+}
+
+/// What a grab found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrabOutcome {
+    /// The user got the next share.
+    Grabbed(GrabRecord),
+    /// The user had grabbed before: their grab as stored.
+    AlreadyGrabbed(GrabRecord),
+    /// Every share is taken.
+    Empty,
+    /// The packet is past its time, or closed as expired.
+    Expired,
+    /// No such packet, or it is not open (pending or cancelled).
+    NotOpen,
+}
+
+/// Red packets: one partition per packet (the packet and its grabs), plus the index of
+/// packets the sweeper must look at (`due`).
+///
+/// The writes take the fence of the packet's group: a packet belongs to its group, and a
+/// deposed group owner must not hand out shares.
+#[async_trait]
+pub trait RedPacketStore: Send + Sync {
+    /// Stores a new packet with its shares, unless one with its id exists; returns the
+    /// stored packet either way (a resent packet keeps its first shares). Also puts it in the
+    /// due index at `due_at` (written first: an index entry may point at nothing).
+    async fn create_red_packet(&self, fence: Fence, packet: &RedPacketRecord, due_at: u64) -> StoreResult<RedPacketRecord>;
+    /// A packet.
+    async fn red_packet(&self, id: RedPacketId) -> StoreResult<Option<RedPacketRecord>>;
+    /// A packet's grabs, in share order.
+    async fn red_packet_grabs(&self, id: RedPacketId) -> StoreResult<Vec<GrabRecord>>;
+    /// Moves a packet from `from` to `to` (pending to open or cancelled, open to expired) in
+    /// one atomic write; returns the packet after the call, changed or not (None if there is
+    /// no such packet).
+    async fn set_red_packet_state(
+        &self,
+        fence: Fence,
+        id: RedPacketId,
+        from: RedPacketState,
+        to: RedPacketState,
+    ) -> StoreResult<Option<RedPacketRecord>>;
+    /// Gives `user` the next share of an open packet, at most once per user and never more
+    /// shares than the packet has: one atomic write in the packet's partition.
+    async fn grab_red_packet(&self, fence: Fence, id: RedPacketId, user: UserId, now: u64) -> StoreResult<GrabOutcome>;
+    /// Packets whose due time is at or before `before`: (due time, group, packet).
+    async fn red_packets_due(&self, before: u64, limit: usize) -> StoreResult<Vec<(u64, GroupId, RedPacketId)>>;
+    /// Moves a packet's due index entry from `from` to `to` (None: out of the index).
+    async fn reschedule_red_packet(
+        &self,
+        id: RedPacketId,
+        group: GroupId,
+        from: u64,
+        to: Option<u64>,
+    ) -> StoreResult<()>;
 }
 
 /// Everything a node needs from its store.

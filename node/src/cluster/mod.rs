@@ -335,6 +335,17 @@ impl Actor for NodeActor {
                 self.enqueue(envelope);
             }
             ClusterMsg::Peer(NodeMessage::Forwarded(envelope)) => self.enqueue(envelope),
+            ClusterMsg::Peer(NodeMessage::FaceToFace(envelope)) => {
+                // Served where it lands, like a forwarded group request: a code's actor
+                // starts in microseconds, but not on this actor's turn.
+                let system = self.system.clone();
+                tokio::spawn(async move {
+                    let to = envelope.reply_to;
+                    if let Err(error) = system.to_local_face(envelope).await {
+                        system.answer_error(&to, &error);
+                    }
+                });
+            }
         }
         Ok(())
     }

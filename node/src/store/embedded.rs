@@ -11,6 +11,8 @@
 //! commit fails, the writer stops accepting jobs: a later batch must never land when an
 //! earlier one did not, or a group's log could get a gap.
 
+mod wallet;
+
 use actors::store::*;
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
@@ -183,6 +185,7 @@ fn init_tables(db: &Database) -> Result<u64, redb::Error> {
         txn.open_table(USER_GROUPS)?;
         txn.open_table(MESSAGES)?;
         txn.open_table(CLIENT_IDS)?;
+        wallet::init(&txn)?;
     }
     txn.commit()?;
     Ok(found)

@@ -7,6 +7,8 @@
 //! per group hash, so that writes a group actor submits for one group apply in the order it
 //! submitted them (its senders' read marks before the batch that moved them).
 
+mod wallet;
+
 use super::lanes::{Job, Lanes};
 use actors::store::*;
 use async_trait::async_trait;

@@ -6,7 +6,7 @@
 
 use super::{MessageKind, Role};
 use crate::error::ErrorCode;
-use crate::ids::{GroupId, Seq, UserId};
+use crate::ids::{FaceSessionId, GroupId, Seq, UserId};
 use serde::{Deserialize, Serialize};
 
 /// One parsed client frame.
@@ -168,6 +168,12 @@ requests! {
     "sync" => Sync(SyncRequest),
     /// Move the caller's read mark in a group.
     "read" => Read(ReadRequest),
+    /// Start a face-to-face session where the caller stands; replies with its 4-digit code.
+    "start_face_to_face" => StartFaceToFace(StartFaceToFaceRequest),
+    /// Join the face-to-face session with this code within 50 m.
+    "join_face_to_face" => JoinFaceToFace(JoinFaceToFaceRequest),
+    /// Turn a face-to-face session into a group of its participants.
+    "confirm_face_to_face" => ConfirmFaceToFace(ConfirmFaceToFaceRequest),
 }
 
 /// `register`: usernames are 3-32 of `a-z 0-9 _ . -`; passwords 8-128 bytes.
@@ -392,6 +398,35 @@ pub struct ReadRequest {
     pub group: GroupId,
     /// Everything up to this seq has been read. Marks only move forward.
     pub seq: Seq,
+}
+
+/// `start_face_to_face`: where the caller stands, in WGS84 degrees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartFaceToFaceRequest {
+    /// Latitude, -90 to 90.
+    pub lat: f64,
+    /// Longitude, -180 to 180.
+    pub lon: f64,
+}
+
+/// `join_face_to_face`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinFaceToFaceRequest {
+    /// The code the starter shows: a string of exactly 4 digits ("0427").
+    pub code: String,
+    /// Latitude, -90 to 90.
+    pub lat: f64,
+    /// Longitude, -180 to 180.
+    pub lon: f64,
+}
+
+/// `confirm_face_to_face`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfirmFaceToFaceRequest {
+    /// The session's code.
+    pub code: String,
+    /// The session, as `start_face_to_face` or `join_face_to_face` named it.
+    pub session: FaceSessionId,
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use super::{MessageKind, Role};
 use crate::error::ErrorCode;
-use crate::ids::{GroupId, Seq, UserId};
+use crate::ids::{FaceSessionId, GroupId, Seq, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -60,6 +60,24 @@ pub enum Event {
     },
     /// The receiver called `read` on another of their connections.
     ReadMark(ReadAck),
+    /// The participants of a face-to-face session the receiver is in, after people joined.
+    FaceToFaceParticipants {
+        /// The session.
+        session: FaceSessionId,
+        /// Its code.
+        code: String,
+        /// Everyone in it, in the order they came.
+        participants: Vec<FaceToFaceParticipant>,
+    },
+    /// A face-to-face session the receiver is in became a group, with the receiver in it.
+    FaceToFaceGroup {
+        /// The session.
+        session: FaceSessionId,
+        /// Its code.
+        code: String,
+        /// The group.
+        group: GroupInfo,
+    },
 }
 
 /// Why a member is no longer in a group.
@@ -319,6 +337,32 @@ pub struct SendAck {
     pub ts: u64,
     /// True when this `client_msg_id` was seen before: nothing new was stored or delivered.
     pub duplicate: bool,
+}
+
+/// Someone in a face-to-face session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaceToFaceParticipant {
+    /// The user.
+    pub user: UserId,
+    /// Their display name.
+    pub nickname: String,
+    /// Their avatar, or empty.
+    pub avatar_url: String,
+}
+
+/// `start_face_to_face`, `join_face_to_face` and `confirm_face_to_face` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaceToFaceView {
+    /// The session.
+    pub session: FaceSessionId,
+    /// Its code: exactly 4 digits.
+    pub code: String,
+    /// When the session and its code end, milliseconds since the Unix epoch.
+    pub expires_at: u64,
+    /// Everyone in it, in the order they came (frozen once it became a group).
+    pub participants: Vec<FaceToFaceParticipant>,
+    /// The group it became, once someone confirmed (null before).
+    pub group: Option<GroupInfo>,
 }
 
 /// `history` result.

@@ -1,9 +1,9 @@
-//! Face-to-face groups, the part that needs no actor: which live session a 4-digit code and
-//! a position name.
+//! Which face-to-face session a 4-digit code and a position name: the pure part of the
+//! code's actor.
 //!
-//! All sessions that share a code live in one [`CodeTable`] (the code's actor will own it,
-//! placed by the code alone, so people on both sides of a geohash border reach the same
-//! table). The same code far away is another session. Lookups go through geohash cells and
+//! All sessions that share a code live in one [`CodeTable`], owned by the code's actor,
+//! which is placed by the code alone, so people on both sides of a geohash border reach the
+//! same table. The same code far away is another session. Lookups go through geohash cells and
 //! their neighbours, then an exact distance:
 //! * a new session's code must not be used by another live session within
 //!   [`UNIQUE_RADIUS_M`]: cells of [`UNIQUE_PRECISION`] characters are at least 3 km wide up
@@ -27,10 +27,25 @@ pub fn valid_code(code: &str) -> bool {
     code.len() == 4 && code.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// The live sessions that share one code.
+/// The sessions that share one code: the live ones, and for a while the expired ones, so
+/// a late joiner hears `expired` rather than `not_found`.
 #[derive(Debug, Default)]
 pub struct CodeTable {
     sessions: Vec<Entry>,
+}
+
+/// What a joiner's code and position lead to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// The live session within [`JOIN_RADIUS_M`].
+    Found(u64),
+    /// The session within [`JOIN_RADIUS_M`] has expired, and no live one is there.
+    Expired,
+    /// A live session with this code started within [`UNIQUE_RADIUS_M`], but farther than
+    /// [`JOIN_RADIUS_M`].
+    TooFar,
+    /// No session with this code near here.
+    Nothing,
 }
 
 #[derive(Debug)]
@@ -48,19 +63,25 @@ struct Entry {
 pub struct CodeTaken;
 
 impl CodeTable {
-    /// Live sessions, after dropping the expired ones.
-    pub fn live(&mut self, now_ms: u64) -> usize {
-        self.sessions.retain(|e| e.expires_at_ms > now_ms);
+    /// Live sessions now.
+    pub fn live(&self, now_ms: u64) -> usize {
+        self.sessions.iter().filter(|e| e.expires_at_ms > now_ms).count()
+    }
+
+    /// Forgets sessions that expired before `forget_before_ms`; how many entries remain,
+    /// live or recently expired.
+    pub fn forget_expired(&mut self, forget_before_ms: u64) -> usize {
+        self.sessions.retain(|e| e.expires_at_ms > forget_before_ms);
         self.sessions.len()
     }
 
     /// Opens `session` at `start` until `expires_at_ms`, unless a live session within
     /// [`UNIQUE_RADIUS_M`] has this code.
     pub fn open(&mut self, session: u64, start: Point, now_ms: u64, expires_at_ms: u64) -> Result<(), CodeTaken> {
-        self.live(now_ms);
         let cells = geo::cell_and_neighbours(&geo::encode(start, UNIQUE_PRECISION));
-        let taken =
-            self.sessions.iter().any(|e| cells.contains(&e.wide_cell) && e.start.distance_m(&start) <= UNIQUE_RADIUS_M);
+        let taken = self.sessions.iter().any(|e| {
+            e.expires_at_ms > now_ms && cells.contains(&e.wide_cell) && e.start.distance_m(&start) <= UNIQUE_RADIUS_M
+        });
         if taken {
             return Err(CodeTaken);
         }
@@ -76,16 +97,42 @@ impl CodeTable {
 
     /// The live session whose start is within [`JOIN_RADIUS_M`] of `at` (the nearest, should
     /// there be two), or None.
-    pub fn find(&mut self, at: Point, now_ms: u64) -> Option<u64> {
-        self.live(now_ms);
-        let cells = geo::cell_and_neighbours(&geo::encode(at, JOIN_PRECISION));
-        self.sessions
-            .iter()
-            .filter(|e| cells.contains(&e.near_cell))
-            .map(|e| (e.start.distance_m(&at), e.session))
-            .filter(|(d, _)| *d <= JOIN_RADIUS_M)
-            .min_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, session)| session)
+    pub fn find(&self, at: Point, now_ms: u64) -> Option<u64> {
+        match self.lookup(at, now_ms) {
+            Lookup::Found(session) => Some(session),
+            _ => None,
+        }
+    }
+
+    /// What a joiner at `at` finds: the nearest live session within [`JOIN_RADIUS_M`], else
+    /// why not.
+    pub fn lookup(&self, at: Point, now_ms: u64) -> Lookup {
+        let near = geo::cell_and_neighbours(&geo::encode(at, JOIN_PRECISION));
+        let nearest = |live: bool| {
+            self.sessions
+                .iter()
+                .filter(|e| (e.expires_at_ms > now_ms) == live && near.contains(&e.near_cell))
+                .map(|e| (e.start.distance_m(&at), e.session))
+                .filter(|(d, _)| *d <= JOIN_RADIUS_M)
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, session)| session)
+        };
+        if let Some(session) = nearest(true) {
+            return Lookup::Found(session);
+        }
+        if nearest(false).is_some() {
+            return Lookup::Expired;
+        }
+        let wide = geo::cell_and_neighbours(&geo::encode(at, UNIQUE_PRECISION));
+        let nearby = self.sessions.iter().any(|e| {
+            e.expires_at_ms > now_ms && wide.contains(&e.wide_cell) && e.start.distance_m(&at) <= UNIQUE_RADIUS_M
+        });
+        if nearby { Lookup::TooFar } else { Lookup::Nothing }
+    }
+
+    /// Whether `session` is here and live.
+    pub fn is_live(&self, session: u64, now_ms: u64) -> Option<bool> {
+        self.sessions.iter().find(|e| e.session == session).map(|e| e.expires_at_ms > now_ms)
     }
 
     /// Forgets a session (it ended early).
@@ -122,6 +169,8 @@ mod tests {
         table.open(1, start, 0, TTL).unwrap();
         assert_eq!(table.find(offset(start, 18.0, 24.0), 10), Some(1), "30 m away");
         assert_eq!(table.find(offset(start, 48.0, 64.0), 10), None, "80 m away");
+        assert_eq!(table.lookup(offset(start, 48.0, 64.0), 10), Lookup::TooFar);
+        assert_eq!(table.lookup(offset(start, 4000.0, 0.0), 10), Lookup::Nothing, "4 km away");
     }
 
     #[test]
@@ -152,9 +201,13 @@ mod tests {
         assert_eq!(table.find(offset(start, 0.0, 10.0), 6), Some(1));
         // After the TTL the code is free again here.
         assert_eq!(table.find(start, TTL), None, "expired");
+        assert_eq!(table.lookup(start, TTL), Lookup::Expired);
         table.open(4, start, TTL, 2 * TTL).expect("reusable after expiry");
         assert_eq!(table.live(TTL), 2);
+        assert_eq!(table.lookup(start, TTL), Lookup::Found(4), "the live one wins over the expired one");
         table.close(4);
         assert_eq!(table.find(start, TTL + 1), None);
+        assert_eq!(table.forget_expired(TTL + 1), 1, "session 1 forgotten, 3 still live");
+        assert_eq!(table.lookup(start, TTL + 1), Lookup::Nothing, "1 is forgotten and 3 is 1.5 km away");
     }
 }
