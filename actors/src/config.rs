@@ -32,6 +32,18 @@ pub struct ActorsConfig {
     /// How long a face-to-face session and its code live after the start.
     #[serde(with = "seconds")]
     pub face_to_face_ttl: Duration,
+    /// How long members may grab a red packet; then what is left goes back to the sender.
+    #[serde(with = "seconds")]
+    pub red_packet_ttl: Duration,
+    /// The largest red packet, in cents.
+    pub max_red_packet_total: i64,
+    /// How often the node looks for red packets that are due (to expire, or to finish a send
+    /// that a crash interrupted).
+    #[serde(with = "seconds")]
+    pub red_packet_sweep_interval: Duration,
+    /// How long after a red packet is created the sweeper makes sure its send finished.
+    #[serde(with = "seconds")]
+    pub red_packet_check_after: Duration,
 }
 
 impl Default for ActorsConfig {
@@ -47,6 +59,10 @@ impl Default for ActorsConfig {
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             max_concurrent_hashes: 4,
             face_to_face_ttl: Duration::from_secs(180),
+            red_packet_ttl: Duration::from_secs(24 * 3600),
+            max_red_packet_total: 1_000_000,
+            red_packet_sweep_interval: Duration::from_secs(5),
+            red_packet_check_after: Duration::from_secs(30),
         }
     }
 }

@@ -8,7 +8,8 @@
 //! * [`fanout`]: the node-local fan-out step that hands encoded events to connections.
 //! * [`geo`]: geohash cells and distances, for face-to-face groups.
 //! * [`facetoface`]: face-to-face sessions: the actor of each code and of each session.
-//! * [`redpacket`]: how a red packet's total is split into shares.
+//! * [`redpacket`]: red packets: the split into shares, and the actor of each packet.
+//! * [`wallet`]: wallets as ledgers, and the operator's credit.
 //! * [`outbox`]: one connection's queue of encoded events, drained by the gateway.
 //! * [`directory`]: finds, starts and retires the actor for a key; counts mailbox depth.
 //! * [`accounts`]: registration, password hashing, session tokens.
@@ -35,6 +36,7 @@ pub mod store;
 pub mod system;
 pub mod user;
 pub mod views;
+pub mod wallet;
 
 pub use config::ActorsConfig;
 pub use error::ApiError;

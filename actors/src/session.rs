@@ -17,12 +17,12 @@ use crate::user::UserMsg;
 use crate::{System, now_ms, views};
 use bytes::Bytes;
 use schema::cluster::{FaceCommand, FaceEnvelope, GroupCommand, GroupEnvelope, ReplyTo};
+use schema::frames::MessageKind;
 use schema::frames::client::*;
 use schema::frames::server::{self as wire, GroupSummary};
-use schema::frames::MessageKind;
 use schema::records::MessageRecord;
 use schema::{ErrorCode, GroupId, Seq, UserId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -38,6 +38,10 @@ pub const MEMBERS_MAX_LIMIT: u32 = 500;
 pub const ADD_MEMBERS_MAX: usize = 100;
 /// The longest `client_msg_id`, in bytes.
 pub const CLIENT_MSG_ID_MAX: usize = 64;
+/// The longest red packet greeting, in characters.
+pub const RED_PACKET_GREETING_MAX: usize = 64;
+/// The most ledger entries a `wallet` reply lists.
+pub const WALLET_ENTRIES: usize = 1000;
 
 /// One connection's protocol state.
 pub struct Session {
@@ -213,6 +217,11 @@ impl Session {
                 let command = FaceCommand::Join { lat: r.lat, lon: r.lon, participant: participant(&signed_in.user) };
                 self.system.to_face(FaceEnvelope { code, reply_to: self.reply_to(id), command }).await
             }
+            Request::GrabRedPacket(r) => {
+                self.to_group(id, r.group, GroupCommand::GrabRedPacket { packet: r.packet }).await
+            }
+            Request::RedPacket(r) => self.to_group(id, r.group, GroupCommand::RedPacketInfo { packet: r.packet }).await,
+            Request::Wallet(_) => self.wallet(id, me).await,
             Request::ConfirmFaceToFace(r) => {
                 let code = face_code(&r.code)?;
                 let command = FaceCommand::Confirm { session: r.session };
@@ -282,9 +291,15 @@ impl Session {
         if client_msg_id.is_empty() || client_msg_id.len() > CLIENT_MSG_ID_MAX {
             return Err(ApiError::InvalidField(format!("client_msg_id must be 1-{CLIENT_MSG_ID_MAX} bytes")));
         }
-        if kind != MessageKind::Text {
-            return Err(ApiError::UnsupportedType(kind.as_str()));
-        }
+        let body = match kind {
+            MessageKind::Text => self.validate_text(body)?,
+            MessageKind::RedPacket => self.validate_red_packet(body)?,
+            _ => return Err(ApiError::UnsupportedType(kind.as_str())),
+        };
+        Ok(GroupCommand::Send { client_msg_id, kind, body })
+    }
+
+    fn validate_text(&self, body: &serde_json::Value) -> Result<String, ApiError> {
         let Some(text) = body.as_str() else {
             return Err(ApiError::InvalidField("a text message's body must be a JSON string".into()));
         };
@@ -295,8 +310,43 @@ impl Session {
         if text.len() > limit {
             return Err(ApiError::TextTooLong { len: text.len(), limit });
         }
-        let body = serde_json::to_string(body).map_err(|e| ApiError::Internal(e.to_string()))?;
-        Ok(GroupCommand::Send { client_msg_id, kind, body })
+        serde_json::to_string(body).map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// Checks what needs no group state; the group's actor checks `count` against its
+    /// members.
+    fn validate_red_packet(&self, body: &serde_json::Value) -> Result<String, ApiError> {
+        let packet = RedPacketBody::deserialize(body)
+            .map_err(|e| ApiError::InvalidField(format!("a red packet's body: {e}")))?;
+        let most = self.system.config.max_red_packet_total;
+        if !(1..=most).contains(&packet.total) {
+            return Err(ApiError::InvalidField(format!("total must be 1-{most} cents")));
+        }
+        let most_shares = self.system.config.max_group_members;
+        if packet.count == 0 || packet.count > most_shares || i64::from(packet.count) > packet.total {
+            return Err(ApiError::InvalidField(format!(
+                "count must be 1-{most_shares}, at most the group's members and at most total (a share is at least a cent)"
+            )));
+        }
+        if packet.greeting.chars().count() > RED_PACKET_GREETING_MAX || packet.greeting.chars().any(char::is_control) {
+            return Err(ApiError::InvalidField(format!(
+                "greeting must be at most {RED_PACKET_GREETING_MAX} characters, without control characters"
+            )));
+        }
+        serde_json::to_string(&packet).map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    async fn wallet(&self, id: Option<u64>, me: UserId) -> Result<(), ApiError> {
+        let store = &self.system.store;
+        let balance = store.balance(me).await?;
+        let entries = store
+            .ledger(me, WALLET_ENTRIES)
+            .await?
+            .into_iter()
+            .map(|e| wire::LedgerView { id: e.id, amount: e.amount, kind: e.kind, packet: e.packet, ts: e.ts })
+            .collect();
+        self.reply(id, "wallet", &wire::WalletView { balance, entries });
+        Ok(())
     }
 
     async fn update_profile(&mut self, id: Option<u64>, me: UserId, r: UpdateProfileRequest) -> Result<(), ApiError> {
@@ -480,7 +530,8 @@ enum Freshness {
 }
 
 fn face_code(text: &str) -> Result<u16, ApiError> {
-    facetoface::parse_code(text).ok_or_else(|| ApiError::InvalidField("code must be exactly 4 digits, as a string".into()))
+    facetoface::parse_code(text)
+        .ok_or_else(|| ApiError::InvalidField("code must be exactly 4 digits, as a string".into()))
 }
 
 fn bounded_limit(limit: Option<u32>, default: u32, min: u32, max: u32) -> Result<u32, ApiError> {

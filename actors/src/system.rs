@@ -7,8 +7,8 @@ use crate::cluster::Cluster;
 use crate::config::ActorsConfig;
 use crate::directory::{Directory, DirectoryError};
 use crate::error::ApiError;
-use crate::fanout::Fanout;
 use crate::facetoface::code::{self as face_code, FaceCodeMsg};
+use crate::fanout::Fanout;
 use crate::group::{self, GroupMsg, GroupSnapshot};
 use crate::outbox::Outbox;
 use crate::session::Session;
@@ -117,6 +117,7 @@ impl System {
             config,
         });
         spawn_idle_sweeper(Arc::downgrade(&system), system.config.group_idle_after);
+        spawn_red_packet_sweeper(Arc::downgrade(&system), system.config.red_packet_sweep_interval);
         Ok(system)
     }
 
@@ -463,6 +464,45 @@ fn spawn_idle_sweeper(system: Weak<System>, idle_after: Duration) {
             for (_, entry) in system.groups.snapshot() {
                 if entry.gauge.depth() == 0 && entry.gauge.last_active_ms() <= cutoff {
                     let _ = entry.actor.send_message(GroupMsg::Retire);
+                }
+            }
+        }
+    });
+}
+
+/// The most due red packets one sweep takes on.
+const RED_PACKETS_PER_SWEEP: usize = 256;
+
+/// Looks for red packets that are due (a send to finish, a packet to expire) and hands each
+/// to its group's actor, if this node owns the group (every node sweeps; each takes its
+/// own groups, so a packet is looked at once however many nodes there are). A packet handed
+/// on is not handed on again for a minute, while its group actor works on it.
+fn spawn_red_packet_sweeper(system: Weak<System>, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(20)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut handed: HashMap<(u64, schema::RedPacketId), u64> = HashMap::new();
+        loop {
+            tick.tick().await;
+            let Some(system) = system.upgrade() else { return };
+            let now = crate::now_ms();
+            handed.retain(|_, at| now.saturating_sub(*at) < 60_000);
+            let due = match system.store.red_packets_due(now, RED_PACKETS_PER_SWEEP).await {
+                Ok(due) => due,
+                Err(error) => {
+                    tracing::warn!(%error, "could not look for due red packets");
+                    continue;
+                }
+            };
+            for (due_at, group, packet) in due {
+                if system.owner(group) != Some(system.node) || handed.contains_key(&(due_at, packet)) {
+                    continue;
+                }
+                handed.insert((due_at, packet), now);
+                let reply_to = ReplyTo { node: system.node, user: UserId(0), conn: ConnId(0), request: None };
+                let command = schema::cluster::GroupCommand::RedPacketDue { packet, due_at };
+                if let Err(error) = system.to_local_group(GroupEnvelope { group, reply_to, command }).await {
+                    tracing::warn!(%group, %packet, %error, "could not hand a due red packet to its group");
                 }
             }
         }

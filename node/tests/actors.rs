@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use schema::frames::Role;
 use schema::records::*;
-use schema::{GroupId, Seq, UserId};
+use schema::{GroupId, RedPacketId, Seq, UserId};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -478,8 +478,123 @@ impl MessageStore for Faulty {
     }
 }
 
+#[async_trait]
+impl WalletStore for Faulty {
+    async fn apply_ledger_entry(&self, user: UserId, entry: &LedgerEntry) -> StoreResult<LedgerOutcome> {
+        self.inner.apply_ledger_entry(user, entry).await
+    }
+    async fn balance(&self, user: UserId) -> StoreResult<i64> {
+        self.inner.balance(user).await
+    }
+    async fn ledger(&self, user: UserId, limit: usize) -> StoreResult<Vec<LedgerEntry>> {
+        self.inner.ledger(user, limit).await
+    }
+}
+
+#[async_trait]
+impl RedPacketStore for Faulty {
+    async fn create_red_packet(
+        &self,
+        fence: Fence,
+        packet: &RedPacketRecord,
+        due_at: u64,
+    ) -> StoreResult<RedPacketRecord> {
+        self.inner.create_red_packet(fence, packet, due_at).await
+    }
+    async fn red_packet(&self, id: RedPacketId) -> StoreResult<Option<RedPacketRecord>> {
+        self.inner.red_packet(id).await
+    }
+    async fn red_packet_grabs(&self, id: RedPacketId) -> StoreResult<Vec<GrabRecord>> {
+        self.inner.red_packet_grabs(id).await
+    }
+    async fn set_red_packet_state(
+        &self,
+        fence: Fence,
+        id: RedPacketId,
+        from: RedPacketState,
+        to: RedPacketState,
+    ) -> StoreResult<Option<RedPacketRecord>> {
+        self.inner.set_red_packet_state(fence, id, from, to).await
+    }
+    async fn grab_red_packet(&self, fence: Fence, id: RedPacketId, user: UserId, now: u64) -> StoreResult<GrabOutcome> {
+        self.inner.grab_red_packet(fence, id, user, now).await
+    }
+    async fn red_packets_due(&self, before: u64, limit: usize) -> StoreResult<Vec<(u64, GroupId, RedPacketId)>> {
+        self.inner.red_packets_due(before, limit).await
+    }
+    async fn reschedule_red_packet(
+        &self,
+        id: RedPacketId,
+        group: GroupId,
+        from: u64,
+        to: Option<u64>,
+    ) -> StoreResult<()> {
+        self.inner.reschedule_red_packet(id, group, from, to).await
+    }
+}
+
 impl Store for Faulty {
     fn backend(&self) -> &'static str {
         "faulty-embedded"
     }
+}
+
+/// A red packet stored before its sender was debited (the node died between the two steps)
+/// is finished by the sweeper: paid for, opened and posted once; one whose sender cannot
+/// pay is cancelled, with a void in the ledger so the debit can never land later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_finishes_a_red_packet_send_that_a_crash_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let config = ActorsConfig {
+        red_packet_sweep_interval: Duration::from_millis(30),
+        red_packet_check_after: Duration::from_millis(50),
+        ..config()
+    };
+    let system = System::start(config, store.clone(), None).await.unwrap();
+    let (mut alice, alice_id) = user(&system, "alice").await;
+    let group = alice.ok("create_group", json!({ "name": "g", "open": true })).await["group"].as_u64().unwrap();
+    actors::wallet::credit(&*store, UserId(alice_id), 300, "k").await.unwrap();
+
+    // What a crash leaves behind: the packets stored as pending, due now, nobody debited.
+    let fence = store.claim_group(GroupId(group)).await.unwrap().unwrap();
+    let pending = |client_msg_id: &str, total: i64| RedPacketRecord {
+        id: actors::redpacket::packet_id(GroupId(group), UserId(alice_id), client_msg_id),
+        group: GroupId(group),
+        sender: UserId(alice_id),
+        client_msg_id: client_msg_id.into(),
+        total,
+        kind: RedPacketKind::Equal,
+        greeting: String::new(),
+        shares: vec![total],
+        created_at: actors::now_ms(),
+        expires_at: actors::now_ms() + 60_000,
+        state: RedPacketState::Pending,
+    };
+    let (paid, unpaid) = (pending("interrupted", 200), pending("too-big", 500));
+    store.create_red_packet(fence, &paid, actors::now_ms()).await.unwrap();
+    store.create_red_packet(fence, &unpaid, actors::now_ms()).await.unwrap();
+
+    let message = alice.next_message().await.expect("the sweeper posts the packet");
+    assert_eq!(
+        (message["type"].as_str(), message["client_msg_id"].as_str()),
+        (Some("red_packet"), Some("interrupted"))
+    );
+    assert_eq!(message["body"]["packet"], paid.id.0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while store.red_packet(unpaid.id).await.unwrap().unwrap().state != RedPacketState::Cancelled {
+        assert!(tokio::time::Instant::now() < deadline, "the unpaid packet was never cancelled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.red_packet(paid.id).await.unwrap().unwrap().state, RedPacketState::Open);
+    assert_eq!(store.balance(UserId(alice_id)).await.unwrap(), 100, "debited once");
+    let ledger = store.ledger(UserId(alice_id), 100).await.unwrap();
+    let void = ledger.iter().find(|e| e.id == actors::redpacket::debit_entry_id(unpaid.id)).expect("a void entry");
+    assert_eq!((void.kind, void.amount), (LedgerKind::Void, 0));
+    // Sweeps go on; nothing is posted or debited twice.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(alice.next_message().await.is_none(), "posted once");
+    assert_eq!(store.balance(UserId(alice_id)).await.unwrap(), 100);
+    let grabbed = alice.ok("grab_red_packet", json!({ "group": group, "packet": paid.id.0 })).await;
+    assert_eq!(grabbed["amount"], 200);
 }

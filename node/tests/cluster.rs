@@ -6,7 +6,7 @@ mod common;
 use common::cluster::{SECRET, TestCluster, free_port, up_nodes};
 use common::*;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -620,5 +620,58 @@ async fn face_to_face_sessions_span_nodes() {
     for client in [&bob, &cat] {
         let message = client.next_event_named("message", WAIT).await.expect("delivered across nodes");
         assert_eq!(message["body"], "we met");
+    }
+}
+
+/// A red packet's actor runs with its group's actor; members on every node grab, each once,
+/// and when the owner dies the new owner answers every retry as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn red_packets_are_grabbed_from_every_node_and_survive_their_owner() {
+    let mut cluster = TestCluster::start(3).await;
+    let (sender, sender_id) = cluster.node(0).user("sender").await;
+    let group = create_group(&sender, "red", true).await;
+    let owner = cluster.owner(0, group).await;
+    // Members on the two nodes that are not the owner, so they survive its death.
+    let mut members = Vec::new();
+    for slot in (0..3).filter(|s| *s != owner) {
+        for i in 0..3 {
+            let (client, id) = cluster.node(slot).user(&format!("m{slot}_{i}_")).await;
+            client.request("join", json!({ "group": group })).await.expect("join");
+            members.push((slot, client, id));
+        }
+    }
+    let credited = cluster.node(0).console(&format!("credit {sender_id} 1000 red")).await;
+    assert_eq!(credited["balance"], 1000, "{credited}");
+    let body = json!({ "total": 1000, "count": 4, "kind": "lucky", "greeting": "" });
+    let ack = sender
+        .request("send", json!({ "group": group, "client_msg_id": "rp", "type": "red_packet", "body": body }))
+        .await
+        .expect("send");
+    let history =
+        members[0].1.request("history", json!({ "group": group, "after": ack["seq"].as_u64().unwrap() - 1 })).await;
+    let packet = history.expect("history")["messages"][0]["body"]["packet"].as_u64().expect("packet");
+
+    let mut first = HashMap::new();
+    for (_, client, id) in &members {
+        let result =
+            client.request("grab_red_packet", json!({ "group": group, "packet": packet })).await.expect("grab");
+        first.insert(*id, (result["status"].as_str().unwrap().to_owned(), result["amount"].as_i64()));
+    }
+    let won: Vec<i64> = first.values().filter(|(s, _)| s == "grabbed").filter_map(|(_, a)| *a).collect();
+    assert_eq!(won.len(), 4);
+    assert_eq!(won.iter().sum::<i64>(), 1000);
+
+    cluster.remove(owner).await;
+    for (_, client, id) in &members {
+        let result = loop {
+            match client.request("grab_red_packet", json!({ "group": group, "packet": packet })).await {
+                Ok(result) => break result,
+                Err(e) if e.code() == Some("unavailable") => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let (status, amount) = &first[id];
+        let expected = if status == "grabbed" { "already_grabbed" } else { "empty" };
+        assert_eq!((result["status"].as_str(), result["amount"].as_i64()), (Some(expected), *amount), "user {id}");
     }
 }

@@ -83,7 +83,8 @@ async fn thirty_metres_apart_meet_eighty_do_not_and_confirming_makes_a_group() {
     assert_eq!(late["group"]["group"], group);
     assert_eq!(late["group"]["member_count"], 3);
     let members = ann.request("members", json!({ "group": group })).await.unwrap();
-    let ids: HashSet<u64> = members["members"].as_array().unwrap().iter().map(|m| m["user"].as_u64().unwrap()).collect();
+    let ids: HashSet<u64> =
+        members["members"].as_array().unwrap().iter().map(|m| m["user"].as_u64().unwrap()).collect();
     assert_eq!(ids, HashSet::from([ann_id, bob_id, dan_id]));
 }
 

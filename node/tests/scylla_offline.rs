@@ -11,7 +11,7 @@ use actors::store::*;
 use fake_scylla::{Call, FakeScylla, Reply, Ty, V};
 use schema::frames::{MessageKind, Role};
 use schema::records::*;
-use schema::{GroupId, UserId};
+use schema::{GroupId, RedPacketId, UserId};
 use scylla::statement::{Consistency, SerialConsistency};
 use scylla_cql::frame::response::error::{DbError, WriteType};
 use std::sync::Arc;
@@ -884,5 +884,311 @@ async fn rows_that_do_not_fit_are_corrupt() {
     assert_eq!(store.advance_read_mark(UserId(1), FENCE.group, 3).await.unwrap(), Some(9), "never backwards");
     fake.answer_with("advance_read_mark", vec![Reply::lwt(false, &[("read_seq", V::Null)])]);
     assert_eq!(store.advance_read_mark(UserId(1), FENCE.group, 3).await.unwrap(), None, "not linked");
+    fake.stop().await;
+}
+
+const PACKET: RedPacketId = RedPacketId(31);
+const HOUR_MS: u64 = 3_600_000;
+
+fn packet(state: RedPacketState) -> RedPacketRecord {
+    RedPacketRecord {
+        id: PACKET,
+        group: FENCE.group,
+        sender: UserId(3),
+        client_msg_id: "rp1".into(),
+        total: 300,
+        kind: RedPacketKind::Lucky,
+        greeting: "hi".into(),
+        shares: vec![100, 150, 50],
+        created_at: 1000,
+        expires_at: 90_000,
+        state,
+    }
+}
+
+/// [`packet`] as `select_red_packet_serial` answers it, with its epoch and share count.
+fn packet_row(state: &str, epoch: i64, next_share: i32) -> Reply {
+    Reply::Rows(vec![vec![
+        V::BigInt(31),
+        V::BigInt(7),
+        V::BigInt(3),
+        V::Text("rp1".into()),
+        V::BigInt(300),
+        V::Text("lucky".into()),
+        V::Text("hi".into()),
+        V::List(vec![V::BigInt(100), V::BigInt(150), V::BigInt(50)]),
+        V::BigInt(1000),
+        V::BigInt(90_000),
+        V::Text(state.into()),
+        V::BigInt(epoch),
+        V::Int(next_share),
+    ]])
+}
+
+/// The group row as `select_group_epoch_serial` answers it.
+fn group_at(epoch: i64) -> impl Fn(&Call) -> Reply + Send + Sync + 'static {
+    move |_: &Call| Reply::Rows(vec![vec![V::BigInt(7), V::BigInt(epoch)]])
+}
+
+fn balance_row(balance: i64) -> Reply {
+    Reply::Rows(vec![vec![V::BigInt(balance), V::Text("credit:k1".into())]])
+}
+
+/// A ledger entry is a compare-and-set on the wallet's static balance, in the same write as
+/// the entry's row: a refusal that found another balance is tried again on that one, an
+/// entry that would take the balance below zero writes nothing, and an entry that is there
+/// already comes back as stored.
+#[tokio::test]
+async fn ledger_entries_move_the_balance_by_compare_and_set() {
+    let (fake, store) = start().await;
+    let user = UserId(41);
+    let credit = LedgerEntry { id: "credit:k1".into(), amount: 200, kind: LedgerKind::Credit, packet: None, ts: 4 };
+    let debit = LedgerEntry {
+        id: "red_packet:31".into(),
+        amount: -150,
+        kind: LedgerKind::RedPacketSend,
+        packet: Some(PACKET),
+        ts: 5,
+    };
+
+    // An empty wallet: the first entry tests `balance = null`.
+    assert_eq!(store.apply_ledger_entry(user, &credit).await.unwrap(), LedgerOutcome::Applied { balance: 200 });
+    let first = fake.calls_to("apply_first_entry");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].values_of("balance"), vec![V::BigInt(200)], "SET balance = 200 IF balance = null");
+    assert_eq!(first[0].value("packet"), V::Unset, "no packet: the column stays unset, no tombstone");
+    assert_eq!(fake.calls_to("select_balance_serial")[0].consistency, Consistency::Serial);
+
+    // 200 was read, but another entry made it 180 meanwhile: the refusal's balance is the
+    // next try's expectation.
+    fake.clear_calls();
+    fake.answer_with("select_balance_serial", vec![balance_row(200)]);
+    fake.answer_with("apply_entry", vec![Reply::lwt(false, &[("balance", V::BigInt(180)), ("amount", V::Null)])]);
+    assert_eq!(store.apply_ledger_entry(user, &debit).await.unwrap(), LedgerOutcome::Applied { balance: 30 });
+    let tries = fake.calls_to("apply_entry");
+    assert_eq!(tries.len(), 2);
+    assert_eq!(tries[0].values_of("balance"), vec![V::BigInt(50), V::BigInt(200)], "SET 50 IF balance = 200");
+    assert_eq!(tries[1].values_of("balance"), vec![V::BigInt(30), V::BigInt(180)], "SET 30 IF balance = 180");
+    assert_eq!(
+        (tries[1].value("entry_id"), tries[1].value("packet")),
+        (V::Text("red_packet:31".into()), V::BigInt(31))
+    );
+    assert_eq!(fake.calls_to("select_balance_serial").len(), 1, "the refusal said enough");
+
+    // 100 cannot pay 150: nothing is written.
+    fake.clear_calls();
+    fake.answer_with("select_balance_serial", vec![balance_row(100)]);
+    assert_eq!(store.apply_ledger_entry(user, &debit).await.unwrap(), LedgerOutcome::Insufficient { balance: 100 });
+    let names: Vec<_> = fake.calls().iter().map(|c| c.name().unwrap()).collect();
+    assert_eq!(names, ["select_balance_serial", "select_ledger_entry_serial"], "reads only");
+
+    // ... unless the entry is there already (here a void in its place): it comes back as stored.
+    let stored_void = vec![
+        V::Text("red_packet:31".into()),
+        V::BigInt(0),
+        V::Text("void".into()),
+        V::BigInt(31),
+        V::BigInt(3),
+        V::BigInt(100),
+    ];
+    fake.answer_with("select_balance_serial", vec![balance_row(100)]);
+    fake.answer_with("select_ledger_entry_serial", vec![Reply::Rows(vec![stored_void])]);
+    let void = LedgerEntry { amount: 0, kind: LedgerKind::Void, ts: 3, ..debit.clone() };
+    assert_eq!(
+        store.apply_ledger_entry(user, &debit).await.unwrap(),
+        LedgerOutcome::AlreadyApplied { entry: void, balance: 100 }
+    );
+
+    // An entry there already also refuses the write itself (its amount came back set).
+    fake.clear_calls();
+    let stored_debit = vec![
+        V::Text("red_packet:31".into()),
+        V::BigInt(-150),
+        V::Text("red_packet_send".into()),
+        V::BigInt(31),
+        V::BigInt(5),
+    ];
+    fake.answer_with("select_balance_serial", vec![balance_row(500)]);
+    fake.answer_with(
+        "apply_entry",
+        vec![Reply::lwt(false, &[("balance", V::BigInt(500)), ("amount", V::BigInt(-150))])],
+    );
+    fake.answer_with(
+        "select_ledger_entry_serial",
+        vec![Reply::Rows(vec![stored_debit.into_iter().chain([V::BigInt(500)]).collect()])],
+    );
+    assert_eq!(
+        store.apply_ledger_entry(user, &debit).await.unwrap(),
+        LedgerOutcome::AlreadyApplied { entry: debit.clone(), balance: 500 }
+    );
+    assert_eq!(fake.calls_to("apply_entry").len(), 1, "not tried again");
+    fake.stop().await;
+}
+
+/// A grab is a compare-and-set on the packet's share count, in the same write as the
+/// grabber's row: a refusal because another grab took the share reads again and takes the
+/// next one; a refusal because the grabber's row is there returns their grab.
+#[tokio::test]
+async fn a_grab_that_lost_its_share_to_another_takes_the_next() {
+    let (fake, store) = start().await;
+    fake.on("select_group_epoch_serial", group_at(2));
+    let lost = |next: i32, share: V| {
+        Reply::lwt(
+            false,
+            &[
+                ("next_share", V::Int(next)),
+                ("epoch", V::BigInt(2)),
+                ("state", V::Text("open".into())),
+                ("share", share),
+            ],
+        )
+    };
+    fake.answer_with("select_red_packet_serial", vec![packet_row("open", 2, 0), packet_row("open", 2, 1)]);
+    fake.answer_with("grab_share", vec![lost(1, V::Null)]);
+    let grabbed = store.grab_red_packet(FENCE, PACKET, UserId(9), 5000).await.unwrap();
+    assert_eq!(grabbed, GrabOutcome::Grabbed(GrabRecord { user: UserId(9), share: 1, amount: 150, ts: 5000 }));
+    let tries = fake.calls_to("grab_share");
+    assert_eq!(tries.len(), 2);
+    assert_eq!(tries[1].values_of("next_share"), vec![V::Int(2), V::Int(1)], "SET next_share = 2 IF next_share = 1");
+    assert_eq!(
+        (tries[1].value("share"), tries[1].value("amount"), tries[1].value("user_id")),
+        (V::Int(1), V::BigInt(150), V::BigInt(9))
+    );
+    assert_eq!(tries[1].values_of("epoch"), vec![V::BigInt(2)], "IF epoch = mine");
+    assert!(fake.calls_to("fence_red_packet").is_empty(), "the packet carries our epoch already");
+    assert!(fake.calls_to("select_red_packet_serial").iter().all(|c| c.consistency == Consistency::Serial));
+
+    // The grabber's row is there (another of their devices won): their grab as stored.
+    fake.answer_with("select_red_packet_serial", vec![packet_row("open", 2, 1)]);
+    fake.answer_with("grab_share", vec![lost(2, V::Int(1))]);
+    fake.answer_with(
+        "select_grab_serial",
+        vec![Reply::Rows(vec![vec![V::BigInt(9), V::Int(1), V::BigInt(150), V::BigInt(4999)]])],
+    );
+    let again = store.grab_red_packet(FENCE, PACKET, UserId(9), 5000).await.unwrap();
+    assert_eq!(again, GrabOutcome::AlreadyGrabbed(GrabRecord { user: UserId(9), share: 1, amount: 150, ts: 4999 }));
+
+    // Every share handed out, or the time is up: nothing is written.
+    fake.clear_calls();
+    fake.answer_with("select_red_packet_serial", vec![packet_row("open", 2, 3), packet_row("open", 2, 0)]);
+    assert_eq!(store.grab_red_packet(FENCE, PACKET, UserId(9), 5000).await.unwrap(), GrabOutcome::Empty);
+    assert_eq!(store.grab_red_packet(FENCE, PACKET, UserId(9), 90_000).await.unwrap(), GrabOutcome::Expired);
+    assert!(fake.calls_to("grab_share").is_empty());
+    fake.stop().await;
+}
+
+/// A deposed owner hands out no share: a packet a later owner has written carries that
+/// owner's epoch, and a group claimed since carries the later epoch even where the packet
+/// does not yet. A packet an earlier owner wrote is raised to ours before we write it.
+#[tokio::test]
+async fn packet_writes_are_fenced_by_the_packet_and_by_the_group() {
+    let (fake, store) = start().await;
+    let writes = |fake: &FakeScylla| {
+        let names = ["grab_share", "fence_red_packet", "move_red_packet"];
+        fake.calls().iter().filter_map(|c| c.name()).filter(|n| names.contains(n)).collect::<Vec<_>>()
+    };
+    fake.on("select_group_epoch_serial", group_at(2));
+    fake.answer_with("select_red_packet_serial", vec![packet_row("open", 3, 0), packet_row("pending", 3, 0)]);
+    fenced(store.grab_red_packet(FENCE, PACKET, UserId(9), 5000).await, 3);
+    let open = store.set_red_packet_state(FENCE, PACKET, RedPacketState::Pending, RedPacketState::Open).await;
+    fenced(open, 3);
+
+    fake.on("select_group_epoch_serial", group_at(4));
+    fake.answer_with("select_red_packet_serial", vec![packet_row("open", 2, 0)]);
+    fenced(store.grab_red_packet(FENCE, PACKET, UserId(9), 5000).await, 4);
+    assert!(writes(&fake).is_empty(), "{:?}", writes(&fake));
+
+    // Claimed between our reads and our write: the write's own condition refuses it.
+    fake.on("select_group_epoch_serial", group_at(2));
+    fake.answer_with("select_red_packet_serial", vec![packet_row("open", 2, 0)]);
+    fake.answer_with(
+        "grab_share",
+        vec![Reply::lwt(
+            false,
+            &[
+                ("next_share", V::Int(0)),
+                ("epoch", V::BigInt(5)),
+                ("state", V::Text("open".into())),
+                ("share", V::Null),
+            ],
+        )],
+    );
+    fenced(store.grab_red_packet(FENCE, PACKET, UserId(9), 5000).await, 5);
+    assert_eq!(fake.calls_to("grab_share").len(), 1, "not tried again");
+
+    // An earlier owner's packet: raised to our epoch by an LWT that only raises, then grabbed.
+    fake.clear_calls();
+    fake.answer_with("select_red_packet_serial", vec![packet_row("open", 1, 0)]);
+    assert!(matches!(store.grab_red_packet(FENCE, PACKET, UserId(9), 5000).await, Ok(GrabOutcome::Grabbed(_))));
+    assert_eq!(writes(&fake), ["fence_red_packet", "grab_share"]);
+    let raise = fake.calls_to("fence_red_packet").remove(0);
+    assert_eq!(raise.values_of("epoch"), vec![V::BigInt(2), V::BigInt(2)], "SET epoch = 2 IF epoch < 2");
+    assert!(raise.statements[0].text.ends_with("IF epoch < ?"));
+
+    // The raise finds a later owner got there first.
+    fake.clear_calls();
+    fake.answer_with("select_red_packet_serial", vec![packet_row("open", 1, 0)]);
+    fake.answer_with("fence_red_packet", vec![Reply::lwt(false, &[("epoch", V::BigInt(3))])]);
+    fenced(store.grab_red_packet(FENCE, PACKET, UserId(9), 5000).await, 3);
+    assert_eq!(writes(&fake), ["fence_red_packet"]);
+    fake.stop().await;
+}
+
+/// A new packet goes into the due index before its own partition is written (an entry may
+/// point at nothing; a packet must not be missing from the index), then its static row
+/// `IF NOT EXISTS` with our epoch. The index is read by hour buckets, oldest first.
+#[tokio::test]
+async fn a_packet_is_indexed_before_it_is_written_and_the_index_is_read_by_hour() {
+    let (fake, store) = start().await;
+    fake.on("select_group_epoch_serial", group_at(2));
+    let sent = packet(RedPacketState::Pending);
+    assert_eq!(store.create_red_packet(FENCE, &sent, 90_000).await.unwrap(), sent);
+    let names: Vec<_> = fake.calls().iter().map(|c| c.name().unwrap()).collect();
+    assert_eq!(names, ["select_group_epoch_serial", "insert_due", "insert_red_packet"]);
+    let insert = fake.calls_to("insert_red_packet").remove(0);
+    assert_eq!(insert.value("shares"), V::List(vec![V::BigInt(100), V::BigInt(150), V::BigInt(50)]));
+    assert_eq!((insert.value("epoch"), insert.value("state")), (V::BigInt(2), V::Text("pending".into())));
+    let due = fake.calls_to("insert_due").remove(0);
+    assert_eq!((due.value("bucket"), due.value("due_at")), (V::BigInt(0), V::BigInt(90_000)));
+
+    // Resent: the packet as stored, with the shares drawn the first time.
+    fake.answer_with("insert_red_packet", vec![Reply::lwt(false, &[("packet_id", V::BigInt(31))])]);
+    fake.answer_with("select_red_packet_serial", vec![packet_row("open", 2, 0)]);
+    assert_eq!(store.create_red_packet(FENCE, &sent, 90_000).await.unwrap(), packet(RedPacketState::Open));
+
+    // A deposed owner creates nothing.
+    fake.clear_calls();
+    fake.on("select_group_epoch_serial", group_at(3));
+    fenced(store.create_red_packet(FENCE, &sent, 90_000).await, 3);
+    assert_eq!(fake.calls().len(), 1, "the fence check only");
+
+    // Two days of hour buckets, up to `before`'s own.
+    let before = 100 * HOUR_MS + 5;
+    let entry = |at: u64, packet: i64| vec![V::BigInt(at as i64), V::BigInt(7), V::BigInt(packet)];
+    fake.on("select_due", move |call: &Call| match call.value("bucket") {
+        V::BigInt(60) => Reply::Rows(vec![entry(60 * HOUR_MS + 1, 31), entry(60 * HOUR_MS + 2, 32)]),
+        V::BigInt(100) => Reply::Rows(vec![entry(100 * HOUR_MS, 33)]),
+        _ => Reply::Default,
+    });
+    fake.clear_calls();
+    let due = store.red_packets_due(before, 10).await.unwrap();
+    let expected = [(60 * HOUR_MS + 1, 31), (60 * HOUR_MS + 2, 32), (100 * HOUR_MS, 33)];
+    assert_eq!(due, expected.map(|(at, p)| (at, FENCE.group, RedPacketId(p))).to_vec());
+    let reads = fake.calls_to("select_due");
+    let mut buckets: Vec<i64> = reads.iter().map(|c| big(&c.value("bucket"))).collect();
+    buckets.sort_unstable();
+    assert_eq!(buckets, (52..=100).collect::<Vec<_>>(), "the 48 hours before, and before's own hour");
+    assert!(reads.iter().all(|c| c.value("due_at") == V::BigInt(before as i64)), "due_at <= before");
+    assert_eq!(store.red_packets_due(before, 2).await.unwrap().len(), 2, "stops at the limit");
+
+    // Rescheduling writes the new entry, then deletes the old one.
+    fake.clear_calls();
+    store.reschedule_red_packet(PACKET, FENCE.group, 90_000, Some(4 * HOUR_MS)).await.unwrap();
+    let calls = fake.calls();
+    let names: Vec<_> = calls.iter().map(|c| c.name().unwrap()).collect();
+    assert_eq!(names, ["insert_due", "delete_due"]);
+    assert_eq!((calls[0].value("bucket"), calls[1].value("bucket")), (V::BigInt(4), V::BigInt(0)));
+    store.reschedule_red_packet(PACKET, FENCE.group, 90_000, Some(90_000)).await.unwrap();
+    assert_eq!(fake.calls().len(), 2, "to where it is: nothing to do (a delete would take it out)");
     fake.stop().await;
 }

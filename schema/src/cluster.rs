@@ -6,9 +6,9 @@
 //! Every type here must survive [`crate::codec`] (a non-self-describing format): plain
 //! structs and externally tagged enums, no `flatten`, no skipped fields.
 
-use crate::frames::{MessageKind, Role};
 use crate::frames::server::{FaceToFaceParticipant, FaceToFaceView};
-use crate::ids::{ConnId, FaceSessionId, GroupId, NodeId, UserId};
+use crate::frames::{MessageKind, Role};
+use crate::ids::{ConnId, FaceSessionId, GroupId, NodeId, RedPacketId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// Where the answer to a request goes: one connection of one user on one node.
@@ -91,14 +91,33 @@ pub enum GroupCommand {
     },
     /// Dissolve the group.
     Dissolve,
+    /// Take a share of a red packet (members only).
+    GrabRedPacket {
+        /// The packet.
+        packet: RedPacketId,
+    },
+    /// Describe a red packet (members only).
+    RedPacketInfo {
+        /// The packet.
+        packet: RedPacketId,
+    },
+    /// The red packet sweeper found a packet due (only the sweeper sends this): finish its
+    /// send, or expire it and refund what is left.
+    RedPacketDue {
+        /// The packet.
+        packet: RedPacketId,
+        /// Its due time, as indexed.
+        due_at: u64,
+    },
     /// Admit the participants of a face-to-face session (only a face-to-face session actor
     /// sends this; no client request maps to it). Users already in are left as they are;
     /// the cap holds as for any join.
     FaceToFaceAdmit {
         /// Who to admit.
         users: Vec<UserId>,
-        /// The session as the reply shows it (the actor fills in the group).
-        view: FaceToFaceView,
+        /// The session as the reply shows it (the actor fills in the group). Boxed: it is
+        /// large, and rare next to the other commands.
+        view: Box<FaceToFaceView>,
         /// Whether this is the confirmation (everyone is told) or a later joiner.
         confirm: bool,
     },
@@ -119,6 +138,9 @@ impl GroupCommand {
             GroupCommand::TransferOwnership { .. } => "transfer_ownership",
             GroupCommand::Update { .. } => "update_group",
             GroupCommand::Dissolve => "dissolve_group",
+            GroupCommand::GrabRedPacket { .. } => "grab_red_packet",
+            GroupCommand::RedPacketInfo { .. } => "red_packet",
+            GroupCommand::RedPacketDue { .. } => "red_packet_due",
             GroupCommand::FaceToFaceAdmit { confirm: true, .. } => "confirm_face_to_face",
             GroupCommand::FaceToFaceAdmit { confirm: false, .. } => "join_face_to_face",
         }

@@ -162,9 +162,15 @@ impl LedgerKind {
 
     /// The kind with this name.
     pub fn parse(name: &str) -> Option<LedgerKind> {
-        [LedgerKind::Credit, LedgerKind::RedPacketSend, LedgerKind::RedPacketGrab, LedgerKind::RedPacketRefund, LedgerKind::Void]
-            .into_iter()
-            .find(|k| k.as_str() == name)
+        [
+            LedgerKind::Credit,
+            LedgerKind::RedPacketSend,
+            LedgerKind::RedPacketGrab,
+            LedgerKind::RedPacketRefund,
+            LedgerKind::Void,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
     }
 }
 

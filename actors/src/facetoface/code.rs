@@ -14,8 +14,8 @@ use crate::error::ApiError;
 use crate::geo::Point;
 use crate::{System, now_ms, random_id};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
-use schema::cluster::{FaceCommand, FaceEnvelope};
 use schema::FaceSessionId;
+use schema::cluster::{FaceCommand, FaceEnvelope};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +64,11 @@ impl Actor for FaceCodeActor {
     type State = FaceCodeState;
     type Arguments = FaceCodeState;
 
-    async fn pre_start(&self, _: ActorRef<FaceCodeMsg>, state: FaceCodeState) -> Result<FaceCodeState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<FaceCodeMsg>,
+        state: FaceCodeState,
+    ) -> Result<FaceCodeState, ActorProcessingErr> {
         Ok(state)
     }
 
@@ -149,7 +153,8 @@ impl FaceCodeState {
                         return Err(error);
                     }
                 };
-                let _ = actor.send_message(FaceSessionMsg::Join { reply_to: to, participant, op: "start_face_to_face" });
+                let _ =
+                    actor.send_message(FaceSessionMsg::Join { reply_to: to, participant, op: "start_face_to_face" });
                 self.sessions.insert(id, actor);
                 if self.sessions.len() == 1 {
                     myself.send_after(sweep_period(&self.system), || FaceCodeMsg::Sweep);

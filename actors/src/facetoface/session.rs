@@ -90,10 +90,20 @@ impl Actor for FaceSessionActor {
     type State = FaceSessionState;
     type Arguments = Start;
 
-    async fn pre_start(&self, myself: ActorRef<FaceSessionMsg>, start: Start) -> Result<FaceSessionState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<FaceSessionMsg>,
+        start: Start,
+    ) -> Result<FaceSessionState, ActorProcessingErr> {
         let left = Duration::from_millis(start.expires_at.saturating_sub(now_ms()));
         myself.send_after(left, || FaceSessionMsg::Expire);
-        Ok(FaceSessionState { start, participants: Vec::new(), push_to: HashMap::new(), group: None, push_scheduled: false })
+        Ok(FaceSessionState {
+            start,
+            participants: Vec::new(),
+            push_to: HashMap::new(),
+            group: None,
+            push_scheduled: false,
+        })
     }
 
     async fn handle(
@@ -199,7 +209,7 @@ impl FaceSessionState {
     /// Asks the group's actor to admit `users`; it answers `reply_to`.
     async fn admit(&self, reply_to: ReplyTo, users: Vec<UserId>, confirm: bool) -> Result<(), ApiError> {
         let group = self.group.ok_or_else(|| ApiError::Internal("admit before the group exists".into()))?;
-        let command = GroupCommand::FaceToFaceAdmit { users, view: self.view(), confirm };
+        let command = GroupCommand::FaceToFaceAdmit { users, view: Box::new(self.view()), confirm };
         self.start.system.to_group(GroupEnvelope { group, reply_to, command }).await
     }
 }

@@ -2,10 +2,10 @@
 
 use crate::error::ApiError;
 use crate::{System, now_ms, random_id};
+use schema::GroupId;
 use schema::UserId;
 use schema::frames::Role;
 use schema::records::{GroupRecord, MemberRecord, UserGroupRecord};
-use schema::GroupId;
 
 /// Creates a group owned by `owner`, its only member, under a fresh random id. The owner's
 /// index entry is written first, so it may point at nothing but never misses a group.

@@ -17,20 +17,23 @@ pub mod rules;
 
 use crate::directory::MailboxGauge;
 use crate::error::ApiError;
+use crate::redpacket::actor::{NewPacket, RedPacketMsg, Start as PacketStart};
 use crate::store::{AddMemberOutcome, Fence, StoreError, WriteDone};
 use crate::{System, now_ms, views};
 use bytes::Bytes;
 use dedupe::RecentIds;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use schema::cluster::{GroupCommand, GroupEnvelope, ReplyTo};
+use schema::frames::client::RedPacketBody;
 use schema::frames::server::{self as wire, AddMemberOutcome as AddLine, AddStatus, Event, LeaveReason};
 use schema::frames::{MessageKind, Role};
 use schema::records::{GroupRecord, MemberRecord, MessageRecord, UserGroupRecord};
-use schema::{GroupId, NodeId, Seq, UserId};
+use schema::{GroupId, NodeId, RedPacketId, Seq, UserId};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::oneshot;
 
 /// What a group actor handles.
@@ -59,6 +62,14 @@ pub enum GroupMsg {
     },
     /// The debug console asks what the actor holds.
     Inspect(oneshot::Sender<GroupSnapshot>),
+    /// A red packet's actor has the packet paid for: append its message (unless the log
+    /// has it already) and ack the sender.
+    RedPacketReady {
+        /// The message, without its seq.
+        record: MessageRecord,
+        /// The sender's request (or nobody's, when the sweeper finishes a send).
+        reply_to: ReplyTo,
+    },
 }
 
 // Local only: requests from other nodes reach a group actor through its node's actor, which
@@ -128,6 +139,10 @@ pub struct GroupState {
     present_since: HashMap<NodeId, u64>,
     /// The delivery count when membership last grew (anyone could be anywhere).
     grown_since: u64,
+    /// The actors of this group's red packets that have been used since it started.
+    packets: HashMap<RedPacketId, ActorRef<RedPacketMsg>>,
+    /// Messages handed to packet actors and not yet handled by them.
+    packet_work: Arc<AtomicUsize>,
 }
 
 /// Why a group actor is on its way out.
@@ -207,6 +222,8 @@ pub async fn activate(
         deliveries: 0,
         present_since: HashMap::new(),
         grown_since: 0,
+        packets: HashMap::new(),
+        packet_work: Arc::new(AtomicUsize::new(0)),
     };
     let spawned = match supervisor {
         Some(supervisor) => Actor::spawn_linked(None, GroupActor, state, supervisor).await,
@@ -225,6 +242,9 @@ impl Actor for GroupActor {
     }
 
     async fn post_stop(&self, _: ActorRef<GroupMsg>, state: &mut GroupState) -> Result<(), ActorProcessingErr> {
+        for packet in state.packets.values() {
+            packet.stop(None);
+        }
         if state.leaving.is_some() {
             state.system.leaving_groups.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -305,8 +325,18 @@ impl Actor for GroupActor {
                     state.leave(&myself, Leaving::Failed);
                 }
             }
+            GroupMsg::RedPacketReady { record, reply_to } => {
+                if state.leaving.is_none()
+                    && let Err(error) = state.red_packet_ready(&myself, record, reply_to).await
+                {
+                    state.reply_error(&reply_to, &error);
+                }
+            }
             GroupMsg::Retire => {
-                let idle = state.queued.is_empty() && state.in_flight.is_empty() && state.leaving.is_none();
+                let idle = state.queued.is_empty()
+                    && state.in_flight.is_empty()
+                    && state.leaving.is_none()
+                    && state.packet_work.load(Ordering::Acquire) == 0;
                 if idle && state.system.groups.retire_if_idle(&state.record.id, myself.get_id()) {
                     myself.stop(None);
                 }
@@ -422,6 +452,17 @@ impl GroupState {
             GroupCommand::TransferOwnership { user } => self.transfer(to, user).await,
             GroupCommand::Update { name, open } => self.update(to, name, open).await,
             GroupCommand::Dissolve => self.dissolve(to).await,
+            GroupCommand::GrabRedPacket { packet } => {
+                self.role_of(from)?;
+                self.pass_to_packet(myself, packet, RedPacketMsg::Grab { reply_to: to }).await
+            }
+            GroupCommand::RedPacketInfo { packet } => {
+                self.role_of(from)?;
+                self.pass_to_packet(myself, packet, RedPacketMsg::Info { reply_to: to }).await
+            }
+            GroupCommand::RedPacketDue { packet, due_at } => {
+                self.pass_to_packet(myself, packet, RedPacketMsg::Due { due_at }).await
+            }
             GroupCommand::FaceToFaceAdmit { users, view, confirm } => {
                 self.face_to_face_admit(to, users, view, confirm).await
             }
@@ -469,11 +510,26 @@ impl GroupState {
     ) -> Result<(), ApiError> {
         let sender = to.user;
         self.role_of(sender)?;
-        if let Some((seq, ts)) = self.recent.get(sender, &client_msg_id) {
-            self.ack(&to, seq, ts, true);
+        if self.answered_duplicate(&to, &client_msg_id).await? {
             return Ok(());
         }
-        if self.pending_ids.contains(&(sender, client_msg_id.clone())) {
+        if kind == MessageKind::RedPacket {
+            return self.start_red_packet(myself, to, client_msg_id, &body).await;
+        }
+        let record = MessageRecord { group: self.record.id, seq: 0, sender, client_msg_id, kind, body, ts: now_ms() };
+        self.enqueue(myself, record, to);
+        Ok(())
+    }
+
+    /// Answers a resend of a message this group has (committed, or waiting to be); true if
+    /// it was one.
+    async fn answered_duplicate(&mut self, to: &ReplyTo, client_msg_id: &str) -> Result<bool, ApiError> {
+        let sender = to.user;
+        if let Some((seq, ts)) = self.recent.get(sender, client_msg_id) {
+            self.ack(to, seq, ts, true);
+            return Ok(true);
+        }
+        if self.pending_ids.contains(&(sender, client_msg_id.to_owned())) {
             // A resend of a message that is not committed yet: answer it with the original.
             let pending = self
                 .queued
@@ -481,21 +537,115 @@ impl GroupState {
                 .chain(self.in_flight.iter_mut())
                 .find(|p| p.record.sender == sender && p.record.client_msg_id == client_msg_id);
             if let Some(pending) = pending {
-                pending.waiters.push(to);
-                return Ok(());
+                pending.waiters.push(*to);
+                return Ok(true);
             }
         }
         let group = self.record.id;
-        if let Some((seq, ts)) = self.system.store.message_by_client_id(group, sender, &client_msg_id).await? {
-            self.recent.insert(sender, &client_msg_id, seq, ts);
-            self.ack(&to, seq, ts, true);
-            return Ok(());
+        if let Some((seq, ts)) = self.system.store.message_by_client_id(group, sender, client_msg_id).await? {
+            self.recent.insert(sender, client_msg_id, seq, ts);
+            self.ack(to, seq, ts, true);
+            return Ok(true);
         }
-        self.pending_ids.insert((sender, client_msg_id.clone()));
-        let record = MessageRecord { group, seq: 0, sender, client_msg_id, kind, body, ts: now_ms() };
+        Ok(false)
+    }
+
+    /// Queues a new message for the next commit.
+    fn enqueue(&mut self, myself: &ActorRef<GroupMsg>, record: MessageRecord, to: ReplyTo) {
+        self.pending_ids.insert((record.sender, record.client_msg_id.clone()));
         self.queued.push(Pending { record, reply_to: to, waiters: Vec::new() });
         self.flush(myself);
+    }
+
+    // ---- red packets -----------------------------------------------------------------
+
+    /// A red packet is sent: its actor draws the shares, stores the packet and debits the
+    /// sender, off this mailbox; then it hands the message back ([`GroupMsg::RedPacketReady`]).
+    async fn start_red_packet(
+        &mut self,
+        myself: &ActorRef<GroupMsg>,
+        to: ReplyTo,
+        client_msg_id: String,
+        body: &str,
+    ) -> Result<(), ApiError> {
+        let body: RedPacketBody =
+            serde_json::from_str(body).map_err(|e| ApiError::Internal(format!("red packet body: {e}")))?;
+        if body.count as usize > self.members.len() {
+            return Err(ApiError::InvalidField(format!(
+                "count must be at most the group's {} members",
+                self.members.len()
+            )));
+        }
+        let packet = crate::redpacket::packet_id(self.record.id, to.user, &client_msg_id);
+        let new = NewPacket {
+            sender: to.user,
+            client_msg_id,
+            total: body.total,
+            count: body.count,
+            kind: body.kind,
+            greeting: body.greeting,
+        };
+        self.pass_to_packet(myself, packet, RedPacketMsg::Create { new, reply_to: to }).await
+    }
+
+    /// The packet's message, once it is paid for.
+    async fn red_packet_ready(
+        &mut self,
+        myself: &ActorRef<GroupMsg>,
+        record: MessageRecord,
+        to: ReplyTo,
+    ) -> Result<(), ApiError> {
+        // A sender removed meanwhile posts nothing; the packet expires and is refunded.
+        self.role_of(to.user)?;
+        if self.answered_duplicate(&to, &record.client_msg_id).await? {
+            return Ok(());
+        }
+        self.enqueue(myself, MessageRecord { ts: now_ms(), ..record }, to);
         Ok(())
+    }
+
+    /// Hands a message to a packet's actor, starting it if needed.
+    async fn pass_to_packet(
+        &mut self,
+        myself: &ActorRef<GroupMsg>,
+        packet: RedPacketId,
+        message: RedPacketMsg,
+    ) -> Result<(), ApiError> {
+        self.packet_work.fetch_add(1, Ordering::AcqRel);
+        let mut message = message;
+        // Twice at most: a packet actor that stopped after a fault is replaced once.
+        for _ in 0..2 {
+            let actor = match self.packets.get(&packet) {
+                Some(actor) => actor.clone(),
+                None => {
+                    let start = PacketStart {
+                        system: self.system.clone(),
+                        group_actor: myself.clone(),
+                        fence: self.fence,
+                        id: packet,
+                        work: self.packet_work.clone(),
+                    };
+                    let actor = crate::redpacket::actor::spawn(start).await.inspect_err(|_| {
+                        self.packet_work.fetch_sub(1, Ordering::AcqRel);
+                    })?;
+                    self.packets.insert(packet, actor.clone());
+                    actor
+                }
+            };
+            match actor.send_message(message) {
+                Ok(()) => return Ok(()),
+                Err(ractor::MessagingErr::SendErr(back)) => {
+                    self.packets.remove(&packet);
+                    message = back;
+                }
+                Err(_) => {
+                    self.packets.remove(&packet);
+                    break;
+                }
+            }
+        }
+        self.packet_work.fetch_sub(1, Ordering::AcqRel);
+        Err(ApiError::Unavailable("the red packet is restarting; retry".into()))
     }
 
     /// Starts committing everything queued, unless a commit is under way (its completion
@@ -710,7 +860,7 @@ impl GroupState {
         &mut self,
         to: ReplyTo,
         users: Vec<UserId>,
-        mut view: wire::FaceToFaceView,
+        mut view: Box<wire::FaceToFaceView>,
         confirm: bool,
     ) -> Result<(), ApiError> {
         if self.dissolved {
@@ -718,8 +868,11 @@ impl GroupState {
         }
         let mut members = Vec::with_capacity(users.len());
         for user in users {
-            let status =
-                if self.members.contains_key(&user) { AddStatus::AlreadyMember } else { self.admit(user, Role::Member).await? };
+            let status = if self.members.contains_key(&user) {
+                AddStatus::AlreadyMember
+            } else {
+                self.admit(user, Role::Member).await?
+            };
             match status {
                 AddStatus::Added | AddStatus::AlreadyMember => members.push(user),
                 AddStatus::GroupFull => {}
@@ -730,9 +883,7 @@ impl GroupState {
             return Err(ApiError::GroupFull);
         }
         view.group = Some(self.info());
-        if confirm
-            && let Some(group) = view.group.clone()
-        {
+        if confirm && let Some(group) = view.group.clone() {
             let event = Event::FaceToFaceGroup { session: view.session, code: view.code.clone(), group };
             self.emit(Arc::from(members), Bytes::from(wire::encode_event(&event)));
         }

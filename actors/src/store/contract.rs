@@ -35,6 +35,11 @@ macro_rules! store_contract_tests {
             history_pages,
             client_ids_are_remembered,
             writes_without_waiting,
+            ledger_entries_apply_once_and_never_overdraw,
+            red_packets_hand_out_each_share_once,
+            concurrent_grabs_take_each_share_once,
+            red_packet_writes_are_fenced,
+            red_packets_come_due,
         );
     };
     (@cases required $open:path; $($case:ident),* $(,)?) => {
@@ -409,4 +414,184 @@ pub async fn writes_without_waiting(store: Arc<dyn Store>) {
     store.append_messages_then(f, 2, vec![message(g, 5, alice.0, "d")], gap_done);
     assert!(matches!(gap_rx.await.expect("done ran"), Err(StoreError::Conflict(_))));
     assert_eq!(store.last_seq(g).await.unwrap(), 2);
+}
+
+fn entry(id: &str, amount: i64, kind: LedgerKind) -> LedgerEntry {
+    LedgerEntry { id: id.into(), amount, kind, packet: None, ts: now_ms() }
+}
+
+/// A ledger entry happens once per id; the balance is the sum of the entries and never
+/// goes below zero.
+pub async fn ledger_entries_apply_once_and_never_overdraw(store: Arc<dyn Store>) {
+    let user = UserId(random_id());
+    assert_eq!(store.balance(user).await.unwrap(), 0, "a wallet nobody used is empty");
+    let credit = entry("credit:a", 500, LedgerKind::Credit);
+    assert_eq!(store.apply_ledger_entry(user, &credit).await.unwrap(), LedgerOutcome::Applied { balance: 500 });
+    assert_eq!(
+        store.apply_ledger_entry(user, &credit).await.unwrap(),
+        LedgerOutcome::AlreadyApplied { entry: credit.clone(), balance: 500 },
+        "the same id applies once"
+    );
+    let too_much = entry("red_packet:1", -501, LedgerKind::RedPacketSend);
+    assert_eq!(store.apply_ledger_entry(user, &too_much).await.unwrap(), LedgerOutcome::Insufficient { balance: 500 });
+    let debit = entry("red_packet:2", -500, LedgerKind::RedPacketSend);
+    assert_eq!(store.apply_ledger_entry(user, &debit).await.unwrap(), LedgerOutcome::Applied { balance: 0 });
+    // A void in place of a debit: the debit that comes later under that id is a no-op.
+    let void = entry("red_packet:3", 0, LedgerKind::Void);
+    store.apply_ledger_entry(user, &void).await.unwrap();
+    let late = entry("red_packet:3", -1, LedgerKind::RedPacketSend);
+    assert!(matches!(
+        store.apply_ledger_entry(user, &late).await.unwrap(),
+        LedgerOutcome::AlreadyApplied { entry, balance: 0 } if entry.kind == LedgerKind::Void
+    ));
+    let ledger = store.ledger(user, 100).await.unwrap();
+    let ids: Vec<&str> = ledger.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["credit:a", "red_packet:2", "red_packet:3"], "ascending id; the refused entry is not there");
+    assert_eq!(ledger.iter().map(|e| e.amount).sum::<i64>(), store.balance(user).await.unwrap());
+    assert_eq!(store.ledger(UserId(random_id()), 100).await.unwrap(), vec![]);
+}
+
+fn packet(group: GroupId, shares: Vec<i64>, expires_at: u64) -> RedPacketRecord {
+    RedPacketRecord {
+        id: RedPacketId(random_id()),
+        group,
+        sender: UserId(1),
+        client_msg_id: "rp".into(),
+        total: shares.iter().sum(),
+        kind: RedPacketKind::Lucky,
+        greeting: "恭喜发财".into(),
+        shares,
+        created_at: now_ms(),
+        expires_at,
+        state: RedPacketState::Pending,
+    }
+}
+
+/// A packet is stored once with its shares; nobody grabs it until it is open; each user
+/// gets one share, in order, until there are none.
+pub async fn red_packets_hand_out_each_share_once(store: Arc<dyn Store>) {
+    let (g, f) = new_group(&*store, 10).await;
+    let later = now_ms() + 60_000;
+    let first = packet(g, vec![30, 50, 20], later);
+    assert_eq!(store.create_red_packet(f, &first, later).await.unwrap(), first);
+    let mut resent = first.clone();
+    resent.shares = vec![1, 1, 98];
+    assert_eq!(store.create_red_packet(f, &resent, later).await.unwrap(), first, "a resend keeps the first shares");
+    assert_eq!(store.red_packet(first.id).await.unwrap(), Some(first.clone()));
+    assert_eq!(store.red_packet(RedPacketId(random_id())).await.unwrap(), None);
+
+    let (a, b, c, d) = (UserId(11), UserId(12), UserId(13), UserId(14));
+    let now = now_ms();
+    assert_eq!(store.grab_red_packet(f, first.id, a, now).await.unwrap(), GrabOutcome::NotOpen, "pending");
+    let opened = store.set_red_packet_state(f, first.id, RedPacketState::Pending, RedPacketState::Open).await.unwrap();
+    assert_eq!(opened.map(|p| p.state), Some(RedPacketState::Open));
+    let unchanged = store.set_red_packet_state(f, first.id, RedPacketState::Pending, RedPacketState::Cancelled);
+    assert_eq!(unchanged.await.unwrap().map(|p| p.state), Some(RedPacketState::Open), "only from the given state");
+
+    let grabbed = |outcome: GrabOutcome| match outcome {
+        GrabOutcome::Grabbed(grab) => grab,
+        other => panic!("expected a share, got {other:?}"),
+    };
+    let ga = grabbed(store.grab_red_packet(f, first.id, a, now).await.unwrap());
+    assert_eq!((ga.user, ga.share, ga.amount), (a, 0, 30));
+    assert_eq!(store.grab_red_packet(f, first.id, a, now + 5).await.unwrap(), GrabOutcome::AlreadyGrabbed(ga));
+    let gb = grabbed(store.grab_red_packet(f, first.id, b, now).await.unwrap());
+    let gc = grabbed(store.grab_red_packet(f, first.id, c, now).await.unwrap());
+    assert_eq!((gb.amount, gc.amount), (50, 20));
+    assert_eq!(store.grab_red_packet(f, first.id, d, now).await.unwrap(), GrabOutcome::Empty);
+    assert_eq!(store.red_packet_grabs(first.id).await.unwrap(), vec![ga, gb, gc], "in share order");
+
+    // Past its time nobody new grabs, though the grabs made stand.
+    let short = packet(g, vec![5, 5], now + 10);
+    store.create_red_packet(f, &short, now + 10).await.unwrap();
+    store.set_red_packet_state(f, short.id, RedPacketState::Pending, RedPacketState::Open).await.unwrap();
+    grabbed(store.grab_red_packet(f, short.id, a, now).await.unwrap());
+    assert_eq!(store.grab_red_packet(f, short.id, b, now + 10).await.unwrap(), GrabOutcome::Expired);
+    store.set_red_packet_state(f, short.id, RedPacketState::Open, RedPacketState::Expired).await.unwrap();
+    assert_eq!(store.grab_red_packet(f, short.id, c, now).await.unwrap(), GrabOutcome::Expired, "closed");
+    assert!(matches!(store.grab_red_packet(f, short.id, a, now).await.unwrap(), GrabOutcome::AlreadyGrabbed(_)));
+
+    // A packet is its group's: another group's owner finds nothing.
+    let (_, other) = new_group(&*store, 10).await;
+    assert_eq!(store.grab_red_packet(other, first.id, d, now).await.unwrap(), GrabOutcome::NotOpen);
+    assert_eq!(
+        store.set_red_packet_state(other, first.id, RedPacketState::Open, RedPacketState::Expired).await.unwrap(),
+        None
+    );
+}
+
+/// Many users grabbing at once get each share exactly once.
+pub async fn concurrent_grabs_take_each_share_once(store: Arc<dyn Store>) {
+    let (g, f) = new_group(&*store, 10).await;
+    let later = now_ms() + 60_000;
+    let shares: Vec<i64> = (1..=20).collect();
+    let total: i64 = shares.iter().sum();
+    let p = packet(g, shares, later);
+    store.create_red_packet(f, &p, later).await.unwrap();
+    store.set_red_packet_state(f, p.id, RedPacketState::Pending, RedPacketState::Open).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for user in 0..60u64 {
+        for _ in 0..2 {
+            let store = store.clone();
+            tasks.spawn(async move { (user, store.grab_red_packet(f, p.id, UserId(1000 + user), now_ms()).await) });
+        }
+    }
+    let mut won = std::collections::HashMap::new();
+    while let Some(done) = tasks.join_next().await {
+        let (user, outcome) = done.unwrap();
+        match outcome {
+            Ok(GrabOutcome::Grabbed(grab)) => assert!(won.insert(user, grab.amount).is_none(), "user {user} twice"),
+            Ok(GrabOutcome::AlreadyGrabbed(_) | GrabOutcome::Empty) => {}
+            // Conditional-write backends may give up under contention; a retry decides.
+            Err(StoreError::Unavailable(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let grabs = store.red_packet_grabs(p.id).await.unwrap();
+    assert_eq!(grabs.len(), 20, "every share handed out");
+    assert_eq!(grabs.iter().map(|g| g.amount).sum::<i64>(), total);
+    let users: std::collections::HashSet<UserId> = grabs.iter().map(|g| g.user).collect();
+    assert_eq!(users.len(), 20, "nobody twice");
+    for (user, amount) in won {
+        assert!(grabs.iter().any(|g| g.user == UserId(1000 + user) && g.amount == amount), "a reported grab is stored");
+    }
+}
+
+/// A deposed owner of the group writes nothing to its packets.
+pub async fn red_packet_writes_are_fenced(store: Arc<dyn Store>) {
+    let (g, old) = new_group(&*store, 10).await;
+    let later = now_ms() + 60_000;
+    let p = packet(g, vec![10, 10], later);
+    store.create_red_packet(old, &p, later).await.unwrap();
+    store.set_red_packet_state(old, p.id, RedPacketState::Pending, RedPacketState::Open).await.unwrap();
+    let new = store.claim_group(g).await.unwrap().unwrap();
+    let fenced = |what: &str, result: StoreResult<()>| {
+        assert!(matches!(result, Err(StoreError::Fenced { .. })), "{what} by a deposed owner: {result:?}");
+    };
+    fenced("grab", store.grab_red_packet(old, p.id, UserId(5), now_ms()).await.map(drop));
+    fenced(
+        "state",
+        store.set_red_packet_state(old, p.id, RedPacketState::Open, RedPacketState::Expired).await.map(drop),
+    );
+    fenced("create", store.create_red_packet(old, &packet(g, vec![1], later), later).await.map(drop));
+    assert_eq!(store.red_packet_grabs(p.id).await.unwrap(), vec![]);
+    assert!(matches!(store.grab_red_packet(new, p.id, UserId(5), now_ms()).await.unwrap(), GrabOutcome::Grabbed(_)));
+}
+
+/// The due index lists packets by due time and moves them.
+pub async fn red_packets_come_due(store: Arc<dyn Store>) {
+    let (g, f) = new_group(&*store, 10).await;
+    let base = now_ms() - 10_000;
+    let p = packet(g, vec![10], base + 60_000);
+    store.create_red_packet(f, &p, base).await.unwrap();
+    let due = store.red_packets_due(base, 10_000).await.unwrap();
+    assert!(due.contains(&(base, g, p.id)), "{due:?}");
+    assert!(!store.red_packets_due(base - 1, 10_000).await.unwrap().iter().any(|d| d.2 == p.id), "not yet due");
+    store.reschedule_red_packet(p.id, g, base, Some(base + 5)).await.unwrap();
+    let due = store.red_packets_due(base + 5, 10_000).await.unwrap();
+    assert!(due.contains(&(base + 5, g, p.id)) && !due.contains(&(base, g, p.id)), "{due:?}");
+    store.reschedule_red_packet(p.id, g, base + 5, Some(base + 5)).await.unwrap();
+    assert!(store.red_packets_due(base + 5, 10_000).await.unwrap().contains(&(base + 5, g, p.id)), "moved onto itself");
+    store.reschedule_red_packet(p.id, g, base + 5, None).await.unwrap();
+    assert!(!store.red_packets_due(now_ms(), 10_000).await.unwrap().iter().any(|d| d.2 == p.id));
 }

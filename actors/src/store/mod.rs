@@ -283,7 +283,12 @@ pub trait RedPacketStore: Send + Sync {
     /// Stores a new packet with its shares, unless one with its id exists; returns the
     /// stored packet either way (a resent packet keeps its first shares). Also puts it in the
     /// due index at `due_at` (written first: an index entry may point at nothing).
-    async fn create_red_packet(&self, fence: Fence, packet: &RedPacketRecord, due_at: u64) -> StoreResult<RedPacketRecord>;
+    async fn create_red_packet(
+        &self,
+        fence: Fence,
+        packet: &RedPacketRecord,
+        due_at: u64,
+    ) -> StoreResult<RedPacketRecord>;
     /// A packet.
     async fn red_packet(&self, id: RedPacketId) -> StoreResult<Option<RedPacketRecord>>;
     /// A packet's grabs, in share order.
@@ -314,7 +319,7 @@ pub trait RedPacketStore: Send + Sync {
 }
 
 /// Everything a node needs from its store.
-pub trait Store: AccountStore + GroupStore + UserGroupStore + MessageStore {
+pub trait Store: AccountStore + GroupStore + UserGroupStore + MessageStore + WalletStore + RedPacketStore {
     /// A short name for logs and the console ("redb", "postgres", "scylla").
     fn backend(&self) -> &'static str;
 }

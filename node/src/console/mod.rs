@@ -12,11 +12,15 @@
 //! * `nodes`: every node of the cluster as this node sees it: state (self, up, down,
 //!   joining, draining), last heartbeat, and each node's group, user and connection counts.
 //! * `owner ID`: the node that owns a group now (and whether its actor is live here).
-//! * `drain`: the one command that acts: this node stops taking groups, hands its groups
-//!   to the others, and answers once none is left here (or after 30 s). Its connections
-//!   stay open; stop the process afterwards to shrink the cluster.
+//! * `wallet USER`: a user's balance and the sum of their ledger (always equal).
+//! * `drain`: this node stops taking groups, hands its groups to the others, and answers
+//!   once none is left here (or after 30 s). Its connections stay open; stop the process
+//!   afterwards to shrink the cluster.
+//! * `credit USER CENTS [KEY]`: puts money in a wallet (for tests and demos), once per KEY
+//!   (a random one if absent).
 //!
-//! Apart from `drain`, nothing here changes state. Any node's console shows the cluster.
+//! Apart from `drain` and `credit`, nothing here changes state. Any node's console shows
+//! the cluster.
 
 pub mod client;
 pub mod process;
@@ -96,6 +100,18 @@ pub async fn answer(line: &str, system: &Arc<System>, cluster: Option<&ClusterHa
             let group = GroupId(id);
             json!({ "group": group, "owner": system.owner(group), "live_here": system.groups.get(&group).is_some() })
         }
+        ("wallet", Some(Ok(id))) => wallet(system, UserId(id)).await,
+        ("credit", Some(Ok(id))) => {
+            let cents = words.next().map(str::parse::<i64>);
+            let key = words.next().map_or_else(|| actors::random_id().to_string(), str::to_owned);
+            match cents {
+                Some(Ok(cents)) => match actors::wallet::credit(&*system.store, UserId(id), cents, &key).await {
+                    Ok(balance) => json!({ "user": id, "credited": cents, "key": key, "balance": balance }),
+                    Err(error) => json!({ "error": error.to_string(), "code": error.code() }),
+                },
+                _ => json!({ "error": "usage: credit USER CENTS [KEY]" }),
+            }
+        }
         ("drain", None) => match cluster {
             Some(cluster) => {
                 let left = cluster.drain(Duration::from_secs(30)).await;
@@ -105,8 +121,22 @@ pub async fn answer(line: &str, system: &Arc<System>, cluster: Option<&ClusterHa
         },
         _ => json!({
             "error": format!("unknown command `{line}`"),
-            "commands": ["actors", "users", "stats", "nodes", "group ID", "user ID", "owner ID", "drain"],
+            "commands": ["actors", "users", "stats", "nodes", "group ID", "user ID", "owner ID", "wallet USER",
+                "credit USER CENTS [KEY]", "drain"],
         }),
+    }
+}
+
+async fn wallet(system: &Arc<System>, user: UserId) -> Value {
+    let store = &system.store;
+    match (store.balance(user).await, store.ledger(user, 1_000_000).await) {
+        (Ok(balance), Ok(ledger)) => json!({
+            "user": user,
+            "balance": balance,
+            "ledger_sum": ledger.iter().map(|e| e.amount).sum::<i64>(),
+            "entries": ledger.len(),
+        }),
+        (Err(error), _) | (_, Err(error)) => json!({ "error": error.to_string() }),
     }
 }
 
@@ -119,7 +149,7 @@ fn actors(system: &Arc<System>) -> Value {
         "store": system.store.backend(),
         "connections": connections,
         "online_users": online_users,
-        "counts": { "group": system.groups.len(), "user": system.users.len() },
+        "counts": { "group": system.groups.len(), "user": system.users.len(), "face_to_face_code": system.faces.len() },
         "actors": actors,
     })
 }

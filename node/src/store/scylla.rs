@@ -26,14 +26,42 @@
 //!
 //! Calls that must not wait (`*_then`) run on ordered lanes, one per group hash, as in the
 //! PostgreSQL store: a group's writes apply in the order its actor submitted them.
+//!
+//! Wallets (`wallet.rs`) and red packets (`redpackets.rs`) follow the same shapes: a
+//! wallet's balance is a static column moved by a compare-and-set in the same conditional
+//! UPDATE that writes the entry's row; a red packet's share count is a static column moved
+//! the same way by the grabber's row. A red packet carries its own copy of the group fence,
+//! like the log's buckets, but raised lazily by the next owner that writes the packet, so
+//! fenced packet writes also read the group's epoch at SERIAL first (see `redpackets.rs` for
+//! the window that leaves).
+//!
+//! Assumptions about ScyllaDB that the offline tests cannot check (they script the server's
+//! answers) and that only the contract suite against a real server (`SCYLLA_URI`) exercises:
+//! - A conditional UPDATE may test static and regular columns of one row together, and the
+//!   regular columns of a clustering row that does not exist test as null (`role = null` in
+//!   `add_member`, `amount = null` for a ledger entry, `share = null` for a grab).
+//! - A refused LWT returns the current values of the static columns it tested even when the
+//!   clustering row it named does not exist (the refused ledger write's `balance`, the
+//!   refused grab's `epoch`).
+//! - An `INSERT` that sets only static columns may be `IF NOT EXISTS`, and tests whether the
+//!   partition's static row exists (`insert_group`, `insert_red_packet`).
+//! - `SELECT ... WHERE <partition key> LIMIT 1` returns the static row of a partition that has
+//!   no clustering row yet (a new red packet, a bucket or group with static columns only);
+//!   a SELECT that names one clustering row returns nothing when that row is absent, even if
+//!   the static row exists (why a ledger write reads the balance and the entry separately).
+//! - `IF epoch < ?` is false for a null epoch, so raising a fence never creates a partition.
+//! - A literal in a condition (`state = 'open'`, `dissolved = false`) is compared like a
+//!   bound value.
 
 mod accounts;
 mod fence;
 mod groups;
 mod log;
 mod messages;
+mod redpackets;
 mod rows;
 mod statements;
+mod wallet;
 
 pub use log::{BUCKET_SEQS, bucket_of};
 pub use statements::{StatementKind, schema_statements, statement_texts, valid_keyspace};

@@ -53,6 +53,13 @@ pub enum Ty {
 
 impl Ty {
     fn parse(name: &str) -> Option<Ty> {
+        // A frozen collection has the same wire type as its unfrozen form.
+        if let Some(inner) = name.strip_prefix("frozen<").and_then(|rest| rest.strip_suffix('>')) {
+            return Ty::parse(inner);
+        }
+        if let Some(inner) = name.strip_prefix("list<").and_then(|rest| rest.strip_suffix('>')) {
+            return Some(Ty::List(Box::new(Ty::parse(inner)?)));
+        }
         Some(match name {
             "bigint" => Ty::BigInt,
             "int" => Ty::Int,
@@ -101,6 +108,8 @@ pub enum V {
     Uuid([u8; 16]),
     Inet(IpAddr),
     TextSet(Vec<String>),
+    /// A list (a red packet's shares).
+    List(Vec<V>),
     /// Bytes the fake could not type (a bind of a type it does not decode).
     Raw(Vec<u8>),
 }
@@ -116,6 +125,7 @@ impl V {
             V::Uuid(_) => Ty::Uuid,
             V::Inet(_) => Ty::Inet,
             V::TextSet(_) => Ty::Set(Box::new(Ty::Text)),
+            V::List(items) => Ty::List(Box::new(items.first().map_or(Ty::BigInt, V::ty))),
             V::Null | V::Unset | V::BigInt(_) => Ty::BigInt,
         }
     }
@@ -141,6 +151,13 @@ impl V {
                 }
                 body
             }
+            V::List(items) => {
+                let mut body = (items.len() as i32).to_be_bytes().to_vec();
+                for item in items {
+                    item.encode(&mut body);
+                }
+                body
+            }
         };
         out.extend_from_slice(&(body.len() as i32).to_be_bytes());
         out.extend_from_slice(&body);
@@ -158,8 +175,29 @@ impl V {
             (Ty::Boolean, 1) => V::Boolean(bytes[0] != 0),
             (Ty::Text, _) => String::from_utf8(bytes.to_vec()).map_or_else(|e| V::Raw(e.into_bytes()), V::Text),
             (Ty::Blob, _) => V::Blob(bytes.to_vec()),
+            (Ty::List(inner), _) => V::decode_list(inner, bytes).unwrap_or_else(|| V::Raw(bytes.to_vec())),
             _ => V::Raw(bytes.to_vec()),
         }
+    }
+
+    /// A list's elements: a count, then each element as [length][bytes]; None if malformed.
+    fn decode_list(inner: &Ty, bytes: &[u8]) -> Option<V> {
+        let take_int = |at: usize| -> Option<i32> { Some(i32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?)) };
+        let count = take_int(0)?;
+        let mut at = 4;
+        let mut items = Vec::new();
+        for _ in 0..count {
+            let length = take_int(at)?;
+            at += 4;
+            if length < 0 {
+                items.push(V::Null);
+                continue;
+            }
+            let element = bytes.get(at..at + length as usize)?;
+            at += length as usize;
+            items.push(V::decode(inner, RawValue::Value(element)));
+        }
+        Some(V::List(items))
     }
 }
 

@@ -6,7 +6,8 @@
 
 use super::{MessageKind, Role};
 use crate::error::ErrorCode;
-use crate::ids::{FaceSessionId, GroupId, Seq, UserId};
+use crate::ids::{FaceSessionId, GroupId, RedPacketId, Seq, UserId};
+use crate::records::RedPacketKind;
 use serde::{Deserialize, Serialize};
 
 /// One parsed client frame.
@@ -174,6 +175,12 @@ requests! {
     "join_face_to_face" => JoinFaceToFace(JoinFaceToFaceRequest),
     /// Turn a face-to-face session into a group of its participants.
     "confirm_face_to_face" => ConfirmFaceToFace(ConfirmFaceToFaceRequest),
+    /// Try to take a share of a red packet.
+    "grab_red_packet" => GrabRedPacket(GrabRedPacketRequest),
+    /// A red packet's state, and once it is over, who got how much.
+    "red_packet" => RedPacket(RedPacketRequest),
+    /// The caller's wallet: balance and ledger.
+    "wallet" => Wallet(WalletRequest),
 }
 
 /// `register`: usernames are 3-32 of `a-z 0-9 _ . -`; passwords 8-128 bytes.
@@ -428,6 +435,43 @@ pub struct ConfirmFaceToFaceRequest {
     /// The session, as `start_face_to_face` or `join_face_to_face` named it.
     pub session: FaceSessionId,
 }
+
+/// The body of a `send` of type `red_packet`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedPacketBody {
+    /// Cents taken from the sender's wallet.
+    pub total: i64,
+    /// Shares, 1 to the group's member count and at most `total`.
+    pub count: u32,
+    /// `lucky` (random shares) or `equal`.
+    pub kind: RedPacketKind,
+    /// Shown with the packet; up to 64 characters.
+    #[serde(default)]
+    pub greeting: String,
+}
+
+/// `grab_red_packet`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrabRedPacketRequest {
+    /// The group the packet was sent to.
+    pub group: GroupId,
+    /// The packet (from its message's body).
+    pub packet: RedPacketId,
+}
+
+/// `red_packet`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RedPacketRequest {
+    /// The group the packet was sent to.
+    pub group: GroupId,
+    /// The packet.
+    pub packet: RedPacketId,
+}
+
+/// `wallet`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct WalletRequest {}
 
 #[cfg(test)]
 mod tests {

@@ -9,8 +9,8 @@ pub mod server;
 
 use serde::{Deserialize, Serialize};
 
-/// What a message carries. Only `text` is accepted today; the others are reserved so that
-/// clients can already render them as "unsupported".
+/// What a message carries. `text` and `red_packet` are accepted today; the media kinds are
+/// reserved so that clients can already render them as "unsupported".
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
@@ -24,7 +24,7 @@ pub enum MessageKind {
     Video,
     /// Reserved for media messages.
     File,
-    /// Reserved for red packets.
+    /// A red packet; the body names the packet (see `PROTOCOL.md`).
     RedPacket,
 }
 

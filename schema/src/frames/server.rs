@@ -7,7 +7,8 @@
 
 use super::{MessageKind, Role};
 use crate::error::ErrorCode;
-use crate::ids::{FaceSessionId, GroupId, Seq, UserId};
+use crate::ids::{FaceSessionId, GroupId, RedPacketId, Seq, UserId};
+use crate::records::{LedgerKind, RedPacketKind};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -363,6 +364,113 @@ pub struct FaceToFaceView {
     pub participants: Vec<FaceToFaceParticipant>,
     /// The group it became, once someone confirmed (null before).
     pub group: Option<GroupInfo>,
+}
+
+/// What a grab got.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrabStatus {
+    /// This grab took a share: `amount` is now in the wallet.
+    Grabbed,
+    /// The caller took a share before (this may be the retry of that grab): `amount` is it.
+    AlreadyGrabbed,
+    /// Every share is taken.
+    Empty,
+    /// The packet's time is over.
+    Expired,
+}
+
+/// `grab_red_packet` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrabResult {
+    /// The packet.
+    pub packet: RedPacketId,
+    /// What happened.
+    pub status: GrabStatus,
+    /// The caller's share in cents, when they have one (null otherwise).
+    pub amount: Option<i64>,
+}
+
+/// Where a red packet stands, as members see it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedPacketStatus {
+    /// Shares are left and time is left.
+    Open,
+    /// Every share is taken.
+    Empty,
+    /// Time ran out; what was left went back to the sender.
+    Expired,
+}
+
+/// One grab in a finished red packet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrabView {
+    /// Who.
+    pub user: UserId,
+    /// Cents.
+    pub amount: i64,
+    /// When, milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// The largest share (the earliest of equal ones).
+    pub luckiest: bool,
+}
+
+/// `red_packet` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RedPacketView {
+    /// The packet.
+    pub packet: RedPacketId,
+    /// Its group.
+    pub group: GroupId,
+    /// Who sent it.
+    pub sender: UserId,
+    /// Cents.
+    pub total: i64,
+    /// Shares.
+    pub count: u32,
+    /// `lucky` or `equal`.
+    pub kind: RedPacketKind,
+    /// The sender's words.
+    pub greeting: String,
+    /// When it was sent.
+    pub created_at: u64,
+    /// When it expires.
+    pub expires_at: u64,
+    /// Where it stands.
+    pub status: RedPacketStatus,
+    /// Shares taken.
+    pub grabbed_count: u32,
+    /// Cents taken.
+    pub grabbed_amount: i64,
+    /// The caller's share, if they have one.
+    pub your_amount: Option<i64>,
+    /// Who got how much, in grab order, once the packet is empty or expired (null before).
+    pub grabs: Option<Vec<GrabView>>,
+}
+
+/// One ledger entry as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerView {
+    /// The entry's id (what caused it).
+    pub id: String,
+    /// Signed cents.
+    pub amount: i64,
+    /// Why.
+    pub kind: LedgerKind,
+    /// The red packet it belongs to, if any.
+    pub packet: Option<RedPacketId>,
+    /// When, milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
+/// `wallet` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WalletView {
+    /// Cents.
+    pub balance: i64,
+    /// The ledger that sums to it, oldest first (up to the newest 1000 entries).
+    pub entries: Vec<LedgerView>,
 }
 
 /// `history` result.

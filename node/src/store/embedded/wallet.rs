@@ -83,7 +83,12 @@ fn fenced_packet(txn: &WriteTransaction, fence: Fence, id: RedPacketId) -> Store
 
 #[async_trait]
 impl RedPacketStore for EmbeddedStore {
-    async fn create_red_packet(&self, fence: Fence, packet: &RedPacketRecord, due_at: u64) -> StoreResult<RedPacketRecord> {
+    async fn create_red_packet(
+        &self,
+        fence: Fence,
+        packet: &RedPacketRecord,
+        due_at: u64,
+    ) -> StoreResult<RedPacketRecord> {
         let packet = packet.clone();
         self.write(move |txn| {
             check_fence(txn, fence)?;
@@ -177,7 +182,13 @@ impl RedPacketStore for EmbeddedStore {
         })
     }
 
-    async fn reschedule_red_packet(&self, id: RedPacketId, group: GroupId, from: u64, to: Option<u64>) -> StoreResult<()> {
+    async fn reschedule_red_packet(
+        &self,
+        id: RedPacketId,
+        group: GroupId,
+        from: u64,
+        to: Option<u64>,
+    ) -> StoreResult<()> {
         self.write(move |txn| {
             let mut due = txn.open_table(DUE).map_err(db_error)?;
             due.remove((from, id.0)).map_err(db_error)?;

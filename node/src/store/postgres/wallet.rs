@@ -35,7 +35,8 @@ fn packet_row(row: &Row) -> StoreResult<RedPacketRecord> {
         shares: row.get("shares"),
         created_at: unsigned(row.get("created_at")),
         expires_at: unsigned(row.get("expires_at")),
-        state: RedPacketState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("red packet state {state:?}")))?,
+        state: RedPacketState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("red packet state {state:?}")))?,
     })
 }
 
@@ -57,9 +58,12 @@ impl WalletStore for PostgresStore {
     async fn apply_ledger_entry(&self, user: UserId, entry: &LedgerEntry) -> StoreResult<LedgerOutcome> {
         let mut client = self.client().await?;
         let txn = client.transaction().await.map_err(db)?;
-        txn.execute("INSERT INTO wallet_balances (user_id, balance) VALUES ($1, 0) ON CONFLICT DO NOTHING", &[&id(user.0)])
-            .await
-            .map_err(db)?;
+        txn.execute(
+            "INSERT INTO wallet_balances (user_id, balance) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+            &[&id(user.0)],
+        )
+        .await
+        .map_err(db)?;
         // The balance row lock serializes every entry of this wallet.
         let balance: i64 = txn
             .query_one("SELECT balance FROM wallet_balances WHERE user_id = $1 FOR UPDATE", &[&id(user.0)])
@@ -129,7 +133,12 @@ async fn lock_packet(
 
 #[async_trait]
 impl RedPacketStore for PostgresStore {
-    async fn create_red_packet(&self, fence: Fence, packet: &RedPacketRecord, due_at: u64) -> StoreResult<RedPacketRecord> {
+    async fn create_red_packet(
+        &self,
+        fence: Fence,
+        packet: &RedPacketRecord,
+        due_at: u64,
+    ) -> StoreResult<RedPacketRecord> {
         let mut client = self.client().await?;
         let txn = client.transaction().await.map_err(db)?;
         if !lock_fence(&txn, fence, "FOR SHARE").await? {
@@ -206,12 +215,23 @@ impl RedPacketStore for PostgresStore {
         Ok(Some(record))
     }
 
-    async fn grab_red_packet(&self, fence: Fence, packet: RedPacketId, user: UserId, now: u64) -> StoreResult<GrabOutcome> {
+    async fn grab_red_packet(
+        &self,
+        fence: Fence,
+        packet: RedPacketId,
+        user: UserId,
+        now: u64,
+    ) -> StoreResult<GrabOutcome> {
         let mut client = self.client().await?;
         let txn = client.transaction().await.map_err(db)?;
-        let Some((record, next)) = lock_packet(&txn, fence, packet).await? else { return Ok(GrabOutcome::NotOpen) };
+        let Some((record, next)) = lock_packet(&txn, fence, packet).await? else {
+            return Ok(GrabOutcome::NotOpen);
+        };
         let grabbed = txn
-            .query_opt("SELECT * FROM red_packet_grabs WHERE packet_id = $1 AND user_id = $2", &[&id(packet.0), &id(user.0)])
+            .query_opt(
+                "SELECT * FROM red_packet_grabs WHERE packet_id = $1 AND user_id = $2",
+                &[&id(packet.0), &id(user.0)],
+            )
             .await
             .map_err(db)?;
         if let Some(row) = grabbed {
@@ -256,9 +276,19 @@ impl RedPacketStore for PostgresStore {
             .collect())
     }
 
-    async fn reschedule_red_packet(&self, packet: RedPacketId, group: GroupId, from: u64, to: Option<u64>) -> StoreResult<()> {
+    async fn reschedule_red_packet(
+        &self,
+        packet: RedPacketId,
+        group: GroupId,
+        from: u64,
+        to: Option<u64>,
+    ) -> StoreResult<()> {
         let mut client = self.client().await?;
         let txn = client.transaction().await.map_err(db)?;
+        // Delete first: `to` may equal `from`.
+        txn.execute("DELETE FROM red_packets_due WHERE due_at = $1 AND packet_id = $2", &[&id(from), &id(packet.0)])
+            .await
+            .map_err(db)?;
         if let Some(to) = to {
             txn.execute(
                 "INSERT INTO red_packets_due (due_at, packet_id, group_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -267,9 +297,6 @@ impl RedPacketStore for PostgresStore {
             .await
             .map_err(db)?;
         }
-        txn.execute("DELETE FROM red_packets_due WHERE due_at = $1 AND packet_id = $2", &[&id(from), &id(packet.0)])
-            .await
-            .map_err(db)?;
         txn.commit().await.map_err(db)?;
         Ok(())
     }

@@ -9,7 +9,7 @@
 use actors::store::{StoreError, StoreResult};
 use schema::frames::{MessageKind, Role};
 use schema::records::*;
-use schema::{GroupId, UserId};
+use schema::{GroupId, RedPacketId, UserId};
 use scylla::errors::{
     DbError, ExecutionError, NextPageError, NextRowError, PagerExecutionError, PrepareError, RequestAttemptError,
     RequestError,
@@ -35,6 +35,45 @@ pub type MessageRow =
     (Option<i64>, Option<i64>, Option<i64>, Option<String>, Option<String>, Option<String>, Option<i64>);
 /// `SELECT member_count, max_members, dissolved, epoch` (the static row of a group).
 pub type CapRow = (Option<i32>, Option<i32>, Option<bool>, Option<i64>);
+/// `SELECT entry_id, amount, kind, packet, ts` from a wallet's partition.
+pub type LedgerRow = (Option<String>, Option<i64>, Option<String>, Option<i64>, Option<i64>);
+/// `SELECT entry_id, amount, kind, packet, ts, balance`: one entry and the wallet's balance.
+pub type LedgerBalanceRow = (Option<String>, Option<i64>, Option<String>, Option<i64>, Option<i64>, Option<i64>);
+/// `SELECT packet_id, group_id, sender, client_msg_id, total, kind, greeting, shares,
+/// created_at, expires_at, state` (the static row of a red packet).
+pub type RedPacketRow = (
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<Vec<i64>>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
+/// [`RedPacketRow`] followed by `epoch, next_share`: what a fenced write reads first.
+pub type StoredRedPacketRow = (
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<Vec<i64>>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i32>,
+);
+/// `SELECT user_id, share, amount, ts` from a red packet's partition.
+pub type GrabRow = (Option<i64>, Option<i32>, Option<i64>, Option<i64>);
+/// `SELECT due_at, group_id, packet_id` from the due index.
+pub type DueRow = (Option<i64>, Option<i64>, Option<i64>);
 
 /// A driver error: the request may or may not have been applied (a timeout is ambiguous),
 /// and the same request may well succeed later.
@@ -243,6 +282,126 @@ pub fn message(row: MessageRow) -> StoreResult<Option<MessageRecord>> {
         body: required(body, "messages.body")?,
         ts: unsigned(ts, "messages.ts")?,
     }))
+}
+
+/// A ledger row; None for the row a wallet with only its balance answers with.
+pub fn ledger_entry(row: LedgerRow) -> StoreResult<Option<LedgerEntry>> {
+    let (entry_id, amount, kind, packet, ts) = row;
+    let Some(id) = entry_id else { return Ok(None) };
+    let kind = required(kind, "wallet_ledger.kind")?;
+    Ok(Some(LedgerEntry {
+        id,
+        amount: required(amount, "wallet_ledger.amount")?,
+        kind: LedgerKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("scylla: unknown ledger kind {kind:?}")))?,
+        // Entries that belong to no packet leave the column unset.
+        packet: packet.map(|p| unsigned(Some(p), "wallet_ledger.packet").map(RedPacketId)).transpose()?,
+        ts: unsigned(ts, "wallet_ledger.ts")?,
+    }))
+}
+
+/// A ledger entry with the wallet's balance; None if the entry is not there.
+pub fn ledger_entry_and_balance(row: LedgerBalanceRow) -> StoreResult<Option<(LedgerEntry, i64)>> {
+    let (entry_id, amount, kind, packet, ts, balance) = row;
+    let Some(entry) = ledger_entry((entry_id, amount, kind, packet, ts))? else { return Ok(None) };
+    // Every entry was written together with the balance, so a null one is not a wallet we wrote.
+    Ok(Some((entry, required(balance, "wallet_ledger.balance")?)))
+}
+
+/// A red packet's static row.
+pub fn red_packet(row: RedPacketRow) -> StoreResult<RedPacketRecord> {
+    let (packet_id, group_id, sender, client_msg_id, total, kind, greeting, shares, created_at, expires_at, state) =
+        row;
+    let kind = required(kind, "red_packets.kind")?;
+    let state = required(state, "red_packets.state")?;
+    Ok(RedPacketRecord {
+        id: RedPacketId(unsigned(packet_id, "red_packets.packet_id")?),
+        group: GroupId(unsigned(group_id, "red_packets.group_id")?),
+        sender: UserId(unsigned(sender, "red_packets.sender")?),
+        client_msg_id: required(client_msg_id, "red_packets.client_msg_id")?,
+        total: required(total, "red_packets.total")?,
+        kind: RedPacketKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("scylla: unknown red packet kind {kind:?}")))?,
+        greeting: required(greeting, "red_packets.greeting")?,
+        // An empty collection may read back as null.
+        shares: shares.unwrap_or_default(),
+        created_at: unsigned(created_at, "red_packets.created_at")?,
+        expires_at: unsigned(expires_at, "red_packets.expires_at")?,
+        state: RedPacketState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("scylla: unknown red packet state {state:?}")))?,
+    })
+}
+
+/// A red packet with the two columns only its writers need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRedPacket {
+    /// The packet.
+    pub record: RedPacketRecord,
+    /// The epoch of the group owner that last wrote it.
+    pub epoch: u64,
+    /// Shares handed out so far.
+    pub next_share: u32,
+}
+
+/// A red packet's static row with its epoch and share count.
+pub fn stored_red_packet(row: StoredRedPacketRow) -> StoreResult<StoredRedPacket> {
+    let (
+        packet_id,
+        group_id,
+        sender,
+        client_msg_id,
+        total,
+        kind,
+        greeting,
+        shares,
+        created_at,
+        expires_at,
+        state,
+        epoch,
+        next,
+    ) = row;
+    let record = red_packet((
+        packet_id,
+        group_id,
+        sender,
+        client_msg_id,
+        total,
+        kind,
+        greeting,
+        shares,
+        created_at,
+        expires_at,
+        state,
+    ))?;
+    Ok(StoredRedPacket {
+        record,
+        epoch: unsigned(epoch, "red_packets.epoch")?,
+        next_share: count(next, "red_packets.next_share")?,
+    })
+}
+
+/// A grab row; None for the row a packet nobody grabbed answers with.
+pub fn grab(row: GrabRow) -> StoreResult<Option<GrabRecord>> {
+    let (user_id, share, amount, ts) = row;
+    if user_id.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(GrabRecord {
+        user: UserId(unsigned(user_id, "red_packets.user_id")?),
+        share: count(share, "red_packets.share")?,
+        amount: required(amount, "red_packets.amount")?,
+        ts: unsigned(ts, "red_packets.ts")?,
+    }))
+}
+
+/// A row of the due index: (due time, group, packet).
+pub fn due(row: DueRow) -> StoreResult<(u64, GroupId, RedPacketId)> {
+    let (due_at, group_id, packet_id) = row;
+    Ok((
+        unsigned(due_at, "red_packets_due.due_at")?,
+        GroupId(unsigned(group_id, "red_packets_due.group_id")?),
+        RedPacketId(unsigned(packet_id, "red_packets_due.packet_id")?),
+    ))
 }
 
 /// What a conditional write answered: whether it applied, and the rows that came with it

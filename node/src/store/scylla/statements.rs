@@ -128,6 +128,46 @@ statements! {
         "INSERT INTO {ks}.client_msg_ids (group_id, sender, client_msg_id, seq, ts) VALUES (?, ?, ?, ?, ?)";
     select_client_id: Read =
         "SELECT seq, ts FROM {ks}.client_msg_ids WHERE group_id = ? AND sender = ? AND client_msg_id = ?";
+
+    apply_entry: Conditional =
+        "UPDATE {ks}.wallet_ledger SET balance = ?, amount = ?, kind = ?, packet = ?, ts = ? \
+         WHERE user_id = ? AND entry_id = ? IF balance = ? AND amount = null";
+    apply_first_entry: Conditional =
+        "UPDATE {ks}.wallet_ledger SET balance = ?, amount = ?, kind = ?, packet = ?, ts = ? \
+         WHERE user_id = ? AND entry_id = ? IF balance = null AND amount = null";
+    select_balance: Read = "SELECT balance FROM {ks}.wallet_ledger WHERE user_id = ? LIMIT 1";
+    // entry_id is not used: it keeps the text apart from select_balance's, since logs and
+    // the offline tests' fake name a statement by its text.
+    select_balance_serial: SerialRead = "SELECT balance, entry_id FROM {ks}.wallet_ledger WHERE user_id = ? LIMIT 1";
+    select_ledger_entry_serial: SerialRead =
+        "SELECT entry_id, amount, kind, packet, ts, balance FROM {ks}.wallet_ledger WHERE user_id = ? AND entry_id = ?";
+    select_ledger: Read =
+        "SELECT entry_id, amount, kind, packet, ts FROM {ks}.wallet_ledger WHERE user_id = ? LIMIT ?";
+
+    // group_id is not used: it keeps the text apart from select_epoch's (see above).
+    select_group_epoch_serial: SerialRead = "SELECT group_id, epoch FROM {ks}.groups WHERE group_id = ? LIMIT 1";
+    insert_red_packet: Conditional =
+        "INSERT INTO {ks}.red_packets (packet_id, group_id, sender, client_msg_id, total, kind, greeting, shares, \
+         created_at, expires_at, state, epoch, next_share) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) IF NOT EXISTS";
+    select_red_packet: Read =
+        "SELECT packet_id, group_id, sender, client_msg_id, total, kind, greeting, shares, created_at, expires_at, \
+         state FROM {ks}.red_packets WHERE packet_id = ? LIMIT 1";
+    select_red_packet_serial: SerialRead =
+        "SELECT packet_id, group_id, sender, client_msg_id, total, kind, greeting, shares, created_at, expires_at, \
+         state, epoch, next_share FROM {ks}.red_packets WHERE packet_id = ? LIMIT 1";
+    fence_red_packet: Conditional = "UPDATE {ks}.red_packets SET epoch = ? WHERE packet_id = ? IF epoch < ?";
+    move_red_packet: Conditional =
+        "UPDATE {ks}.red_packets SET state = ? WHERE packet_id = ? IF state = ? AND epoch = ?";
+    grab_share: Conditional =
+        "UPDATE {ks}.red_packets SET next_share = ?, share = ?, amount = ?, ts = ? WHERE packet_id = ? AND user_id = ? \
+         IF next_share = ? AND epoch = ? AND state = 'open' AND share = null";
+    select_grab_serial: SerialRead =
+        "SELECT user_id, share, amount, ts FROM {ks}.red_packets WHERE packet_id = ? AND user_id = ?";
+    select_grabs: Read = "SELECT user_id, share, amount, ts FROM {ks}.red_packets WHERE packet_id = ?";
+    insert_due: Write = "INSERT INTO {ks}.red_packets_due (bucket, due_at, packet_id, group_id) VALUES (?, ?, ?, ?)";
+    delete_due: Write = "DELETE FROM {ks}.red_packets_due WHERE bucket = ? AND due_at = ? AND packet_id = ?";
+    select_due: Read =
+        "SELECT due_at, group_id, packet_id FROM {ks}.red_packets_due WHERE bucket = ? AND due_at <= ? LIMIT ?";
 }
 
 /// (name, kind, text) of every statement the store prepares for `keyspace`.
@@ -213,7 +253,7 @@ mod tests {
     #[test]
     fn the_schema_becomes_one_statement_per_object_in_the_chosen_keyspace() {
         let statements = schema_statements("troupe_test_1", 1).unwrap();
-        assert_eq!(statements.len(), 8, "a keyspace and seven tables: {statements:#?}");
+        assert_eq!(statements.len(), 11, "a keyspace and ten tables: {statements:#?}");
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS troupe_test_1"));
         assert!(statements[0].contains("'replication_factor': 1"));
         assert!(statements[0].contains("'enabled': false"), "LWTs need a keyspace without tablets");
@@ -269,6 +309,9 @@ mod tests {
             ("user_groups", &["user_id"]),
             ("messages", &["group_id", "bucket"]),
             ("client_msg_ids", &["group_id", "sender"]),
+            ("wallet_ledger", &["user_id"]),
+            ("red_packets", &["packet_id"]),
+            ("red_packets_due", &["bucket"]),
         ];
         for (name, kind, text) in statement_texts("ks") {
             let table = text

@@ -1,20 +1,11 @@
-//! Red packets, the part that needs no actor: how a packet's total is split into shares.
+//! How a red packet's total is split into shares: the pure part of red packets.
 //!
 //! All shares are drawn when the packet is sent and stored with it, so a grab only takes the
 //! next stored share: what a grab returns never depends on timing, and the shares always sum
 //! to the total, to the cent.
 
 use rand::{Rng, RngExt};
-
-/// How a packet's total is split.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Split {
-    /// Random shares by the double-mean method.
-    Lucky,
-    /// Equal shares; when the total does not divide evenly, the first `total % count` shares
-    /// get one cent more, so no two shares differ by more than a cent.
-    Equal,
-}
+use schema::records::RedPacketKind;
 
 /// Why a packet cannot be split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -27,10 +18,12 @@ pub enum SplitError {
     TooSmall,
 }
 
-/// Draws `count` shares of `total` cents. Lucky shares follow the double-mean method: with
+/// Draws `count` shares of `total` cents. Equal shares: when the total does not divide
+/// evenly, the first `total % count` shares get one cent more, so no two differ by more
+/// than a cent. Lucky shares follow the double-mean method: with
 /// `r` cents and `k` shares left, a share is drawn uniformly from `1..=min(2r/k, r-(k-1))`
 /// and the last share takes the rest; every share is at least one cent.
-pub fn draw_shares(total: u64, count: u32, split: Split, rng: &mut impl Rng) -> Result<Vec<u64>, SplitError> {
+pub fn draw_shares(total: u64, count: u32, kind: RedPacketKind, rng: &mut impl Rng) -> Result<Vec<u64>, SplitError> {
     if count == 0 {
         return Err(SplitError::NoShares);
     }
@@ -38,12 +31,12 @@ pub fn draw_shares(total: u64, count: u32, split: Split, rng: &mut impl Rng) -> 
     if total < count64 {
         return Err(SplitError::TooSmall);
     }
-    let shares = match split {
-        Split::Equal => {
+    let shares = match kind {
+        RedPacketKind::Equal => {
             let (base, extra) = (total / count64, total % count64);
             (0..count64).map(|i| base + u64::from(i < extra)).collect()
         }
-        Split::Lucky => {
+        RedPacketKind::Lucky => {
             let mut left = total;
             let mut shares = Vec::with_capacity(count as usize);
             for k in (2..=count64).rev() {
@@ -67,14 +60,14 @@ mod tests {
     #[test]
     fn bad_packets_are_refused() {
         let mut rng = rand::rng();
-        assert_eq!(draw_shares(100, 0, Split::Lucky, &mut rng), Err(SplitError::NoShares));
-        assert_eq!(draw_shares(4, 5, Split::Equal, &mut rng), Err(SplitError::TooSmall));
-        assert_eq!(draw_shares(5, 5, Split::Lucky, &mut rng).unwrap(), vec![1; 5], "one cent each");
+        assert_eq!(draw_shares(100, 0, RedPacketKind::Lucky, &mut rng), Err(SplitError::NoShares));
+        assert_eq!(draw_shares(4, 5, RedPacketKind::Equal, &mut rng), Err(SplitError::TooSmall));
+        assert_eq!(draw_shares(5, 5, RedPacketKind::Lucky, &mut rng).unwrap(), vec![1; 5], "one cent each");
     }
 
     #[test]
     fn equal_shares_differ_by_a_cent_at_most() {
-        let shares = draw_shares(1000, 3, Split::Equal, &mut rand::rng()).unwrap();
+        let shares = draw_shares(1000, 3, RedPacketKind::Equal, &mut rand::rng()).unwrap();
         assert_eq!(shares, vec![334, 333, 333]);
     }
 
@@ -86,7 +79,7 @@ mod tests {
             lucky in any::<bool>(),
         ) {
             prop_assume!(total >= u64::from(count));
-            let split = if lucky { Split::Lucky } else { Split::Equal };
+            let split = if lucky { RedPacketKind::Lucky } else { RedPacketKind::Equal };
             let shares = draw_shares(total, count, split, &mut rand::rng()).unwrap();
             prop_assert_eq!(shares.len(), count as usize);
             prop_assert_eq!(shares.iter().sum::<u64>(), total);
