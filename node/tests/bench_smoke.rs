@@ -3,7 +3,7 @@
 
 mod common;
 
-use bench::scenario::{connections, fanout, joins, send, sync};
+use bench::scenario::{connections, fanout, joins, redpacket, send, sync};
 use common::*;
 use serde_json::Value;
 use std::path::Path;
@@ -79,6 +79,24 @@ async fn every_scenario_runs_and_checks_itself() {
     assert_eq!(synced["missing"], 0);
     assert_eq!(synced["duplicates"], 0);
     assert_eq!(synced["fully_synced"], synced["clients"]);
+
+    redpacket::run(redpacket::RedPacketArgs {
+        url: url.clone(),
+        console: node.console,
+        members: 12,
+        shares: 5,
+        packets: 2,
+        repeats: 2,
+        sources: 1,
+        out: Some(out.path().join("redpacket")),
+    })
+    .await
+    .unwrap();
+    let grabbed = results(out.path(), "redpacket");
+    assert_eq!(grabbed["invariants_held"], true, "{grabbed}");
+    assert_eq!(grabbed["grabbed"], 10);
+    assert_eq!(grabbed["grab_requests"], 48);
+    assert_eq!(grabbed["already_grabbed"], 10, "each winner's second grab");
 
     let tokens = out.path().join("tokens.txt");
     connections::accounts(connections::AccountsArgs {

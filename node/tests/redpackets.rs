@@ -344,3 +344,28 @@ async fn kill_9_in_a_grab_storm_loses_no_acked_grab() {
     let (sender_balance, sender_sum) = wallet(&node, sender_id).await;
     assert_eq!((sender_balance, sender_sum), (0, 0));
 }
+
+#[tokio::test]
+async fn a_dissolved_groups_packets_still_go_back_to_their_senders() {
+    let node = Arc::new(
+        TestNode::start_with_env(&[
+            ("TROUPE_ACTORS__RED_PACKET_TTL", "1"),
+            ("TROUPE_ACTORS__RED_PACKET_SWEEP_INTERVAL", "0.1"),
+            ("TROUPE_ACTORS__RED_PACKET_CHECK_AFTER", "0.2"),
+        ])
+        .await,
+    );
+    let (owner, owner_id, group, members) = group_of(&node, 2).await;
+    credit(&node, owner_id, 300).await;
+    send_packet(&owner, group, "rp-gone", 300, 3, "equal").await.expect("send");
+    let packet = packet_of(&members[0].0).await;
+    assert_eq!(grab(&members[0].0, group, packet).await.unwrap()["amount"], 100);
+    owner.request("dissolve_group", json!({ "group": group })).await.expect("dissolve");
+    assert_eq!(code(grab(&members[1].0, group, packet).await), "not_found", "the group is gone");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while wallet(&node, owner_id).await != (200, 200) {
+        assert!(tokio::time::Instant::now() < deadline, "the rest never came back: {:?}", wallet(&node, owner_id).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(wallet(&node, members[0].1).await, (100, 100));
+}

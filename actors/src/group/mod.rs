@@ -181,7 +181,9 @@ pub async fn activate(
     // Claim first, read second: everything read below is at least as new as the last write
     // of any earlier owner, since those writes either landed before the claim or are refused.
     let fence = store.claim_group(group).await?.ok_or_else(ApiError::group_not_found)?;
-    let record = store.group(group).await?.filter(|g| !g.dissolved).ok_or_else(ApiError::group_not_found)?;
+    // A dissolved group still starts: it answers `not_found` to everyone, but its red
+    // packets must still expire and refund their senders.
+    let record = store.group(group).await?.ok_or_else(ApiError::group_not_found)?;
     let mut members = BTreeMap::new();
     let mut after = None;
     loop {
@@ -200,6 +202,7 @@ pub async fn activate(
     }
     let roles: Vec<(UserId, Role)> = members.iter().map(|(u, r)| (*u, *r)).collect();
     system.cache().owner_started(&record, committed_seq, &roles);
+    let dissolved = record.dissolved;
     gauge.touch();
     let state = GroupState {
         recent,
@@ -215,7 +218,7 @@ pub async fn activate(
         pending_ids: HashSet::new(),
         deferred: Vec::new(),
         batch_recipients: Arc::from([]),
-        dissolved: false,
+        dissolved,
         leaving: None,
         held: Vec::new(),
         unwanted: HashSet::new(),

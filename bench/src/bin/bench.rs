@@ -31,6 +31,8 @@ enum Scenario {
     Joins(scenario::joins::JoinsArgs),
     /// A reconnect storm: N clients sync what they missed, all at once.
     Sync(scenario::sync::SyncArgs),
+    /// Grab storms on red packets; the money invariants are checked afterwards.
+    Redpacket(scenario::redpacket::RedPacketArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Send(args) => scenario::send::run(args).await,
             Scenario::Joins(args) => scenario::joins::run(args).await,
             Scenario::Sync(args) => scenario::sync::run(args).await,
+            Scenario::Redpacket(args) => scenario::redpacket::run(args).await,
         }
     })?;
     Ok(())

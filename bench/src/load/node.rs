@@ -7,8 +7,13 @@ use tokio::net::TcpStream;
 
 /// Asks the node's console for `stats` (memory, CPU seconds, version).
 pub async fn stats(console: SocketAddr) -> Option<Value> {
+    ask(console, "stats").await
+}
+
+/// Asks the node's console one command; None if it did not answer with JSON.
+pub async fn ask(console: SocketAddr, command: &str) -> Option<Value> {
     let mut stream = TcpStream::connect(console).await.ok()?;
-    stream.write_all(b"stats\n").await.ok()?;
+    stream.write_all(format!("{command}\n").as_bytes()).await.ok()?;
     let mut reply = Vec::new();
     stream.read_to_end(&mut reply).await.ok()?;
     serde_json::from_slice(&reply).ok()

@@ -20,9 +20,9 @@ pub struct Event<'a> {
     /// The seq of a message.
     #[serde(default)]
     pub seq: Option<u64>,
-    /// A text message's body.
+    /// A message's body, undecoded (a JSON string for text, an object for a red packet).
     #[serde(default, borrow)]
-    pub body: Option<Cow<'a, str>>,
+    pub body: Option<&'a RawValue>,
     /// A message's accept time on the node, ms since the epoch.
     #[serde(default)]
     pub ts: Option<u64>,
@@ -32,6 +32,13 @@ pub struct Event<'a> {
     /// A reply's result, undecoded.
     #[serde(default, borrow)]
     pub result: Option<&'a RawValue>,
+}
+
+impl Event<'_> {
+    /// A text message's body; None for other bodies.
+    pub fn text_body(&self) -> Option<String> {
+        serde_json::from_str(self.body?.get()).ok()
+    }
 }
 
 /// Decodes a node frame (a JSON array of events).
@@ -128,7 +135,7 @@ mod tests {
         let events = decode_frame(frame).unwrap();
         assert_eq!(events[0].event, "message");
         assert_eq!((events[0].group, events[0].seq), (Some(1), Some(2)));
-        assert_eq!(body_time(events[0].body.as_deref().unwrap()), Some(5));
+        assert_eq!(body_time(&events[0].text_body().unwrap()), Some(5));
         assert_eq!(events[1].id, Some(7));
         assert!(events[1].result.unwrap().get().contains("\"seq\":2"));
     }

@@ -483,7 +483,7 @@ async fn member_task(
                         match event.event.as_ref() {
                             "message" if event.group == Some(member.group) => {
                                 let Some(seq) = event.seq else { continue };
-                                record(&mut result, seq, event.body.as_deref().and_then(body_time), event.ts.unwrap_or(0));
+                                record(&mut result, seq, event.text_body().as_deref().and_then(body_time), event.ts.unwrap_or(0));
                             }
                             "reply" | "error" => {
                                 let Some(id) = event.id else { continue };
