@@ -503,6 +503,9 @@ fn spawn_red_packet_sweeper(system: Weak<System>, every: Duration) {
                 let command = schema::cluster::GroupCommand::RedPacketDue { packet, due_at };
                 if let Err(error) = system.to_local_group(GroupEnvelope { group, reply_to, command }).await {
                     tracing::warn!(%group, %packet, %error, "could not hand a due red packet to its group");
+                    // Out of the way of the others for a minute (the index is read oldest first).
+                    let later = Some(now + 60_000);
+                    let _ = system.store.reschedule_red_packet(packet, group, due_at, later).await;
                 }
             }
         }

@@ -12,8 +12,8 @@ use schema::records::{LedgerEntry, LedgerKind};
 pub const MAX_CREDIT: i64 = 1_000_000_000;
 
 /// Credits `cents` to a user's wallet, once per `key` (the same key again changes nothing).
-/// Returns the balance after.
-pub async fn credit(store: &dyn Store, user: UserId, cents: i64, key: &str) -> Result<i64, ApiError> {
+/// Returns the balance after, and whether this call credited (false: the key was used).
+pub async fn credit(store: &dyn Store, user: UserId, cents: i64, key: &str) -> Result<(i64, bool), ApiError> {
     if !(1..=MAX_CREDIT).contains(&cents) {
         return Err(ApiError::InvalidField(format!("a credit is 1-{MAX_CREDIT} cents")));
     }
@@ -31,7 +31,7 @@ pub async fn credit(store: &dyn Store, user: UserId, cents: i64, key: &str) -> R
         ts: now_ms(),
     };
     match store.apply_ledger_entry(user, &entry).await? {
-        LedgerOutcome::Applied { balance } | LedgerOutcome::AlreadyApplied { balance, .. } => Ok(balance),
-        LedgerOutcome::Insufficient { balance } => Ok(balance),
+        LedgerOutcome::Applied { balance } => Ok((balance, true)),
+        LedgerOutcome::AlreadyApplied { balance, .. } | LedgerOutcome::Insufficient { balance } => Ok((balance, false)),
     }
 }

@@ -257,6 +257,48 @@ async fn a_handed_off_group_finishes_its_commit_before_passing_on() {
     assert_eq!(answers[&101]["result"]["seq"], 2, "the queued send lands after it: {}", answers[&101]);
 }
 
+/// A red packet whose message was queued when its group moved is posted by the new owner,
+/// once, and its sender is debited once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_red_packet_queued_at_a_handoff_is_posted_by_the_new_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Faulty::open(dir.path());
+    let system = System::start(config(), store.clone(), None).await.unwrap();
+    let (mut owner, owner_id) = user(&system, "owner").await;
+    let group = owner.ok("create_group", json!({ "name": "g", "open": true })).await["group"].as_u64().unwrap();
+    actors::wallet::credit(&*store.inner, UserId(owner_id), 500, "k").await.unwrap();
+    owner.ok("group_info", json!({ "group": group })).await;
+    store.slow_append.store(group, Ordering::SeqCst);
+    let text = json!({ "id": 100, "op": "send", "group": group, "client_msg_id": "t1", "type": "text", "body": "x" });
+    owner.session.handle_text(&text.to_string()).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let body = json!({ "total": 500, "count": 1, "kind": "equal" });
+    let packet =
+        json!({ "id": 101, "op": "send", "group": group, "client_msg_id": "rp", "type": "red_packet", "body": body });
+    owner.session.handle_text(&packet.to_string()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let entry = system.groups.get(&GroupId(group)).expect("the group's actor is live");
+    entry.actor.send_message(actors::group::GroupMsg::Handoff).expect("handoff");
+    let mut answers = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while answers.len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "answers: {answers:?}");
+        owner.pump(Duration::from_millis(100)).await;
+        while let Some(i) = owner.backlog.iter().position(|e| e["id"] == 100 || e["id"] == 101) {
+            let event = owner.backlog.remove(i).unwrap();
+            answers.insert(event["id"].as_u64().unwrap(), event);
+        }
+    }
+    store.slow_append.store(0, Ordering::SeqCst);
+    assert_eq!(answers[&100]["result"]["seq"], 1, "{}", answers[&100]);
+    assert_eq!(answers[&101]["result"]["seq"], 2, "the packet's message lands after the move: {}", answers[&101]);
+    let page = owner.ok("history", json!({ "group": group })).await;
+    let messages = page["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!((messages[1]["type"].as_str(), messages[1]["body"]["total"].as_i64()), (Some("red_packet"), Some(500)));
+    assert_eq!(store.balance(UserId(owner_id)).await.unwrap(), 0, "debited once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_group_actors_retire_and_come_back_from_the_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -555,6 +597,11 @@ async fn the_sweeper_finishes_a_red_packet_send_that_a_crash_interrupted() {
     let (mut alice, alice_id) = user(&system, "alice").await;
     let group = alice.ok("create_group", json!({ "name": "g", "open": true })).await["group"].as_u64().unwrap();
     actors::wallet::credit(&*store, UserId(alice_id), 300, "k").await.unwrap();
+    assert_eq!(
+        actors::wallet::credit(&*store, UserId(alice_id), 300, "k").await.unwrap(),
+        (300, false),
+        "once per key"
+    );
 
     // What a crash leaves behind: the packets stored as pending, due now, nobody debited.
     let fence = store.claim_group(GroupId(group)).await.unwrap().unwrap();

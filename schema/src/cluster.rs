@@ -109,6 +109,12 @@ pub enum GroupCommand {
         /// Its due time, as indexed.
         due_at: u64,
     },
+    /// Post a paid red packet's message (only a group actor handing off sends this, for a
+    /// packet whose message it had queued; the new owner asks the packet's actor again).
+    PostRedPacket {
+        /// The packet.
+        packet: RedPacketId,
+    },
     /// Admit the participants of a face-to-face session (only a face-to-face session actor
     /// sends this; no client request maps to it). Users already in are left as they are;
     /// the cap holds as for any join.
@@ -141,6 +147,7 @@ impl GroupCommand {
             GroupCommand::GrabRedPacket { .. } => "grab_red_packet",
             GroupCommand::RedPacketInfo { .. } => "red_packet",
             GroupCommand::RedPacketDue { .. } => "red_packet_due",
+            GroupCommand::PostRedPacket { .. } => "send",
             GroupCommand::FaceToFaceAdmit { confirm: true, .. } => "confirm_face_to_face",
             GroupCommand::FaceToFaceAdmit { confirm: false, .. } => "join_face_to_face",
         }

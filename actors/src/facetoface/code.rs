@@ -89,7 +89,7 @@ impl Actor for FaceCodeActor {
             FaceCodeMsg::Request(envelope) => {
                 state.gauge.leave();
                 let to = envelope.reply_to;
-                if let Err(error) = state.request(&myself, envelope).await {
+                if let Err(error) = state.request(envelope).await {
                     state.system.answer_error(&to, &error);
                 }
             }
@@ -121,7 +121,7 @@ fn sweep_period(system: &System) -> Duration {
 }
 
 impl FaceCodeState {
-    async fn request(&mut self, myself: &ActorRef<FaceCodeMsg>, envelope: FaceEnvelope) -> Result<(), ApiError> {
+    async fn request(&mut self, envelope: FaceEnvelope) -> Result<(), ApiError> {
         let to = envelope.reply_to;
         let now = now_ms();
         match envelope.command {
@@ -156,9 +156,6 @@ impl FaceCodeState {
                 let _ =
                     actor.send_message(FaceSessionMsg::Join { reply_to: to, participant, op: "start_face_to_face" });
                 self.sessions.insert(id, actor);
-                if self.sessions.len() == 1 {
-                    myself.send_after(sweep_period(&self.system), || FaceCodeMsg::Sweep);
-                }
                 Ok(())
             }
             FaceCommand::Join { lat, lon, participant } => match self.table.lookup(point(lat, lon)?, now) {

@@ -62,6 +62,9 @@ pub enum GroupMsg {
     },
     /// The debug console asks what the actor holds.
     Inspect(oneshot::Sender<GroupSnapshot>),
+    /// A red packet's actor has had nothing to do for a while, or found no packet: stop it
+    /// if nothing is on its way to it (only this actor sends to it, so that is known here).
+    PacketIdle(RedPacketId),
     /// A red packet's actor has the packet paid for: append its message (unless the log
     /// has it already) and ack the sender.
     RedPacketReady {
@@ -139,10 +142,26 @@ pub struct GroupState {
     present_since: HashMap<NodeId, u64>,
     /// The delivery count when membership last grew (anyone could be anywhere).
     grown_since: u64,
-    /// The actors of this group's red packets that have been used since it started.
-    packets: HashMap<RedPacketId, ActorRef<RedPacketMsg>>,
+    /// The actors of this group's red packets in use.
+    packets: HashMap<RedPacketId, PacketEntry>,
     /// Messages handed to packet actors and not yet handled by them.
     packet_work: Arc<AtomicUsize>,
+}
+
+/// A red packet's actor, with the count of messages passed to it and not yet handled.
+struct PacketEntry {
+    actor: ActorRef<RedPacketMsg>,
+    work: Arc<AtomicUsize>,
+}
+
+/// The request that moves a queued message to the group's new owner: a red packet's message
+/// goes back through its packet's actor (its body is not what a client sends).
+fn pass_on_command(record: &MessageRecord) -> GroupCommand {
+    if record.kind == MessageKind::RedPacket {
+        let packet = crate::redpacket::packet_id(record.group, record.sender, &record.client_msg_id);
+        return GroupCommand::PostRedPacket { packet };
+    }
+    GroupCommand::Send { client_msg_id: record.client_msg_id.clone(), kind: record.kind, body: record.body.clone() }
 }
 
 /// Why a group actor is on its way out.
@@ -161,6 +180,10 @@ struct Pending {
     /// Resends of the same message that arrived while it was uncommitted.
     waiters: Vec<ReplyTo>,
 }
+
+/// The most red packet actors one group keeps at once (each packet in use has one; idle
+/// ones stop). Beyond it, requests for other packets are answered `unavailable`.
+const MAX_PACKET_ACTORS: usize = 1024;
 
 /// The most messages one commit carries.
 const MAX_BATCH_MESSAGES: usize = 512;
@@ -245,8 +268,10 @@ impl Actor for GroupActor {
     }
 
     async fn post_stop(&self, _: ActorRef<GroupMsg>, state: &mut GroupState) -> Result<(), ActorProcessingErr> {
+        // Drained, not stopped: what they hold is answered (a deposed owner's writes are
+        // refused, so those answers are `unavailable` and the retries reach the successor).
         for packet in state.packets.values() {
-            packet.stop(None);
+            let _ = packet.actor.drain();
         }
         if state.leaving.is_some() {
             state.system.leaving_groups.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -328,11 +353,30 @@ impl Actor for GroupActor {
                     state.leave(&myself, Leaving::Failed);
                 }
             }
-            GroupMsg::RedPacketReady { record, reply_to } => {
-                if state.leaving.is_none()
-                    && let Err(error) = state.red_packet_ready(&myself, record, reply_to).await
-                {
-                    state.reply_error(&reply_to, &error);
+            GroupMsg::RedPacketReady { record, reply_to } => match state.leaving {
+                None => {
+                    if let Err(error) = state.red_packet_ready(&myself, record, reply_to).await {
+                        state.reply_error(&reply_to, &error);
+                    }
+                }
+                // The new owner asks the packet's actor again; the message is never lost
+                // with this actor (and the sweeper checks it was posted, in any case).
+                Some(Leaving::HandedOff) => {
+                    let envelope = GroupEnvelope { group: record.group, reply_to, command: pass_on_command(&record) };
+                    if state.in_flight.is_empty() {
+                        state.pass_on(envelope).await;
+                    } else {
+                        state.held.push(envelope);
+                    }
+                }
+                Some(Leaving::Failed) => {
+                    state.reply_error(&reply_to, &ApiError::Unavailable("the group is restarting; retry".into()));
+                }
+            },
+            GroupMsg::PacketIdle(packet) => {
+                let idle = state.packets.get(&packet).is_some_and(|p| p.work.load(Ordering::Acquire) == 0);
+                if idle && let Some(entry) = state.packets.remove(&packet) {
+                    entry.actor.stop(None);
                 }
             }
             GroupMsg::Retire => {
@@ -390,13 +434,8 @@ impl GroupState {
         for pending in std::mem::take(&mut self.queued) {
             self.pending_ids.remove(&(pending.record.sender, pending.record.client_msg_id.clone()));
             for to in std::iter::once(pending.reply_to).chain(pending.waiters) {
-                let record = &pending.record;
-                let command = GroupCommand::Send {
-                    client_msg_id: record.client_msg_id.clone(),
-                    kind: record.kind,
-                    body: record.body.clone(),
-                };
-                self.pass_on(GroupEnvelope { group: record.group, reply_to: to, command }).await;
+                let command = pass_on_command(&pending.record);
+                self.pass_on(GroupEnvelope { group: pending.record.group, reply_to: to, command }).await;
             }
         }
         for envelope in std::mem::take(&mut self.held) {
@@ -465,6 +504,10 @@ impl GroupState {
             }
             GroupCommand::RedPacketDue { packet, due_at } => {
                 self.pass_to_packet(myself, packet, RedPacketMsg::Due { due_at }).await
+            }
+            GroupCommand::PostRedPacket { packet } => {
+                self.role_of(from)?;
+                self.pass_to_packet(myself, packet, RedPacketMsg::Post { reply_to: to }).await
             }
             GroupCommand::FaceToFaceAdmit { users, view, confirm } => {
                 self.face_to_face_admit(to, users, view, confirm).await
@@ -572,7 +615,7 @@ impl GroupState {
         body: &str,
     ) -> Result<(), ApiError> {
         let body: RedPacketBody =
-            serde_json::from_str(body).map_err(|e| ApiError::Internal(format!("red packet body: {e}")))?;
+            serde_json::from_str(body).map_err(|e| ApiError::InvalidField(format!("a red packet's body: {e}")))?;
         if body.count as usize > self.members.len() {
             return Err(ApiError::InvalidField(format!(
                 "count must be at most the group's {} members",
@@ -614,40 +657,42 @@ impl GroupState {
         packet: RedPacketId,
         message: RedPacketMsg,
     ) -> Result<(), ApiError> {
-        self.packet_work.fetch_add(1, Ordering::AcqRel);
+        if !self.packets.contains_key(&packet) && self.packets.len() >= MAX_PACKET_ACTORS {
+            return Err(ApiError::Unavailable("too many red packets are busy in this group; retry".into()));
+        }
         let mut message = message;
         // Twice at most: a packet actor that stopped after a fault is replaced once.
         for _ in 0..2 {
-            let actor = match self.packets.get(&packet) {
-                Some(actor) => actor.clone(),
-                None => {
-                    let start = PacketStart {
-                        system: self.system.clone(),
-                        group_actor: myself.clone(),
-                        fence: self.fence,
-                        id: packet,
-                        work: self.packet_work.clone(),
-                    };
-                    let actor = crate::redpacket::actor::spawn(start).await.inspect_err(|_| {
-                        self.packet_work.fetch_sub(1, Ordering::AcqRel);
-                    })?;
-                    self.packets.insert(packet, actor.clone());
-                    actor
-                }
-            };
-            match actor.send_message(message) {
+            if !self.packets.contains_key(&packet) {
+                let work = Arc::new(AtomicUsize::new(0));
+                let start = PacketStart {
+                    system: self.system.clone(),
+                    group_actor: myself.clone(),
+                    fence: self.fence,
+                    id: packet,
+                    work: vec![self.packet_work.clone(), work.clone()],
+                };
+                let actor = crate::redpacket::actor::spawn(start).await?;
+                self.packets.insert(packet, PacketEntry { actor, work });
+            }
+            let Some(entry) = self.packets.get(&packet) else { break };
+            for counter in [&self.packet_work, &entry.work] {
+                counter.fetch_add(1, Ordering::AcqRel);
+            }
+            match entry.actor.send_message(message) {
                 Ok(()) => return Ok(()),
-                Err(ractor::MessagingErr::SendErr(back)) => {
+                Err(error) => {
+                    for counter in [&self.packet_work, &entry.work] {
+                        counter.fetch_sub(1, Ordering::AcqRel);
+                    }
                     self.packets.remove(&packet);
-                    message = back;
-                }
-                Err(_) => {
-                    self.packets.remove(&packet);
-                    break;
+                    match error {
+                        ractor::MessagingErr::SendErr(back) => message = back,
+                        _ => break,
+                    }
                 }
             }
         }
-        self.packet_work.fetch_sub(1, Ordering::AcqRel);
         Err(ApiError::Unavailable("the red packet is restarting; retry".into()))
     }
 

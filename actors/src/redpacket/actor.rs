@@ -22,8 +22,8 @@ use schema::records::{
 };
 use schema::{ConnId, RedPacketId, UserId};
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What a red packet's actor handles.
 pub enum RedPacketMsg {
@@ -49,6 +49,13 @@ pub enum RedPacketMsg {
         /// The due time it was indexed under.
         due_at: u64,
     },
+    /// Post the paid packet's message (its group moved while the message was queued).
+    Post {
+        /// The sender's request.
+        reply_to: ReplyTo,
+    },
+    /// Time to tell the group actor if nothing happened since the last check.
+    IdleCheck,
 }
 
 // Local only: a packet's actor is reached through its group's actor.
@@ -81,10 +88,17 @@ pub struct Start {
     pub fence: Fence,
     /// The packet.
     pub id: RedPacketId,
-    /// Messages the group actor passed on and this actor has not finished, so the group
-    /// actor does not retire with work under way.
-    pub work: Arc<AtomicUsize>,
+    /// Counts of messages the group actor passed on and this actor has not finished (the
+    /// group's and this packet's), so the group actor neither retires nor stops this one
+    /// with work under way.
+    pub work: Vec<Arc<AtomicUsize>>,
 }
+
+/// How long a packet's actor waits with nothing to do before offering to stop.
+const IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long the sweeper waits before it looks again at a packet whose handling failed.
+const RETRY_DUE_AFTER_MS: u64 = 60_000;
 
 /// The packet actor's behaviour.
 pub struct RedPacketActor;
@@ -95,8 +109,11 @@ pub struct PacketActorState {
     loaded: bool,
     record: Option<RedPacketRecord>,
     grabs: Vec<GrabRecord>,
-    /// Grabbers whose credit is known to be in the ledger.
-    credited: HashSet<UserId>,
+    /// Grabbers whose credit is known to be in the ledger (shared with the tasks that
+    /// credit and answer).
+    credited: Arc<Mutex<HashSet<UserId>>>,
+    /// Whether a message came since the last idle check.
+    busy: bool,
 }
 
 /// Starts a packet's actor (the record is read on its first message).
@@ -112,8 +129,20 @@ impl Actor for RedPacketActor {
     type State = PacketActorState;
     type Arguments = Start;
 
-    async fn pre_start(&self, _: ActorRef<RedPacketMsg>, start: Start) -> Result<PacketActorState, ActorProcessingErr> {
-        Ok(PacketActorState { start, loaded: false, record: None, grabs: Vec::new(), credited: HashSet::new() })
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RedPacketMsg>,
+        start: Start,
+    ) -> Result<PacketActorState, ActorProcessingErr> {
+        myself.send_after(IDLE_AFTER, || RedPacketMsg::IdleCheck);
+        Ok(PacketActorState {
+            start,
+            loaded: false,
+            record: None,
+            grabs: Vec::new(),
+            credited: Arc::default(),
+            busy: true,
+        })
     }
 
     async fn handle(
@@ -122,16 +151,37 @@ impl Actor for RedPacketActor {
         message: RedPacketMsg,
         state: &mut PacketActorState,
     ) -> Result<(), ActorProcessingErr> {
-        let (reply_to, result) = match message {
-            RedPacketMsg::Create { new, reply_to } => (Some(reply_to), state.create(new, reply_to).await),
-            RedPacketMsg::Grab { reply_to } => (Some(reply_to), state.grab(reply_to).await),
-            RedPacketMsg::Info { reply_to } => (Some(reply_to), state.info(reply_to).await),
-            RedPacketMsg::Due { due_at } => (None, state.due(due_at).await),
+        let (reply_to, due_at, result) = match message {
+            RedPacketMsg::IdleCheck => {
+                if !state.busy || state.record.is_none() {
+                    let _ = state.start.group_actor.send_message(GroupMsg::PacketIdle(state.start.id));
+                }
+                state.busy = false;
+                myself.send_after(IDLE_AFTER, || RedPacketMsg::IdleCheck);
+                return Ok(());
+            }
+            RedPacketMsg::Create { new, reply_to } => (Some(reply_to), None, state.create(new, reply_to).await),
+            RedPacketMsg::Grab { reply_to } => (Some(reply_to), None, state.grab(reply_to).await),
+            RedPacketMsg::Info { reply_to } => (Some(reply_to), None, state.info(reply_to).await),
+            RedPacketMsg::Post { reply_to } => (Some(reply_to), None, state.post(reply_to).await),
+            RedPacketMsg::Due { due_at } => (None, Some(due_at), state.due(due_at).await),
         };
-        state.start.work.fetch_sub(1, Ordering::AcqRel);
+        state.busy = true;
+        for counter in &state.start.work {
+            counter.fetch_sub(1, Ordering::AcqRel);
+        }
+        if state.loaded && state.record.is_none() {
+            // Nobody's packet (a wrong id): no reason to keep this actor.
+            let _ = state.start.group_actor.send_message(GroupMsg::PacketIdle(state.start.id));
+        }
         if let Err(error) = result {
             if let Some(to) = reply_to {
                 state.start.system.answer_error(&to, &error);
+            }
+            if let Some(due_at) = due_at {
+                // Look again later rather than at every sweep.
+                let (store, id, group) = (state.start.system.store.clone(), state.start.id, state.start.fence.group);
+                let _ = store.reschedule_red_packet(id, group, due_at, Some(now_ms() + RETRY_DUE_AFTER_MS)).await;
             }
             match error {
                 ApiError::GroupMoved => {
@@ -208,35 +258,51 @@ impl PacketActorState {
     /// if the wallet cannot pay), and an open one gets its message appended by the group
     /// actor (which recognises a message it has already).
     async fn settle_send(&mut self, reply_to: Option<ReplyTo>) -> Result<(), ApiError> {
-        let store = self.start.system.store.clone();
-        let fence = self.start.fence;
-        loop {
-            let Some(record) = self.record.clone() else { return Err(not_found()) };
-            match record.state {
-                RedPacketState::Pending => {
-                    let paid = self.pay(&record).await?;
-                    let to = if paid { RedPacketState::Open } else { RedPacketState::Cancelled };
-                    let after = store.set_red_packet_state(fence, record.id, RedPacketState::Pending, to).await?;
-                    self.record = Some(after.ok_or_else(not_found)?);
-                }
-                RedPacketState::Open | RedPacketState::Expired => {
-                    let to = reply_to.unwrap_or(ReplyTo {
-                        node: self.system().node,
-                        user: record.sender,
-                        conn: ConnId(0),
-                        request: None,
-                    });
-                    let message = message_record(&record);
-                    let _ =
-                        self.start.group_actor.send_message(GroupMsg::RedPacketReady { record: message, reply_to: to });
-                    return Ok(());
-                }
-                RedPacketState::Cancelled => {
-                    let balance = store.balance(record.sender).await?;
-                    return Err(ApiError::InsufficientFunds { balance, needed: record.total });
-                }
+        self.pay_if_pending().await?;
+        self.post_message(reply_to).await
+    }
+
+    /// A pending packet becomes open (paid for) or cancelled (the wallet could not pay).
+    async fn pay_if_pending(&mut self) -> Result<(), ApiError> {
+        let Some(record) = self.record.clone() else { return Err(not_found()) };
+        if record.state != RedPacketState::Pending {
+            return Ok(());
+        }
+        let paid = self.pay(&record).await?;
+        let to = if paid { RedPacketState::Open } else { RedPacketState::Cancelled };
+        let store = &self.start.system.store;
+        let after = store.set_red_packet_state(self.start.fence, record.id, RedPacketState::Pending, to).await?;
+        self.record = Some(after.ok_or_else(not_found)?);
+        Ok(())
+    }
+
+    /// Asks the group actor to append the message of a paid packet (it answers `reply_to`).
+    async fn post_message(&mut self, reply_to: Option<ReplyTo>) -> Result<(), ApiError> {
+        let Some(record) = self.record.clone() else { return Err(not_found()) };
+        match record.state {
+            RedPacketState::Open | RedPacketState::Expired => {
+                let to = reply_to.unwrap_or(ReplyTo {
+                    node: self.system().node,
+                    user: record.sender,
+                    conn: ConnId(0),
+                    request: None,
+                });
+                let message = message_record(&record);
+                let _ = self.start.group_actor.send_message(GroupMsg::RedPacketReady { record: message, reply_to: to });
+                Ok(())
+            }
+            RedPacketState::Pending => Err(ApiError::Unavailable("the red packet is not paid for yet; retry".into())),
+            RedPacketState::Cancelled => {
+                let balance = self.start.system.store.balance(record.sender).await?;
+                Err(ApiError::InsufficientFunds { balance, needed: record.total })
             }
         }
+    }
+
+    /// The message of a packet whose group moved while it was queued.
+    async fn post(&mut self, reply_to: ReplyTo) -> Result<(), ApiError> {
+        self.load().await?;
+        self.settle_send(Some(reply_to)).await
     }
 
     /// Debits the sender, once. If the wallet cannot pay, a `void` entry takes the debit's
@@ -270,19 +336,18 @@ impl PacketActorState {
         self.load().await?;
         let Some(record) = self.record.clone() else { return Err(not_found()) };
         if let Some(grab) = self.grabs.iter().find(|g| g.user == user).copied() {
-            self.credit(&grab).await?;
-            return self.answer_grab(&reply_to, GrabStatus::AlreadyGrabbed, Some(grab.amount));
+            self.credit_then_answer(grab, reply_to, GrabStatus::AlreadyGrabbed);
+            return Ok(());
         }
-        match record.state {
-            RedPacketState::Pending | RedPacketState::Cancelled => return Err(not_found()),
-            RedPacketState::Expired => return self.answer_grab(&reply_to, GrabStatus::Expired, None),
-            RedPacketState::Open => {}
+        if matches!(record.state, RedPacketState::Pending | RedPacketState::Cancelled) {
+            return Err(not_found());
         }
+        // Empty wins over expired, as in `red_packet`.
         if self.grabs.len() >= record.shares.len() {
             return self.answer_grab(&reply_to, GrabStatus::Empty, None);
         }
         let now = now_ms();
-        if now >= record.expires_at {
+        if record.state == RedPacketState::Expired || now >= record.expires_at {
             return self.answer_grab(&reply_to, GrabStatus::Expired, None);
         }
         let outcome = self.system().store.grab_red_packet(self.start.fence, record.id, user, now).await?;
@@ -294,29 +359,28 @@ impl PacketActorState {
             GrabOutcome::NotOpen => return Err(not_found()),
         };
         self.grabs.push(grab);
-        self.credit(&grab).await?;
-        self.answer_grab(&reply_to, status, Some(grab.amount))
+        self.credit_then_answer(grab, reply_to, status);
+        Ok(())
+    }
+
+    /// Credits a grab and then answers it, off this mailbox: the next grab's write need not
+    /// wait for this credit (the store commits them together). The share is the user's
+    /// already; if the credit fails, the answer is `unavailable` and the retry credits.
+    fn credit_then_answer(&self, grab: GrabRecord, reply_to: ReplyTo, status: GrabStatus) {
+        let (system, credited, packet) = (self.start.system.clone(), self.credited.clone(), self.start.id);
+        tokio::spawn(async move {
+            match credit(&system, &credited, packet, &grab).await {
+                Ok(()) => {
+                    let result = GrabResult { packet, status, amount: Some(grab.amount) };
+                    system.answer(&reply_to, "grab_red_packet", &result);
+                }
+                Err(error) => system.answer_error(&reply_to, &error),
+            }
+        });
     }
 
     fn answer_grab(&self, to: &ReplyTo, status: GrabStatus, amount: Option<i64>) -> Result<(), ApiError> {
         self.system().answer(to, "grab_red_packet", &GrabResult { packet: self.start.id, status, amount });
-        Ok(())
-    }
-
-    /// Puts a grab's amount in the grabber's wallet, once.
-    async fn credit(&mut self, grab: &GrabRecord) -> Result<(), ApiError> {
-        if self.credited.contains(&grab.user) {
-            return Ok(());
-        }
-        let entry = LedgerEntry {
-            id: grab_entry_id(self.start.id),
-            amount: grab.amount,
-            kind: LedgerKind::RedPacketGrab,
-            packet: Some(self.start.id),
-            ts: grab.ts,
-        };
-        self.system().store.apply_ledger_entry(grab.user, &entry).await?;
-        self.credited.insert(grab.user);
         Ok(())
     }
 
@@ -364,24 +428,28 @@ impl PacketActorState {
             return Ok(store.reschedule_red_packet(id, group, due_at, None).await?);
         };
         if record.state == RedPacketState::Pending {
-            match self.settle_send(None).await {
-                Ok(()) | Err(ApiError::InsufficientFunds { .. }) => {}
-                Err(error) => return Err(error),
-            }
+            self.pay_if_pending().await?;
         }
         let Some(record) = self.record.clone() else { return Err(not_found()) };
         let now = now_ms();
         let next = match record.state {
             RedPacketState::Open if now < record.expires_at => {
-                // Finished sending (or made sure it had); look again when it expires.
-                self.settle_send(None).await?;
-                Some(record.expires_at)
+                let posted = store.message_by_client_id(group, record.sender, &record.client_msg_id).await?;
+                if posted.is_some() {
+                    // Sent, all of it; look again when it expires.
+                    Some(record.expires_at)
+                } else {
+                    // Paid for but not posted (a crash, a handoff): post it, and come back
+                    // to make sure it landed.
+                    self.post_message(None).await?;
+                    Some(now + self.system().config.red_packet_check_after.as_millis() as u64)
+                }
             }
             RedPacketState::Open | RedPacketState::Expired => {
                 let after = store
                     .set_red_packet_state(self.start.fence, id, RedPacketState::Open, RedPacketState::Expired)
                     .await?;
-                self.record = after;
+                self.record = Some(after.ok_or_else(not_found)?);
                 self.refund().await?;
                 None
             }
@@ -401,8 +469,8 @@ impl PacketActorState {
         let store = self.start.system.store.clone();
         // From the store, not memory: the last word on which shares were taken.
         self.grabs = store.red_packet_grabs(record.id).await?;
-        for grab in self.grabs.clone() {
-            self.credit(&grab).await?;
+        for grab in &self.grabs {
+            credit(&self.start.system, &self.credited, record.id, grab).await?;
         }
         let left = record.total - self.grabs.iter().map(|g| g.amount).sum::<i64>();
         if left > 0 {
@@ -418,6 +486,29 @@ impl PacketActorState {
         }
         Ok(())
     }
+}
+
+/// Puts a grab's amount in the grabber's wallet, once (the entry's id makes a repeat a
+/// no-op; `credited` only spares the store the repeat).
+async fn credit(
+    system: &System,
+    credited: &Mutex<HashSet<UserId>>,
+    packet: RedPacketId,
+    grab: &GrabRecord,
+) -> Result<(), ApiError> {
+    if credited.lock().unwrap_or_else(|e| e.into_inner()).contains(&grab.user) {
+        return Ok(());
+    }
+    let entry = LedgerEntry {
+        id: grab_entry_id(packet),
+        amount: grab.amount,
+        kind: LedgerKind::RedPacketGrab,
+        packet: Some(packet),
+        ts: grab.ts,
+    };
+    system.store.apply_ledger_entry(grab.user, &entry).await?;
+    credited.lock().unwrap_or_else(|e| e.into_inner()).insert(grab.user);
+    Ok(())
 }
 
 /// The message that shows a packet in its group.

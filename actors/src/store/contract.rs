@@ -36,6 +36,7 @@ macro_rules! store_contract_tests {
             client_ids_are_remembered,
             writes_without_waiting,
             ledger_entries_apply_once_and_never_overdraw,
+            concurrent_debits_never_overdraw,
             red_packets_hand_out_each_share_once,
             concurrent_grabs_take_each_share_once,
             red_packet_writes_are_fenced,
@@ -449,6 +450,41 @@ pub async fn ledger_entries_apply_once_and_never_overdraw(store: Arc<dyn Store>)
     assert_eq!(ids, ["credit:a", "red_packet:2", "red_packet:3"], "ascending id; the refused entry is not there");
     assert_eq!(ledger.iter().map(|e| e.amount).sum::<i64>(), store.balance(user).await.unwrap());
     assert_eq!(store.ledger(UserId(random_id()), 100).await.unwrap(), vec![]);
+}
+
+/// Debits racing on one wallet: exactly as many land as the balance covers.
+pub async fn concurrent_debits_never_overdraw(store: Arc<dyn Store>) {
+    let user = UserId(random_id());
+    store.apply_ledger_entry(user, &entry("credit:x", 1_000, LedgerKind::Credit)).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let debit = entry(&format!("red_packet:{i}"), -100, LedgerKind::RedPacketSend);
+            // Conditional-write backends may give up under contention: retry like a caller.
+            loop {
+                match store.apply_ledger_entry(user, &debit).await {
+                    Err(StoreError::Unavailable(_)) => continue,
+                    other => return other.unwrap(),
+                }
+            }
+        });
+    }
+    let mut applied = 0;
+    while let Some(outcome) = tasks.join_next().await {
+        match outcome.unwrap() {
+            LedgerOutcome::Applied { balance } => {
+                assert!(balance >= 0);
+                applied += 1;
+            }
+            LedgerOutcome::Insufficient { balance } => assert!(balance < 100, "refused with {balance} in the wallet"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(applied, 10);
+    assert_eq!(store.balance(user).await.unwrap(), 0);
+    let ledger = store.ledger(user, 100).await.unwrap();
+    assert_eq!((ledger.len(), ledger.iter().map(|e| e.amount).sum::<i64>()), (11, 0));
 }
 
 fn packet(group: GroupId, shares: Vec<i64>, expires_at: u64) -> RedPacketRecord {

@@ -75,11 +75,13 @@ pub async fn run(args: RedPacketArgs) -> Result<(), LoadError> {
     let mut packets = Vec::new();
     for round in 0..args.packets {
         let body = json!({ "total": total, "count": args.shares, "kind": "lucky", "greeting": "bench" });
-        let fields = json!({ "group": group, "client_msg_id": format!("rp-{round}"), "type": "red_packet", "body": body });
+        let fields =
+            json!({ "group": group, "client_msg_id": format!("rp-{round}"), "type": "red_packet", "body": body });
         let ack = request(&mut seats[0].socket, 100 + round as u64, "send", fields).await?;
         let seq = ack["seq"].as_u64().unwrap_or(1);
-        let page = request(&mut seats[0].socket, 200, "history", json!({ "group": group, "after": seq - 1, "limit": 1 }))
-            .await?;
+        let page =
+            request(&mut seats[0].socket, 200, "history", json!({ "group": group, "after": seq - 1, "limit": 1 }))
+                .await?;
         let packet = page["messages"][0]["body"]["packet"].as_u64().unwrap_or(0);
         packets.push(packet);
 
@@ -129,15 +131,27 @@ pub async fn run(args: RedPacketArgs) -> Result<(), LoadError> {
 
     // The invariants, read back from the node.
     let mut problems = Vec::new();
-    let Some(reader) = seats.first_mut() else { return Err(LoadError::Connection("no members".into())) };
+    let Some(reader) = seats.first_mut() else {
+        return Err(LoadError::Connection("no members".into()));
+    };
     for (i, packet) in packets.iter().enumerate() {
         let info =
-            request(&mut reader.socket, 400 + i as u64, "red_packet", json!({ "group": group, "packet": packet })).await?;
+            request(&mut reader.socket, 400 + i as u64, "red_packet", json!({ "group": group, "packet": packet }))
+                .await?;
         let grabs = info["grabs"].as_array().cloned().unwrap_or_default();
         let users: std::collections::HashSet<u64> = grabs.iter().filter_map(|g| g["user"].as_u64()).collect();
         let sum: i64 = grabs.iter().filter_map(|g| g["amount"].as_i64()).sum();
-        if info["status"] != "empty" || grabs.len() != args.shares as usize || users.len() != grabs.len() || sum != total {
-            problems.push(format!("packet {packet}: status {}, {} grabs by {} users, sum {sum}", info["status"], grabs.len(), users.len()));
+        if info["status"] != "empty"
+            || grabs.len() != args.shares as usize
+            || users.len() != grabs.len()
+            || sum != total
+        {
+            problems.push(format!(
+                "packet {packet}: status {}, {} grabs by {} users, sum {sum}",
+                info["status"],
+                grabs.len(),
+                users.len()
+            ));
         }
         if grabs.iter().any(|g| g["amount"].as_i64().unwrap_or(0) < 1) {
             problems.push(format!("packet {packet}: a share under one cent"));
@@ -148,7 +162,8 @@ pub async fn run(args: RedPacketArgs) -> Result<(), LoadError> {
     }
     for seat in &seats {
         let (balance, sum) = wallet(args.console, seat.user).await?;
-        let expected = won.get(&seat.user).copied().unwrap_or(0) + if seat.user == sender { sender_before - credit } else { 0 };
+        let expected =
+            won.get(&seat.user).copied().unwrap_or(0) + if seat.user == sender { sender_before - credit } else { 0 };
         if balance != sum || balance != expected {
             problems.push(format!("user {}: balance {balance}, ledger {sum}, expected {expected}", seat.user));
         }

@@ -106,7 +106,9 @@ pub async fn answer(line: &str, system: &Arc<System>, cluster: Option<&ClusterHa
             let key = words.next().map_or_else(|| actors::random_id().to_string(), str::to_owned);
             match cents {
                 Some(Ok(cents)) => match actors::wallet::credit(&*system.store, UserId(id), cents, &key).await {
-                    Ok(balance) => json!({ "user": id, "credited": cents, "key": key, "balance": balance }),
+                    Ok((balance, applied)) => {
+                        json!({ "user": id, "credited": if applied { cents } else { 0 }, "key": key, "balance": balance })
+                    }
                     Err(error) => json!({ "error": error.to_string(), "code": error.code() }),
                 },
                 _ => json!({ "error": "usage: credit USER CENTS [KEY]" }),

@@ -107,7 +107,10 @@ impl WalletStore for PostgresStore {
         let client = self.client().await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client
-            .query("SELECT * FROM wallet_ledger WHERE user_id = $1 ORDER BY entry_id LIMIT $2", &[&id(user.0), &limit])
+            .query(
+                "SELECT * FROM wallet_ledger WHERE user_id = $1 ORDER BY entry_id COLLATE \"C\" LIMIT $2",
+                &[&id(user.0), &limit],
+            )
             .await
             .map_err(db)?;
         rows.iter().map(ledger_row).collect()
