@@ -82,6 +82,10 @@ async fn thirty_metres_apart_meet_eighty_do_not_and_confirming_makes_a_group() {
     let late = join(&dan, &code, offset(SHANGHAI, -10.0, 5.0)).await.expect("late joiner");
     assert_eq!(late["group"]["group"], group);
     assert_eq!(late["group"]["member_count"], 3);
+    // Confirmation announced the group once to each participant, not member by member;
+    // a later joiner is announced like any join.
+    let announced = ann.next_event_named("member_joined", WAIT).await.expect("ann hears dan join");
+    assert_eq!(announced["user"], dan_id, "no member_joined for the participants at confirmation");
     let members = ann.request("members", json!({ "group": group })).await.unwrap();
     let ids: HashSet<u64> =
         members["members"].as_array().unwrap().iter().map(|m| m["user"].as_u64().unwrap()).collect();

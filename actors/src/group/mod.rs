@@ -822,7 +822,7 @@ impl GroupState {
             // A closed group is invisible to outsiders, exactly like a missing one.
             return Err(ApiError::group_not_found());
         }
-        match self.admit(to.user, Role::Member).await? {
+        match self.admit(to.user, Role::Member, true).await? {
             AddStatus::Added => {
                 self.reply(&to, "join", &self.info());
                 Ok(())
@@ -844,7 +844,7 @@ impl GroupState {
             } else if self.system.store.user(user).await?.is_none() {
                 AddStatus::NotFound
             } else {
-                self.admit(user, Role::Member).await?
+                self.admit(user, Role::Member, true).await?
             };
             results.push(AddLine { user, status });
         }
@@ -855,7 +855,8 @@ impl GroupState {
 
     /// Makes `user` a member if the cap allows. The user's index is written first, so it
     /// never misses a group the user is in.
-    async fn admit(&mut self, user: UserId, role: Role) -> Result<AddStatus, ApiError> {
+    /// Unless `announce` is false, members hear `member_joined`.
+    async fn admit(&mut self, user: UserId, role: Role, announce: bool) -> Result<AddStatus, ApiError> {
         if self.members.len() >= self.record.max_members as usize {
             return Ok(AddStatus::GroupFull);
         }
@@ -876,8 +877,9 @@ impl GroupState {
                 // group: deliver everywhere again (nodes still without members say so again).
                 self.unwanted.clear();
                 self.grown_since = self.deliveries;
-                let event = Event::MemberJoined { group, user, role, member_count: count };
-                self.broadcast(&event);
+                if announce {
+                    self.broadcast(&Event::MemberJoined { group, user, role, member_count: count });
+                }
                 Ok(AddStatus::Added)
             }
             AddMemberOutcome::AlreadyMember => {
@@ -902,8 +904,10 @@ impl GroupState {
     }
 
     /// Admits the participants of a face-to-face session (its actor is the only sender).
-    /// On confirmation everyone admitted hears `face_to_face_group`; a later joiner gets
-    /// the group in the reply, or `group_full`.
+    /// On confirmation everyone admitted hears `face_to_face_group`, one event each, instead
+    /// of a `member_joined` for every other participant (500 people would make 125,000); a
+    /// later joiner gets the group in the reply, or `group_full`, and is announced as any
+    /// join is.
     async fn face_to_face_admit(
         &mut self,
         to: ReplyTo,
@@ -919,7 +923,7 @@ impl GroupState {
             let status = if self.members.contains_key(&user) {
                 AddStatus::AlreadyMember
             } else {
-                self.admit(user, Role::Member).await?
+                self.admit(user, Role::Member, !confirm).await?
             };
             match status {
                 AddStatus::Added | AddStatus::AlreadyMember => members.push(user),
