@@ -65,6 +65,21 @@ impl Conn {
         }
     }
 
+    /// The replies (or errors) to requests sent by hand with these ids, by id.
+    async fn answers_to(&mut self, ids: &[u64]) -> std::collections::HashMap<u64, Value> {
+        let mut answers = std::collections::HashMap::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while answers.len() < ids.len() {
+            assert!(tokio::time::Instant::now() < deadline, "answers: {answers:?}");
+            self.pump(Duration::from_millis(100)).await;
+            while let Some(i) = self.backlog.iter().position(|e| ids.iter().any(|id| e["id"] == *id)) {
+                let event = self.backlog.remove(i).unwrap();
+                answers.insert(event["id"].as_u64().unwrap(), event);
+            }
+        }
+        answers
+    }
+
     async fn ok(&mut self, op: &str, fields: Value) -> Value {
         let reply = self.request(op, fields).await.expect("a reply");
         assert_eq!(reply["event"], "reply", "{op}: {reply}");
@@ -205,16 +220,7 @@ async fn a_removed_members_queued_send_is_refused() {
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     owner.ok("remove_member", json!({ "group": group, "user": eve_id })).await;
-    let mut answers = std::collections::HashMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while answers.len() < 2 {
-        assert!(tokio::time::Instant::now() < deadline);
-        eve.pump(Duration::from_millis(100)).await;
-        while let Some(i) = eve.backlog.iter().position(|e| e["id"] == 100 || e["id"] == 101) {
-            let event = eve.backlog.remove(i).unwrap();
-            answers.insert(event["id"].as_u64().unwrap(), event);
-        }
-    }
+    let answers = eve.answers_to(&[100, 101]).await;
     assert_eq!(answers[&100]["result"]["seq"], 1, "the send already in the commit lands");
     assert_eq!(answers[&101]["code"], "not_found", "the queued one does not");
     store.slow_append.store(0, Ordering::SeqCst);
@@ -242,16 +248,7 @@ async fn a_handed_off_group_finishes_its_commit_before_passing_on() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let entry = system.groups.get(&GroupId(group)).expect("the group's actor is live");
     entry.actor.send_message(actors::group::GroupMsg::Handoff).expect("handoff");
-    let mut answers = std::collections::HashMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while answers.len() < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "answers: {answers:?}");
-        owner.pump(Duration::from_millis(100)).await;
-        while let Some(i) = owner.backlog.iter().position(|e| e["id"] == 100 || e["id"] == 101) {
-            let event = owner.backlog.remove(i).unwrap();
-            answers.insert(event["id"].as_u64().unwrap(), event);
-        }
-    }
+    let answers = owner.answers_to(&[100, 101]).await;
     store.slow_append.store(0, Ordering::SeqCst);
     assert_eq!(answers[&100]["result"]["seq"], 1, "the commit under way lands and is acked: {}", answers[&100]);
     assert_eq!(answers[&101]["result"]["seq"], 2, "the queued send lands after it: {}", answers[&101]);
@@ -279,16 +276,7 @@ async fn a_red_packet_queued_at_a_handoff_is_posted_by_the_new_owner() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let entry = system.groups.get(&GroupId(group)).expect("the group's actor is live");
     entry.actor.send_message(actors::group::GroupMsg::Handoff).expect("handoff");
-    let mut answers = std::collections::HashMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while answers.len() < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "answers: {answers:?}");
-        owner.pump(Duration::from_millis(100)).await;
-        while let Some(i) = owner.backlog.iter().position(|e| e["id"] == 100 || e["id"] == 101) {
-            let event = owner.backlog.remove(i).unwrap();
-            answers.insert(event["id"].as_u64().unwrap(), event);
-        }
-    }
+    let answers = owner.answers_to(&[100, 101]).await;
     store.slow_append.store(0, Ordering::SeqCst);
     assert_eq!(answers[&100]["result"]["seq"], 1, "{}", answers[&100]);
     assert_eq!(answers[&101]["result"]["seq"], 2, "the packet's message lands after the move: {}", answers[&101]);

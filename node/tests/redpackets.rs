@@ -44,6 +44,16 @@ async fn packet_of(client: &Client) -> u64 {
     }
 }
 
+/// A node whose red packets expire after a second, swept every 0.1 s.
+async fn short_lived_packets() -> TestNode {
+    TestNode::start_with_env(&[
+        ("TROUPE_ACTORS__RED_PACKET_TTL", "1"),
+        ("TROUPE_ACTORS__RED_PACKET_SWEEP_INTERVAL", "0.1"),
+        ("TROUPE_ACTORS__RED_PACKET_CHECK_AFTER", "0.2"),
+    ])
+    .await
+}
+
 async fn grab(client: &Client, group: u64, packet: u64) -> Result<Value, ClientError> {
     client.request("grab_red_packet", json!({ "group": group, "packet": packet })).await
 }
@@ -180,14 +190,7 @@ async fn bad_red_packets_get_clear_errors() {
 
 #[tokio::test]
 async fn an_expired_packet_refunds_what_is_left_through_the_ledger() {
-    let node = Arc::new(
-        TestNode::start_with_env(&[
-            ("TROUPE_ACTORS__RED_PACKET_TTL", "1"),
-            ("TROUPE_ACTORS__RED_PACKET_SWEEP_INTERVAL", "0.1"),
-            ("TROUPE_ACTORS__RED_PACKET_CHECK_AFTER", "0.2"),
-        ])
-        .await,
-    );
+    let node = Arc::new(short_lived_packets().await);
     let (sender, sender_id, group, members) = group_of(&node, 3).await;
     credit(&node, sender_id, 500).await;
     send_packet(&sender, group, "rp-exp", 500, 4, "lucky").await.expect("send");
@@ -354,14 +357,7 @@ async fn kill_9_in_a_grab_storm_loses_no_acked_grab() {
 
 #[tokio::test]
 async fn a_dissolved_groups_packets_still_go_back_to_their_senders() {
-    let node = Arc::new(
-        TestNode::start_with_env(&[
-            ("TROUPE_ACTORS__RED_PACKET_TTL", "1"),
-            ("TROUPE_ACTORS__RED_PACKET_SWEEP_INTERVAL", "0.1"),
-            ("TROUPE_ACTORS__RED_PACKET_CHECK_AFTER", "0.2"),
-        ])
-        .await,
-    );
+    let node = Arc::new(short_lived_packets().await);
     let (owner, owner_id, group, members) = group_of(&node, 2).await;
     credit(&node, owner_id, 300).await;
     send_packet(&owner, group, "rp-gone", 300, 3, "equal").await.expect("send");
