@@ -7,6 +7,7 @@
 //! * [`user`]: the user actor, which owns one user's connections on this node.
 //! * [`fanout`]: the node-local fan-out step that hands encoded events to connections.
 //! * [`geo`]: geohash cells and distances, for face-to-face groups.
+//! * [`media`]: what an upload is, by its bytes, and an image's declared size.
 //! * [`facetoface`]: face-to-face sessions: the actor of each code and of each session.
 //! * [`redpacket`]: red packets: the split into shares, and the actor of each packet.
 //! * [`wallet`]: wallets as ledgers, and the operator's credit.
@@ -29,6 +30,7 @@ pub mod facetoface;
 pub mod fanout;
 pub mod geo;
 pub mod group;
+pub mod media;
 pub mod outbox;
 pub mod redpacket;
 pub mod session;
