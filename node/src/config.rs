@@ -31,6 +31,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// The shared cache; off unless `cache.redis_url` is set.
     pub cache: CacheConfig,
+    /// Where media bytes are kept, and their limits.
+    pub media: MediaConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -46,6 +48,7 @@ impl Default for Config {
             actors: ActorsConfig::default(),
             cluster: ClusterConfig::default(),
             cache: CacheConfig::default(),
+            media: MediaConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -180,6 +183,87 @@ impl std::fmt::Debug for StoreConfig {
             .field("scylla_replication_factor", &self.scylla_replication_factor)
             .finish()
     }
+}
+
+/// Media storage (see `crate::media`): object storage for the bytes; their metadata lives
+/// in the store.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// `fs` (a folder, for one node) or `s3` (any S3-compatible store; a cluster needs it,
+    /// so that every node reaches every object).
+    pub backend: MediaBackend,
+    /// For `fs`: the folder; empty means `media` under `data_dir`.
+    pub fs_root: PathBuf,
+    /// For `s3`: the endpoint URL (`https://s3.amazonaws.com`, `http://127.0.0.1:9000`).
+    pub s3_endpoint: String,
+    /// For `s3`: the bucket.
+    pub s3_bucket: String,
+    /// For `s3`: the region (`us-east-1` for most S3-compatible servers).
+    pub s3_region: String,
+    /// For `s3`: the access key id.
+    pub s3_access_key_id: String,
+    /// For `s3`: the secret key; never printed.
+    pub s3_secret_access_key: String,
+    /// The largest image, in bytes.
+    pub max_image_bytes: u64,
+    /// The largest audio clip, in bytes.
+    pub max_audio_bytes: u64,
+    /// The largest video, in bytes.
+    pub max_video_bytes: u64,
+    /// The largest file, in bytes.
+    pub max_file_bytes: u64,
+    /// The most bytes of media one user may hold.
+    pub quota_bytes: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        const MIB: u64 = 1024 * 1024;
+        MediaConfig {
+            backend: MediaBackend::Fs,
+            fs_root: PathBuf::new(),
+            s3_endpoint: String::new(),
+            s3_bucket: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+            max_image_bytes: 20 * MIB,
+            max_audio_bytes: 20 * MIB,
+            max_video_bytes: 200 * MIB,
+            max_file_bytes: 100 * MIB,
+            quota_bytes: 1024 * MIB,
+        }
+    }
+}
+
+impl std::fmt::Debug for MediaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaConfig")
+            .field("backend", &self.backend)
+            .field("fs_root", &self.fs_root)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_bucket", &self.s3_bucket)
+            .field("s3_region", &self.s3_region)
+            .field("s3_access_key_id", &self.s3_access_key_id)
+            .field("s3_secret_access_key", &"***")
+            .field("max_image_bytes", &self.max_image_bytes)
+            .field("max_audio_bytes", &self.max_audio_bytes)
+            .field("max_video_bytes", &self.max_video_bytes)
+            .field("max_file_bytes", &self.max_file_bytes)
+            .field("quota_bytes", &self.quota_bytes)
+            .finish()
+    }
+}
+
+/// Where media bytes are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaBackend {
+    /// A folder on this node.
+    Fs,
+    /// An S3-compatible object store.
+    S3,
 }
 
 /// The store backends.

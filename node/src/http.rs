@@ -1,18 +1,22 @@
 //! The node's HTTP surface. One port serves the WebSocket upgrade and plain HTTP.
 
 use crate::gateway::{self, Gateway};
+use crate::media::{self, Media};
 use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
+use std::sync::Arc;
 
 /// Every route the node serves.
-pub fn router(gateway: Gateway) -> Router {
+pub fn router(gateway: Gateway, media: Arc<Media>) -> Router {
+    let uploads = Router::new().route("/media", post(media::upload)).with_state(media);
     Router::new()
         .route(gateway::PATH, get(gateway::upgrade))
         .route("/health", get(health))
         .route("/", get(index))
         .with_state(gateway)
+        .merge(uploads)
 }
 
 /// Liveness for load balancers: 200 while the process serves.

@@ -5,6 +5,7 @@
 //! * [`server`]: starts everything on pre-bound listeners.
 //! * [`http`] and [`gateway`]: the HTTP routes and the WebSocket connections.
 //! * [`store`]: storage backends.
+//! * [`media`]: media bytes in object storage (opendal), and the upload endpoint.
 //! * [`cache`]: the Redis cache.
 //! * [`cluster`]: joining other nodes with `ractor_cluster`; who is up; routing.
 //! * [`console`]: the debug console and its client.
@@ -15,5 +16,6 @@ pub mod config;
 pub mod console;
 pub mod gateway;
 pub mod http;
+pub mod media;
 pub mod server;
 pub mod store;

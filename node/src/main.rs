@@ -137,6 +137,9 @@ fn main() -> anyhow::Result<()> {
             if let Some((_, host)) = config.cache.redis_url.split_once('@') {
                 config.cache.redis_url = format!("redis://***@{host}");
             }
+            if !config.media.s3_secret_access_key.is_empty() {
+                config.media.s3_secret_access_key = "***".into();
+            }
             print!("{}", toml::to_string(&config).context("render configuration")?);
             Ok(())
         }

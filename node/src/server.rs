@@ -28,6 +28,9 @@ pub enum ServeError {
     /// The node could not join its cluster.
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    /// Media storage is misconfigured.
+    #[error(transparent)]
+    Media(#[from] crate::media::MediaOpenError),
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Http(#[from] std::io::Error),
@@ -64,7 +67,8 @@ pub async fn run(
     let gateway = Gateway { system: system.clone(), config: Arc::new(config.gateway.clone()) };
     let console_task = tokio::spawn(console::serve(console_listener, system.clone(), cluster.clone()));
     let heartbeats = gateway::spawn_heartbeats(system.clone(), config.gateway.heartbeat_interval);
-    let router = http::router(gateway);
+    let media = crate::media::Media::open(&config.media, &config.data_dir, system.clone())?;
+    let router = http::router(gateway, media);
     let closing = system.clone();
     // Events are small and latency-bound: without TCP_NODELAY, Nagle's algorithm holds a
     // write until the previous one is acked, and a client's delayed ACK can make that 40 ms.

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use schema::frames::Role;
 use schema::records::*;
-use schema::{GroupId, RedPacketId, Seq, UserId};
+use schema::{GroupId, MediaId, RedPacketId, Seq, UserId};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -560,6 +560,34 @@ impl RedPacketStore for Faulty {
         to: Option<u64>,
     ) -> StoreResult<()> {
         self.inner.reschedule_red_packet(id, group, from, to).await
+    }
+}
+
+#[async_trait]
+impl MediaStore for Faulty {
+    async fn reserve_media_bytes(&self, user: UserId, bytes: u64, quota: u64) -> StoreResult<bool> {
+        self.inner.reserve_media_bytes(user, bytes, quota).await
+    }
+    async fn release_media_bytes(&self, user: UserId, bytes: u64) -> StoreResult<()> {
+        self.inner.release_media_bytes(user, bytes).await
+    }
+    async fn media_bytes(&self, user: UserId) -> StoreResult<u64> {
+        self.inner.media_bytes(user).await
+    }
+    async fn insert_media(&self, media: &MediaRecord) -> StoreResult<bool> {
+        self.inner.insert_media(media).await
+    }
+    async fn media(&self, id: MediaId) -> StoreResult<Option<MediaRecord>> {
+        self.inner.media(id).await
+    }
+    async fn delete_media(&self, id: MediaId) -> StoreResult<()> {
+        self.inner.delete_media(id).await
+    }
+    async fn link_media_group(&self, id: MediaId, group: GroupId) -> StoreResult<()> {
+        self.inner.link_media_group(id, group).await
+    }
+    async fn media_groups(&self, id: MediaId) -> StoreResult<Vec<GroupId>> {
+        self.inner.media_groups(id).await
     }
 }
 

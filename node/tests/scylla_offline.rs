@@ -11,7 +11,7 @@ use actors::store::*;
 use fake_scylla::{Call, FakeScylla, Reply, Ty, V};
 use schema::frames::{MessageKind, Role};
 use schema::records::*;
-use schema::{GroupId, RedPacketId, UserId};
+use schema::{GroupId, MediaId, RedPacketId, UserId};
 use scylla::statement::{Consistency, SerialConsistency};
 use scylla_cql::frame::response::error::{DbError, WriteType};
 use std::sync::Arc;
@@ -1190,5 +1190,137 @@ async fn a_packet_is_indexed_before_it_is_written_and_the_index_is_read_by_hour(
     assert_eq!((calls[0].value("bucket"), calls[1].value("bucket")), (V::BigInt(4), V::BigInt(0)));
     store.reschedule_red_packet(PACKET, FENCE.group, 90_000, Some(90_000)).await.unwrap();
     assert_eq!(fake.calls().len(), 2, "to where it is: nothing to do (a delete would take it out)");
+    fake.stop().await;
+}
+
+fn bytes_row(bytes: i64) -> Reply {
+    Reply::Rows(vec![vec![V::BigInt(bytes), V::BigInt(41)]])
+}
+
+/// A user's media bytes are a compare-and-set: a refused reservation is tried again on the
+/// count the refusal returned, a reservation over the quota writes nothing, a release stops
+/// at zero, and a count that keeps moving gives up as unavailable after a bounded number
+/// of rounds.
+#[tokio::test]
+async fn media_bytes_move_by_compare_and_set_within_the_quota() {
+    let (fake, store) = start().await;
+    let user = UserId(41);
+
+    // A user with no row: the first reservation tests `bytes = null`.
+    assert!(store.reserve_media_bytes(user, 100, 1000).await.unwrap());
+    let first = fake.calls_to("set_first_media_bytes");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].values_of("bytes"), vec![V::BigInt(100)], "SET bytes = 100 IF bytes = null");
+    assert_eq!(fake.calls_to("select_media_bytes_serial")[0].consistency, Consistency::Serial);
+
+    // 300 was read, but another upload made it 850 meanwhile: the next try expects 850.
+    fake.clear_calls();
+    fake.answer_with("select_media_bytes_serial", vec![bytes_row(300)]);
+    fake.answer_with("set_media_bytes", vec![Reply::lwt(false, &[("bytes", V::BigInt(850))])]);
+    assert!(store.reserve_media_bytes(user, 100, 1000).await.unwrap());
+    let tries = fake.calls_to("set_media_bytes");
+    assert_eq!(tries.len(), 2);
+    assert_eq!(tries[0].values_of("bytes"), vec![V::BigInt(400), V::BigInt(300)], "SET 400 IF bytes = 300");
+    assert_eq!(tries[1].values_of("bytes"), vec![V::BigInt(950), V::BigInt(850)], "SET 950 IF bytes = 850");
+    assert_eq!(tries[1].value("user_id"), V::BigInt(41));
+    assert_eq!(fake.calls_to("select_media_bytes_serial").len(), 1, "the refusal said enough");
+
+    // ... and if the count it returns leaves no room, nothing more is written.
+    fake.clear_calls();
+    fake.answer_with("select_media_bytes_serial", vec![bytes_row(300)]);
+    fake.answer_with("set_media_bytes", vec![Reply::lwt(false, &[("bytes", V::BigInt(950))])]);
+    assert!(!store.reserve_media_bytes(user, 100, 1000).await.unwrap());
+    assert_eq!(fake.calls_to("set_media_bytes").len(), 1);
+
+    // Over the quota from the start: a read, no write.
+    fake.clear_calls();
+    fake.answer_with("select_media_bytes_serial", vec![bytes_row(990)]);
+    assert!(!store.reserve_media_bytes(user, 11, 1000).await.unwrap());
+    let names: Vec<_> = fake.calls().iter().map(|c| c.name().unwrap()).collect();
+    assert_eq!(names, ["select_media_bytes_serial"], "reads only");
+
+    // A release never goes below zero, and a user with nothing to release writes nothing.
+    fake.clear_calls();
+    fake.answer_with("select_media_bytes_serial", vec![bytes_row(50)]);
+    store.release_media_bytes(user, 80).await.unwrap();
+    assert_eq!(fake.calls_to("set_media_bytes")[0].values_of("bytes"), vec![V::BigInt(0), V::BigInt(50)]);
+    fake.clear_calls();
+    store.release_media_bytes(user, 80).await.unwrap();
+    assert!(fake.calls_to("set_media_bytes").is_empty() && fake.calls_to("set_first_media_bytes").is_empty());
+
+    // Another upload wins every round: the reservation gives up, it does not spin.
+    fake.clear_calls();
+    let moved = std::sync::atomic::AtomicI64::new(0);
+    fake.on("set_media_bytes", move |_| {
+        let found = moved.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        Reply::lwt(false, &[("bytes", V::BigInt(found))])
+    });
+    fake.answer_with("select_media_bytes_serial", vec![bytes_row(0)]);
+    let gave_up = store.reserve_media_bytes(user, 1, 1000).await;
+    assert!(matches!(gave_up, Err(StoreError::Unavailable(_))), "{gave_up:?}");
+    assert_eq!(fake.calls_to("set_media_bytes").len(), 20);
+
+    // The plain read: no row is zero, a negative count is corrupt.
+    assert_eq!(store.media_bytes(UserId(42)).await.unwrap(), 0);
+    assert_eq!(fake.calls_to("select_media_bytes")[0].consistency, Consistency::LocalQuorum);
+    fake.answer_with("select_media_bytes", vec![Reply::Rows(vec![vec![V::BigInt(-5)]])]);
+    assert!(matches!(store.media_bytes(user).await, Err(StoreError::Corrupt(_))));
+    fake.stop().await;
+}
+
+/// A media record is the static row of its partition, inserted `IF NOT EXISTS`, with width
+/// and height unset when it has no dimensions; its groups are clustering rows, read past the
+/// row a partition without links answers with.
+#[tokio::test]
+async fn media_records_are_static_rows_and_their_groups_clustering_rows() {
+    let (fake, store) = start().await;
+    let file = MediaRecord {
+        id: MediaId(77),
+        uploader: UserId(41),
+        kind: MessageKind::File,
+        mime: "application/pdf".into(),
+        size: 1234,
+        sha256: "ab".repeat(32),
+        dimensions: None,
+        created_at: 9,
+    };
+    assert!(store.insert_media(&file).await.unwrap());
+    let insert = fake.calls_to("insert_media").remove(0);
+    assert_eq!((insert.value("kind"), insert.value("size")), (V::Text("file".into()), V::BigInt(1234)));
+    assert_eq!((insert.value("width"), insert.value("height")), (V::Unset, V::Unset), "no tombstones");
+    fake.answer_with("insert_media", vec![Reply::lwt(false, &[("uploader", V::BigInt(8))])]);
+    assert!(!store.insert_media(&file).await.unwrap(), "an id is taken once");
+
+    let image_row = vec![
+        V::BigInt(77),
+        V::BigInt(41),
+        V::Text("image".into()),
+        V::Text("image/png".into()),
+        V::BigInt(10),
+        V::Text("ab".repeat(32)),
+        V::BigInt(640),
+        V::BigInt(480),
+        V::BigInt(9),
+    ];
+    let links_only = [vec![V::BigInt(77)], vec![V::Null; 8]].concat();
+    fake.answer_with("select_media", vec![Reply::Rows(vec![image_row]), Reply::Rows(vec![links_only])]);
+    let image = store.media(MediaId(77)).await.unwrap().unwrap();
+    assert_eq!((image.kind, image.dimensions), (MessageKind::Image, Some((640, 480))));
+    assert_eq!(store.media(MediaId(77)).await.unwrap(), None, "links without a record are no record");
+    assert_eq!(store.media(MediaId(78)).await.unwrap(), None);
+
+    fake.answer_with(
+        "select_media_groups",
+        vec![Reply::Rows(vec![vec![V::Null]]), Reply::Rows(vec![vec![V::BigInt(10)], vec![V::BigInt(30)]])],
+    );
+    assert_eq!(store.media_groups(MediaId(77)).await.unwrap(), vec![], "the static row alone is no group");
+    assert_eq!(store.media_groups(MediaId(77)).await.unwrap(), vec![GroupId(10), GroupId(30)]);
+
+    fake.clear_calls();
+    store.link_media_group(MediaId(77), GroupId(30)).await.unwrap();
+    store.delete_media(MediaId(77)).await.unwrap();
+    let names: Vec<_> = fake.calls().iter().map(|c| c.name().unwrap()).collect();
+    assert_eq!(names, ["link_media_group", "delete_media"], "plain writes, one each");
+    assert_eq!(fake.calls_to("link_media_group")[0].value("group_id"), V::BigInt(30));
     fake.stop().await;
 }

@@ -130,3 +130,28 @@ CREATE TABLE IF NOT EXISTS red_packets_due (
   group_id   BIGINT NOT NULL,
   PRIMARY KEY (due_at, packet_id)
 );
+
+-- Media metadata (the bytes are in object storage): one partition per media object, with
+-- the groups it was sent to, and one per user for the bytes they hold (the quota).
+CREATE TABLE IF NOT EXISTS media (
+  media_id    BIGINT PRIMARY KEY,
+  uploader    BIGINT NOT NULL,
+  kind        TEXT NOT NULL,
+  mime        TEXT NOT NULL,
+  size        BIGINT NOT NULL,
+  sha256      TEXT NOT NULL,
+  width       INTEGER,
+  height      INTEGER,
+  created_at  BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS media_groups (
+  media_id  BIGINT NOT NULL,
+  group_id  BIGINT NOT NULL,
+  PRIMARY KEY (media_id, group_id)
+);
+
+CREATE TABLE IF NOT EXISTS user_media_bytes (
+  user_id  BIGINT PRIMARY KEY,
+  bytes    BIGINT NOT NULL CHECK (bytes >= 0)
+);

@@ -49,6 +49,15 @@ pub enum ErrorCode {
     Expired,
     /// The wallet holds less than the red packet's total.
     InsufficientFunds,
+    /// An upload is larger than its kind's limit.
+    MediaTooLarge,
+    /// An upload would take the user past their media quota.
+    QuotaExceeded,
+    /// An upload's bytes are not the kind the client said (a PDF sent as an image).
+    KindMismatch,
+    /// An upload cannot be accepted as it is: an image whose size cannot be read, or that
+    /// declares more pixels than the node decodes.
+    InvalidMedia,
     /// A transient failure (storage, a restarting actor); retrying the same request is safe.
     Unavailable,
     /// A bug in troupe. The request may or may not have taken effect.
@@ -77,6 +86,10 @@ impl ErrorCode {
         ErrorCode::TooFar,
         ErrorCode::Expired,
         ErrorCode::InsufficientFunds,
+        ErrorCode::MediaTooLarge,
+        ErrorCode::QuotaExceeded,
+        ErrorCode::KindMismatch,
+        ErrorCode::InvalidMedia,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -103,6 +116,10 @@ impl ErrorCode {
             ErrorCode::TooFar => "too_far",
             ErrorCode::Expired => "expired",
             ErrorCode::InsufficientFunds => "insufficient_funds",
+            ErrorCode::MediaTooLarge => "media_too_large",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::KindMismatch => "kind_mismatch",
+            ErrorCode::InvalidMedia => "invalid_media",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

@@ -46,6 +46,10 @@ id_type!(
     RedPacketId(u64)
 );
 id_type!(
+    /// An uploaded media object (image, audio, video, file). Random, below [`MAX_ID`].
+    MediaId(u64)
+);
+id_type!(
     /// A node of the cluster. A single node is node 0.
     NodeId(u16)
 );

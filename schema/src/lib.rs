@@ -19,4 +19,4 @@ pub mod ids;
 pub mod records;
 
 pub use error::ErrorCode;
-pub use ids::{ConnId, FaceSessionId, GroupId, NodeId, RedPacketId, Seq, UserId};
+pub use ids::{ConnId, FaceSessionId, GroupId, MediaId, NodeId, RedPacketId, Seq, UserId};

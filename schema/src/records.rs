@@ -5,7 +5,7 @@
 //! Records are encoded with [`crate::codec`] where a backend stores opaque values.
 
 use crate::frames::{MessageKind, Role};
-use crate::ids::{GroupId, RedPacketId, Seq, UserId};
+use crate::ids::{GroupId, MediaId, RedPacketId, Seq, UserId};
 use serde::{Deserialize, Serialize};
 
 /// A user's account and public profile.
@@ -275,4 +275,33 @@ pub struct GrabRecord {
     pub amount: i64,
     /// Milliseconds since the Unix epoch.
     pub ts: u64,
+}
+
+/// An uploaded media object's metadata; its bytes live in object storage under
+/// [`MediaRecord::object_key`]. One partition per media object, with the groups it was sent to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRecord {
+    /// The media.
+    pub id: MediaId,
+    /// Who uploaded it.
+    pub uploader: UserId,
+    /// What it may be sent as (`image`, `audio`, `video` or `file`), from its bytes.
+    pub kind: MessageKind,
+    /// Its MIME type, from its bytes.
+    pub mime: String,
+    /// Bytes.
+    pub size: u64,
+    /// The SHA-256 of its bytes, lowercase hex.
+    pub sha256: String,
+    /// For images: width and height in pixels, from the header.
+    pub dimensions: Option<(u32, u32)>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+impl MediaRecord {
+    /// Where its bytes are in object storage.
+    pub fn object_key(id: MediaId) -> String {
+        format!("media/{:02x}/{}", id.0 % 256, id.0)
+    }
 }

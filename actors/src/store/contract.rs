@@ -41,6 +41,8 @@ macro_rules! store_contract_tests {
             concurrent_grabs_take_each_share_once,
             red_packet_writes_are_fenced,
             red_packets_come_due,
+            media_records_and_links,
+            media_quota_holds_under_concurrency,
         );
     };
     (@cases required $open:path; $($case:ident),* $(,)?) => {
@@ -462,12 +464,13 @@ pub async fn concurrent_debits_never_overdraw(store: Arc<dyn Store>) {
         tasks.spawn(async move {
             let debit = entry(&format!("red_packet:{i}"), -100, LedgerKind::RedPacketSend);
             // Conditional-write backends may give up under contention: retry like a caller.
-            loop {
+            for _ in 0..50 {
                 match store.apply_ledger_entry(user, &debit).await {
                     Err(StoreError::Unavailable(_)) => continue,
                     other => return other.unwrap(),
                 }
             }
+            panic!("the store stayed unavailable");
         });
     }
     let mut applied = 0;
@@ -630,4 +633,72 @@ pub async fn red_packets_come_due(store: Arc<dyn Store>) {
     assert!(store.red_packets_due(base + 5, 10_000).await.unwrap().contains(&(base + 5, g, p.id)), "moved onto itself");
     store.reschedule_red_packet(p.id, g, base + 5, None).await.unwrap();
     assert!(!store.red_packets_due(now_ms(), 10_000).await.unwrap().iter().any(|d| d.2 == p.id));
+}
+
+fn media(id: u64, uploader: u64, size: u64) -> MediaRecord {
+    MediaRecord {
+        id: MediaId(id),
+        uploader: UserId(uploader),
+        kind: schema::frames::MessageKind::Image,
+        mime: "image/png".into(),
+        size,
+        sha256: "ab".repeat(32),
+        dimensions: Some((640, 480)),
+        created_at: now_ms(),
+    }
+}
+
+/// A media record is inserted once, read back whole, linked to groups, and deleted.
+pub async fn media_records_and_links(store: Arc<dyn Store>) {
+    let id = random_id();
+    let record = media(id, 7, 1234);
+    assert!(store.insert_media(&record).await.unwrap());
+    assert!(!store.insert_media(&media(id, 8, 1)).await.unwrap(), "an id is taken once");
+    assert_eq!(store.media(MediaId(id)).await.unwrap(), Some(record.clone()));
+    let mut file = media(random_id(), 7, 10);
+    (file.kind, file.mime, file.dimensions) = (schema::frames::MessageKind::File, "application/pdf".into(), None);
+    store.insert_media(&file).await.unwrap();
+    assert_eq!(store.media(file.id).await.unwrap(), Some(file));
+    assert_eq!(store.media(MediaId(random_id())).await.unwrap(), None);
+
+    assert_eq!(store.media_groups(MediaId(id)).await.unwrap(), vec![]);
+    for group in [30, 10, 30, 20] {
+        store.link_media_group(MediaId(id), GroupId(group)).await.unwrap();
+    }
+    assert_eq!(store.media_groups(MediaId(id)).await.unwrap(), vec![GroupId(10), GroupId(20), GroupId(30)]);
+    store.delete_media(MediaId(id)).await.unwrap();
+    store.delete_media(MediaId(id)).await.unwrap();
+    assert_eq!(store.media(MediaId(id)).await.unwrap(), None);
+    assert_eq!(store.media_groups(MediaId(id)).await.unwrap(), vec![], "links go with the record");
+}
+
+/// Reservations racing for one user's quota: exactly as many land as the quota holds.
+pub async fn media_quota_holds_under_concurrency(store: Arc<dyn Store>) {
+    let user = UserId(random_id());
+    assert_eq!(store.media_bytes(user).await.unwrap(), 0);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            for _ in 0..50 {
+                match store.reserve_media_bytes(user, 100, 1000).await {
+                    Err(StoreError::Unavailable(_)) => continue,
+                    other => return other.unwrap(),
+                }
+            }
+            panic!("the store stayed unavailable");
+        });
+    }
+    let mut granted = 0;
+    while let Some(done) = tasks.join_next().await {
+        granted += usize::from(done.unwrap());
+    }
+    assert_eq!(granted, 10);
+    assert_eq!(store.media_bytes(user).await.unwrap(), 1000);
+    assert!(!store.reserve_media_bytes(user, 1, 1000).await.unwrap());
+    store.release_media_bytes(user, 300).await.unwrap();
+    assert_eq!(store.media_bytes(user).await.unwrap(), 700);
+    assert!(store.reserve_media_bytes(user, 300, 1000).await.unwrap());
+    store.release_media_bytes(user, 5000).await.unwrap();
+    assert_eq!(store.media_bytes(user).await.unwrap(), 0, "never below zero");
 }

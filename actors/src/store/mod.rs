@@ -15,7 +15,7 @@ pub mod contract;
 use async_trait::async_trait;
 use schema::frames::Role;
 use schema::records::*;
-use schema::{GroupId, RedPacketId, Seq, UserId};
+use schema::{GroupId, MediaId, RedPacketId, Seq, UserId};
 
 /// Why a store call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -318,8 +318,33 @@ pub trait RedPacketStore: Send + Sync {
     ) -> StoreResult<()>;
 }
 
+/// Media metadata (the bytes are in object storage): one partition per media object (its
+/// record and the groups it was sent to), and one per user for the bytes they hold.
+#[async_trait]
+pub trait MediaStore: Send + Sync {
+    /// Adds `bytes` to what the user holds, in one atomic write, unless that would pass
+    /// `quota`; false (nothing written) if it would. Called before an upload is accepted.
+    async fn reserve_media_bytes(&self, user: UserId, bytes: u64, quota: u64) -> StoreResult<bool>;
+    /// Gives back bytes reserved for an upload that failed or was deleted (never below 0).
+    async fn release_media_bytes(&self, user: UserId, bytes: u64) -> StoreResult<()>;
+    /// The bytes a user holds.
+    async fn media_bytes(&self, user: UserId) -> StoreResult<u64>;
+    /// Records a media object if its id is free; false if taken.
+    async fn insert_media(&self, media: &MediaRecord) -> StoreResult<bool>;
+    /// A media object's record.
+    async fn media(&self, id: MediaId) -> StoreResult<Option<MediaRecord>>;
+    /// Deletes a media object's record and its group links (idempotent).
+    async fn delete_media(&self, id: MediaId) -> StoreResult<()>;
+    /// Notes that the media was sent to `group` (idempotent): its members may fetch it.
+    async fn link_media_group(&self, id: MediaId, group: GroupId) -> StoreResult<()>;
+    /// The groups the media was sent to, ascending.
+    async fn media_groups(&self, id: MediaId) -> StoreResult<Vec<GroupId>>;
+}
+
 /// Everything a node needs from its store.
-pub trait Store: AccountStore + GroupStore + UserGroupStore + MessageStore + WalletStore + RedPacketStore {
+pub trait Store:
+    AccountStore + GroupStore + UserGroupStore + MessageStore + WalletStore + RedPacketStore + MediaStore
+{
     /// A short name for logs and the console ("redb", "postgres", "scylla").
     fn backend(&self) -> &'static str;
 }

@@ -11,6 +11,7 @@
 //! commit fails, the writer stops accepting jobs: a later batch must never land when an
 //! earlier one did not, or a group's log could get a gap.
 
+mod media;
 mod wallet;
 
 use actors::store::*;
@@ -186,6 +187,7 @@ fn init_tables(db: &Database) -> Result<u64, redb::Error> {
         txn.open_table(MESSAGES)?;
         txn.open_table(CLIENT_IDS)?;
         wallet::init(&txn)?;
+        media::init(&txn)?;
     }
     txn.commit()?;
     Ok(found)

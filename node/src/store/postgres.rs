@@ -7,6 +7,7 @@
 //! per group hash, so that writes a group actor submits for one group apply in the order it
 //! submitted them (its senders' read marks before the batch that moved them).
 
+mod media;
 mod wallet;
 
 use super::lanes::{Job, Lanes};

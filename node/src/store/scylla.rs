@@ -15,7 +15,8 @@
 //! `IF NOT EXISTS` or the same epoch. Plain reads and writes stay at LOCAL_QUORUM.
 //!
 //! **Invariant:** a partition written by LWTs is never written by a plain statement, so
-//! Paxos orders every change to it; the log's fence too is an LWT (`IF epoch < :new`).
+//! Paxos orders every change to it; the log's fence too is an LWT (`IF epoch < :new`). The
+//! media record's partition is the one exception (see below).
 //!
 //! **Invariant:** the buckets that hold a `last_seq` are a prefix 0..=k of the log: a bucket
 //! is opened only on top of a full one (checked at SERIAL when an append starts there).
@@ -35,6 +36,12 @@
 //! fenced packet writes also read the group's epoch at SERIAL first (see `redpackets.rs` for
 //! the window that leaves).
 //!
+//! Media (`media.rs`): a user's media bytes are a compare-and-set like a wallet's balance,
+//! in a partition of their own; a media record is inserted `IF NOT EXISTS`. Its partition is
+//! the one exception to the invariant above: its links and its delete are plain writes, since
+//! ScyllaDB cannot make a whole-partition DELETE conditional and the record's only LWT just
+//! settles who owns a random id (see the CQL file for what that leaves).
+//!
 //! Assumptions about ScyllaDB that the offline tests cannot check (they script the server's
 //! answers) and that only the contract suite against a real server (`SCYLLA_URI`) exercises:
 //! - A conditional UPDATE may test static and regular columns of one row together, and the
@@ -52,11 +59,22 @@
 //! - `IF epoch < ?` is false for a null epoch, so raising a fence never creates a partition.
 //! - A literal in a condition (`state = 'open'`, `dissolved = false`) is compared like a
 //!   bound value.
+//! - `UPDATE ... IF bytes = null` applies to a partition that does not exist yet (and so
+//!   creates it), as `IF balance = null` does for a wallet (`set_first_media_bytes`).
+//! - An INSERT of only a clustering row's key columns (`link_media_group`) creates the row,
+//!   and a static-only `IF NOT EXISTS` insert ignores such rows (a link written before its
+//!   record, or left by a racing delete, does not make the id look taken).
+//! - `SELECT ... LIMIT 1` of a partition with clustering rows but no static row returns a
+//!   row whose static columns are all null (read as "no record" in `rows::media`).
+//! - A plain partition DELETE issued after an `IF NOT EXISTS` insert completed hides it: its
+//!   write timestamp is later than the Paxos ballot's, i.e. clock skew between coordinators
+//!   is smaller than the time between the two.
 
 mod accounts;
 mod fence;
 mod groups;
 mod log;
+mod media;
 mod messages;
 mod redpackets;
 mod rows;

@@ -227,3 +227,58 @@ pub fn raise_open_file_limit() {
         }
     }
 }
+
+/// How a test sends an upload's body.
+pub enum UploadBody {
+    /// All at once, with its `Content-Length`.
+    Whole(Vec<u8>),
+    /// In `chunk`-byte pieces with chunked transfer encoding (no length), `total` bytes
+    /// made by `fill(offset, piece)`.
+    Chunked { head: Vec<u8>, total: usize, chunk: usize },
+    /// `Content-Length: declared`, but only `body` before the connection closes.
+    Truncated { declared: usize, body: Vec<u8> },
+}
+
+/// `POST /media?kind=KIND` over a raw HTTP/1.1 connection; the status and JSON body of the
+/// answer, or None if none came (a truncated upload).
+pub async fn upload(http: SocketAddr, token: Option<&str>, kind: &str, body: UploadBody) -> Option<(u16, Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(http).await.expect("connect");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let head = |length: &str| {
+        format!("POST /media?kind={kind} HTTP/1.1\r\nHost: troupe\r\n{auth}{length}Connection: close\r\n\r\n")
+    };
+    // A refused upload is answered before its body is read whole, and the node may close
+    // while the test still writes: write errors are expected then, the answer is not lost.
+    match body {
+        UploadBody::Whole(bytes) => {
+            let _ = stream.write_all(head(&format!("Content-Length: {}\r\n", bytes.len())).as_bytes()).await;
+            let _ = stream.write_all(&bytes).await;
+        }
+        UploadBody::Chunked { head: first, total, chunk } => {
+            let _ = stream.write_all(head("Transfer-Encoding: chunked\r\n").as_bytes()).await;
+            let mut sent = 0;
+            let zeros = vec![0u8; chunk];
+            while sent < total {
+                let piece: &[u8] = if sent == 0 { &first } else { &zeros[..chunk.min(total - sent)] };
+                let framed = [format!("{:x}\r\n", piece.len()).as_bytes(), piece, b"\r\n"].concat();
+                if stream.write_all(&framed).await.is_err() {
+                    break;
+                }
+                sent += piece.len();
+            }
+            let _ = stream.write_all(b"0\r\n\r\n").await;
+        }
+        UploadBody::Truncated { declared, body } => {
+            let _ = stream.write_all(head(&format!("Content-Length: {declared}\r\n")).as_bytes()).await;
+            let _ = stream.write_all(&body).await;
+            return None;
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+}

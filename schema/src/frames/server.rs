@@ -7,7 +7,7 @@
 
 use super::{MessageKind, Role};
 use crate::error::ErrorCode;
-use crate::ids::{FaceSessionId, GroupId, RedPacketId, Seq, UserId};
+use crate::ids::{FaceSessionId, GroupId, MediaId, RedPacketId, Seq, UserId};
 use crate::records::{LedgerKind, RedPacketKind};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -471,6 +471,25 @@ pub struct WalletView {
     pub balance: i64,
     /// The ledger that sums to it, oldest first (up to the newest 1000 entries).
     pub entries: Vec<LedgerView>,
+}
+
+/// An uploaded media object, as `POST /media` answers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaView {
+    /// Its id, to send it with.
+    pub media: MediaId,
+    /// What it may be sent as: `image`, `audio`, `video` or `file`.
+    pub kind: MessageKind,
+    /// Its MIME type, from its bytes.
+    pub mime: String,
+    /// Bytes.
+    pub size: u64,
+    /// The SHA-256 of its bytes, lowercase hex.
+    pub sha256: String,
+    /// For images: width in pixels.
+    pub width: Option<u32>,
+    /// For images: height in pixels.
+    pub height: Option<u32>,
 }
 
 /// `history` result.

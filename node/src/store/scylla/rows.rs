@@ -9,7 +9,7 @@
 use actors::store::{StoreError, StoreResult};
 use schema::frames::{MessageKind, Role};
 use schema::records::*;
-use schema::{GroupId, RedPacketId, UserId};
+use schema::{GroupId, MediaId, RedPacketId, UserId};
 use scylla::errors::{
     DbError, ExecutionError, NextPageError, NextRowError, PagerExecutionError, PrepareError, RequestAttemptError,
     RequestError,
@@ -74,6 +74,19 @@ pub type StoredRedPacketRow = (
 pub type GrabRow = (Option<i64>, Option<i32>, Option<i64>, Option<i64>);
 /// `SELECT due_at, group_id, packet_id` from the due index.
 pub type DueRow = (Option<i64>, Option<i64>, Option<i64>);
+/// `SELECT media_id, uploader, kind, mime, size, sha256, width, height, created_at` (the
+/// static row of a media object).
+pub type MediaRow = (
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
 
 /// A driver error: the request may or may not have been applied (a timeout is ambiguous),
 /// and the same request may well succeed later.
@@ -192,9 +205,17 @@ fn role_of(text: &str) -> StoreResult<Role> {
     Role::parse(text).ok_or_else(|| StoreError::Corrupt(format!("scylla: unknown role {text:?}")))
 }
 
+/// A message kind from the name `MessageKind::as_str` wrote.
 fn kind_of(text: &str) -> StoreResult<MessageKind> {
-    serde_json::from_value(serde_json::Value::String(text.to_owned()))
-        .map_err(|_| StoreError::Corrupt(format!("scylla: unknown message kind {text:?}")))
+    Ok(match text {
+        "text" => MessageKind::Text,
+        "image" => MessageKind::Image,
+        "audio" => MessageKind::Audio,
+        "video" => MessageKind::Video,
+        "file" => MessageKind::File,
+        "red_packet" => MessageKind::RedPacket,
+        _ => return Err(StoreError::Corrupt(format!("scylla: unknown message kind {text:?}"))),
+    })
 }
 
 /// A user row.
@@ -404,6 +425,42 @@ pub fn due(row: DueRow) -> StoreResult<(u64, GroupId, RedPacketId)> {
     ))
 }
 
+/// A media object's static row; None for the row a partition answers with when it holds
+/// links but no record (every static column null: a link that outlived a delete).
+pub fn media(row: MediaRow) -> StoreResult<Option<MediaRecord>> {
+    let (media_id, uploader, kind, mime, size, sha256, width, height, created_at) = row;
+    if uploader.is_none()
+        && kind.is_none()
+        && mime.is_none()
+        && size.is_none()
+        && sha256.is_none()
+        && width.is_none()
+        && height.is_none()
+        && created_at.is_none()
+    {
+        return Ok(None);
+    }
+    let dimension = |value: Option<i64>, column: &str| -> StoreResult<u32> {
+        let value = unsigned(value, column)?;
+        u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("scylla: {column} is too large ({value})")))
+    };
+    // One INSERT writes both or neither, so one without the other is not a record we wrote.
+    let dimensions = match (width, height) {
+        (None, None) => None,
+        (width, height) => Some((dimension(width, "media.width")?, dimension(height, "media.height")?)),
+    };
+    Ok(Some(MediaRecord {
+        id: MediaId(unsigned(media_id, "media.media_id")?),
+        uploader: UserId(unsigned(uploader, "media.uploader")?),
+        kind: kind_of(&required(kind, "media.kind")?)?,
+        mime: required(mime, "media.mime")?,
+        size: unsigned(size, "media.size")?,
+        sha256: required(sha256, "media.sha256")?,
+        dimensions,
+        created_at: unsigned(created_at, "media.created_at")?,
+    }))
+}
+
 /// What a conditional write answered: whether it applied, and the rows that came with it
 /// (the old values of the tested columns; for a batch, one row per conditional statement on
 /// ScyllaDB), as (column name, value) pairs.
@@ -520,6 +577,28 @@ mod tests {
         assert_eq!(credential((Some(1), Some("$argon2id$".into()))).unwrap().user, UserId(1));
     }
 
+    fn good_media() -> MediaRow {
+        let sha = Some("ab".repeat(32));
+        (Some(5), Some(7), Some("image".into()), Some("image/png".into()), Some(10), sha, Some(640), Some(480), Some(9))
+    }
+
+    #[test]
+    fn media_rows_become_records() {
+        let record = media(good_media()).unwrap().unwrap();
+        assert_eq!((record.id, record.uploader, record.kind), (MediaId(5), UserId(7), MessageKind::Image));
+        assert_eq!((record.size, record.dimensions, record.created_at), (10, Some((640, 480)), 9));
+        let mut file = good_media();
+        (file.2, file.6, file.7) = (Some("file".into()), None, None);
+        assert_eq!(media(file).unwrap().unwrap().dimensions, None, "no width and height: no dimensions");
+        let links_only = (Some(5), None, None, None, None, None, None, None, None);
+        assert_eq!(media(links_only).unwrap(), None, "links without a record");
+        for (name, kind) in [("text", MessageKind::Text), ("audio", MessageKind::Audio), ("video", MessageKind::Video)]
+        {
+            assert_eq!(kind_of(name).unwrap(), kind);
+            assert_eq!(kind.as_str(), name);
+        }
+    }
+
     #[test]
     fn static_only_rows_are_not_members_or_messages() {
         assert_eq!(member((None, None, None)).unwrap(), None);
@@ -548,6 +627,18 @@ mod tests {
         cases.push(link((Some(3), None, Some(1))).map(drop));
         cases.push(session((Some(1), Some(2), Some(-3))).map(drop));
         cases.push(credential((None, Some("x".into()))).map(drop));
+        let mut one_dimension = good_media();
+        one_dimension.7 = None;
+        cases.push(media(one_dimension).map(drop));
+        let mut huge_width = good_media();
+        huge_width.6 = Some(i64::from(u32::MAX) + 1);
+        cases.push(media(huge_width).map(drop));
+        let mut bad_media_kind = good_media();
+        bad_media_kind.2 = Some("hologram".into());
+        cases.push(media(bad_media_kind).map(drop));
+        let mut no_sha = good_media();
+        no_sha.5 = None;
+        cases.push(media(no_sha).map(drop));
         for (i, case) in cases.into_iter().enumerate() {
             assert!(matches!(case, Err(StoreError::Corrupt(_))), "case {i}: {case:?}");
         }

@@ -168,6 +168,23 @@ statements! {
     delete_due: Write = "DELETE FROM {ks}.red_packets_due WHERE bucket = ? AND due_at = ? AND packet_id = ?";
     select_due: Read =
         "SELECT due_at, group_id, packet_id FROM {ks}.red_packets_due WHERE bucket = ? AND due_at <= ? LIMIT ?";
+
+    insert_media: Conditional =
+        "INSERT INTO {ks}.media (media_id, uploader, kind, mime, size, sha256, width, height, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS";
+    select_media: Read =
+        "SELECT media_id, uploader, kind, mime, size, sha256, width, height, created_at FROM {ks}.media \
+         WHERE media_id = ? LIMIT 1";
+    select_media_groups: Read = "SELECT group_id FROM {ks}.media WHERE media_id = ?";
+    link_media_group: Write = "INSERT INTO {ks}.media (media_id, group_id) VALUES (?, ?)";
+    delete_media: Write = "DELETE FROM {ks}.media WHERE media_id = ?";
+
+    select_media_bytes: Read = "SELECT bytes FROM {ks}.user_media_bytes WHERE user_id = ?";
+    // user_id is not used: it keeps the text apart from select_media_bytes's (see above).
+    select_media_bytes_serial: SerialRead = "SELECT bytes, user_id FROM {ks}.user_media_bytes WHERE user_id = ?";
+    set_media_bytes: Conditional = "UPDATE {ks}.user_media_bytes SET bytes = ? WHERE user_id = ? IF bytes = ?";
+    set_first_media_bytes: Conditional =
+        "UPDATE {ks}.user_media_bytes SET bytes = ? WHERE user_id = ? IF bytes = null";
 }
 
 /// (name, kind, text) of every statement the store prepares for `keyspace`.
@@ -253,7 +270,7 @@ mod tests {
     #[test]
     fn the_schema_becomes_one_statement_per_object_in_the_chosen_keyspace() {
         let statements = schema_statements("troupe_test_1", 1).unwrap();
-        assert_eq!(statements.len(), 11, "a keyspace and ten tables: {statements:#?}");
+        assert_eq!(statements.len(), 13, "a keyspace and twelve tables: {statements:#?}");
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS troupe_test_1"));
         assert!(statements[0].contains("'replication_factor': 1"));
         assert!(statements[0].contains("'enabled': false"), "LWTs need a keyspace without tablets");
@@ -312,6 +329,8 @@ mod tests {
             ("wallet_ledger", &["user_id"]),
             ("red_packets", &["packet_id"]),
             ("red_packets_due", &["bucket"]),
+            ("media", &["media_id"]),
+            ("user_media_bytes", &["user_id"]),
         ];
         for (name, kind, text) in statement_texts("ks") {
             let table = text

@@ -1,0 +1,169 @@
+//! Media uploads over real HTTP: kind and MIME from the bytes, limits, the quota, the pixel
+//! flood, and uploads that end early; nothing partial is ever left in storage.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::time::Duration;
+
+/// A PNG header declaring `width` x `height`, then `extra` bytes.
+fn png(width: u32, height: u32, extra: usize) -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+    bytes.extend(width.to_be_bytes());
+    bytes.extend(height.to_be_bytes());
+    bytes.extend([8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    bytes.extend((0..extra).map(|i| (i * 7 % 251) as u8));
+    bytes
+}
+
+/// Every object in the node's media folder (what a reader could find), partial ones aside.
+fn objects(data: &Path) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.file_name().is_some_and(|n| n == ".partial") {
+                continue;
+            }
+            if path.is_dir() { walk(&path, out) } else { out.push(path) }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&data.join("media"), &mut out);
+    out
+}
+
+fn partial_files(data: &Path) -> usize {
+    std::fs::read_dir(data.join("media").join(".partial")).map_or(0, |d| d.count())
+}
+
+fn code_of(answer: &Option<(u16, Value)>) -> (u16, &str) {
+    let (status, body) = answer.as_ref().expect("an answer");
+    (*status, body["code"].as_str().unwrap_or("(none)"))
+}
+
+#[tokio::test]
+async fn uploads_are_judged_by_their_bytes_and_stored_whole() {
+    let node = TestNode::start().await;
+    let (_, _, token) = node.user_with_token("up").await;
+    let image = png(640, 480, 300_000);
+    let (status, view) = upload(node.http, Some(&token), "image", UploadBody::Whole(image.clone())).await.unwrap();
+    assert_eq!(status, 201, "{view}");
+    assert_eq!((view["kind"].as_str(), view["mime"].as_str()), (Some("image"), Some("image/png")));
+    assert_eq!((view["width"].as_u64(), view["height"].as_u64()), (Some(640), Some(480)));
+    assert_eq!(view["size"], image.len());
+    let sha: String = Sha256::digest(&image).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(view["sha256"], sha);
+    let stored = objects(&node.data);
+    assert_eq!(stored.len(), 1);
+    assert_eq!(std::fs::read(&stored[0]).unwrap(), image, "stored byte for byte");
+    assert!(stored[0].ends_with(view["media"].as_u64().unwrap().to_string()));
+
+    // A PDF travels as a file; a photo may too, and keeps its size.
+    let pdf = b"%PDF-1.7\n%...".repeat(1000);
+    let (status, view) = upload(node.http, Some(&token), "file", UploadBody::Whole(pdf)).await.unwrap();
+    assert_eq!((status, view["mime"].as_str(), view["kind"].as_str()), (201, Some("application/pdf"), Some("file")));
+    let (status, view) = upload(node.http, Some(&token), "file", UploadBody::Whole(png(10, 20, 10))).await.unwrap();
+    assert_eq!((status, view["kind"].as_str(), view["width"].as_u64()), (201, Some("file"), Some(10)));
+    // Streamed without a length, in pieces.
+    let video = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2mp41".to_vec();
+    let body = UploadBody::Chunked { head: video, total: 3_000_000, chunk: 64 * 1024 };
+    let (status, view) = upload(node.http, Some(&token), "video", body).await.unwrap();
+    assert_eq!((status, view["mime"].as_str(), view["size"].as_u64()), (201, Some("video/mp4"), Some(3_000_000)));
+    assert_eq!(objects(&node.data).len(), 4);
+}
+
+#[tokio::test]
+async fn refused_uploads_leave_nothing_behind() {
+    let node = TestNode::start_with_env(&[("TROUPE_MEDIA__MAX_IMAGE_BYTES", "100000")]).await;
+    let (_, _, token) = node.user_with_token("up").await;
+    let whole = |bytes: Vec<u8>| UploadBody::Whole(bytes);
+
+    let answer = upload(node.http, Some(&token), "video", whole(png(10, 10, 100))).await;
+    assert_eq!(code_of(&answer), (415, "kind_mismatch"), "a PNG is not a video");
+    let answer = upload(node.http, Some(&token), "image", whole(b"%PDF-1.4 not a picture".to_vec())).await;
+    assert_eq!(code_of(&answer), (415, "kind_mismatch"));
+    let answer = upload(node.http, Some(&token), "image", whole(png(10, 10, 200_000))).await;
+    assert_eq!(code_of(&answer), (413, "media_too_large"), "refused by its declared length");
+    let chunked = UploadBody::Chunked { head: png(10, 10, 100), total: 500_000, chunk: 16 * 1024 };
+    let answer = upload(node.http, Some(&token), "image", chunked).await;
+    assert_eq!(code_of(&answer), (413, "media_too_large"), "refused mid-stream");
+    let answer = upload(node.http, Some(&token), "image", whole(png(60_000, 60_000, 1000))).await;
+    assert_eq!(code_of(&answer), (422, "invalid_media"), "a pixel flood is refused before decoding");
+    let answer = upload(node.http, Some(&token), "image", whole(png(10, 10, 0)[..20].to_vec())).await;
+    assert_eq!(code_of(&answer), (422, "invalid_media"), "a truncated header");
+    let answer = upload(node.http, Some(&token), "image", whole(Vec::new())).await;
+    assert_eq!(code_of(&answer), (422, "invalid_media"), "nothing at all");
+    let answer = upload(node.http, None, "image", whole(png(10, 10, 10))).await;
+    assert_eq!(code_of(&answer), (401, "unauthenticated"));
+    let answer = upload(node.http, Some(&"0".repeat(64)), "image", whole(png(10, 10, 10))).await;
+    assert_eq!(code_of(&answer), (401, "invalid_token"));
+    let answer = upload(node.http, Some(&token), "sticker", whole(png(10, 10, 10))).await;
+    assert_eq!(code_of(&answer), (400, "invalid_field"));
+
+    // The client goes away halfway through.
+    let gone = UploadBody::Truncated { declared: 90_000, body: png(10, 10, 40_000) };
+    assert!(upload(node.http, Some(&token), "image", gone).await.is_none());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while partial_files(&node.data) > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "a partial object stayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(objects(&node.data), Vec::<std::path::PathBuf>::new(), "nothing refused was stored");
+    // And every reservation was given back: a full-size upload still fits the quota.
+    let (status, _) = upload(node.http, Some(&token), "image", whole(png(10, 10, 90_000))).await.unwrap();
+    assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn the_quota_holds() {
+    let node = TestNode::start_with_env(&[("TROUPE_MEDIA__QUOTA_BYTES", "500000")]).await;
+    let (_, _, token) = node.user_with_token("up").await;
+    let (status, _) = upload(node.http, Some(&token), "image", UploadBody::Whole(png(8, 8, 300_000))).await.unwrap();
+    assert_eq!(status, 201);
+    let answer = upload(node.http, Some(&token), "image", UploadBody::Whole(png(8, 8, 300_000))).await;
+    assert_eq!(code_of(&answer), (413, "quota_exceeded"));
+    // Without a length, the upload may use what is left, and no more.
+    let fits = UploadBody::Chunked { head: png(8, 8, 100), total: 150_000, chunk: 16 * 1024 };
+    assert_eq!(upload(node.http, Some(&token), "image", fits).await.unwrap().0, 201);
+    let over = UploadBody::Chunked { head: png(8, 8, 100), total: 100_000, chunk: 16 * 1024 };
+    assert_eq!(code_of(&upload(node.http, Some(&token), "image", over).await), (413, "quota_exceeded"));
+    let (_, _, other) = node.user_with_token("other").await;
+    let (status, _) = upload(node.http, Some(&other), "image", UploadBody::Whole(png(8, 8, 300_000))).await.unwrap();
+    assert_eq!(status, 201, "the quota is per user");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_mib_upload_streams_through_bounded_memory() {
+    let node = TestNode::start().await;
+    let (_, _, token) = node.user_with_token("big").await;
+    let rss = |stats: Value| stats["process"]["rss_bytes"].as_u64().expect("rss");
+    let before = rss(node.console("stats").await);
+    let console = node.console;
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let sampling = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(stats) = troupe::console::client::ask(console, "stats").await
+                    && let Some(now) = stats["process"]["rss_bytes"].as_u64()
+                {
+                    peak.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let video = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2mp41".to_vec();
+    let total = 200 * 1024 * 1024;
+    let body = UploadBody::Chunked { head: video, total, chunk: 256 * 1024 };
+    let (status, view) = upload(node.http, Some(&token), "video", body).await.expect("an answer");
+    sampling.abort();
+    assert_eq!((status, view["size"].as_u64()), (201, Some(total as u64)), "{view}");
+    let growth = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(before);
+    eprintln!("node RSS grew by {} MiB during a 200 MiB upload", growth / (1024 * 1024));
+    assert!(growth < 64 * 1024 * 1024, "RSS grew by {growth} bytes");
+}
