@@ -44,6 +44,9 @@ pub struct ActorsConfig {
     /// How long after a red packet is created the sweeper makes sure its send finished.
     #[serde(with = "seconds")]
     pub red_packet_check_after: Duration,
+    /// How long a media download URL from `media_url` works.
+    #[serde(with = "seconds")]
+    pub media_url_ttl: Duration,
 }
 
 impl Default for ActorsConfig {
@@ -63,6 +66,7 @@ impl Default for ActorsConfig {
             max_red_packet_total: 1_000_000,
             red_packet_sweep_interval: Duration::from_secs(5),
             red_packet_check_after: Duration::from_secs(30),
+            media_url_ttl: Duration::from_secs(300),
         }
     }
 }

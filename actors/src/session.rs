@@ -194,7 +194,7 @@ impl Session {
                 self.to_group(id, r.group, GroupCommand::Members { after: r.after, limit }).await
             }
             Request::Send(r) => {
-                let command = self.validate_send(r.client_msg_id, r.kind, &r.body)?;
+                let command = self.validate_send(me, r.client_msg_id, r.kind, &r.body).await?;
                 self.to_group(id, r.group, command).await
             }
             Request::History(r) => self.history(id, me, r).await,
@@ -222,6 +222,7 @@ impl Session {
             }
             Request::RedPacket(r) => self.to_group(id, r.group, GroupCommand::RedPacketInfo { packet: r.packet }).await,
             Request::Wallet(_) => self.wallet(id, me).await,
+            Request::MediaUrl(r) => self.media_url(id, me, r.media).await,
             Request::ConfirmFaceToFace(r) => {
                 let code = face_code(&r.code)?;
                 let command = FaceCommand::Confirm { session: r.session };
@@ -282,8 +283,9 @@ impl Session {
         self.system.to_group(envelope).await
     }
 
-    fn validate_send(
+    async fn validate_send(
         &self,
+        me: UserId,
         client_msg_id: String,
         kind: MessageKind,
         body: &serde_json::Value,
@@ -294,7 +296,9 @@ impl Session {
         let body = match kind {
             MessageKind::Text => self.validate_text(body)?,
             MessageKind::RedPacket => self.validate_red_packet(body)?,
-            _ => return Err(ApiError::UnsupportedType(kind.as_str())),
+            MessageKind::Image | MessageKind::Audio | MessageKind::Video | MessageKind::File => {
+                self.validate_media(me, kind, body).await?
+            }
         };
         Ok(GroupCommand::Send { client_msg_id, kind, body })
     }
@@ -334,6 +338,56 @@ impl Session {
             )));
         }
         serde_json::to_string(&packet).map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// A media message carries a media object its sender uploaded, of the message's type;
+    /// the stored body is the object's metadata, so members can render it without asking.
+    async fn validate_media(
+        &self,
+        me: UserId,
+        kind: MessageKind,
+        body: &serde_json::Value,
+    ) -> Result<String, ApiError> {
+        let body =
+            MediaBody::deserialize(body).map_err(|e| ApiError::InvalidField(format!("a media message's body: {e}")))?;
+        let record = self.system.store.media(body.media).await?;
+        let Some(record) = record.filter(|m| m.uploader == me) else {
+            return Err(ApiError::NotFound("media"));
+        };
+        if record.kind != kind {
+            return Err(ApiError::InvalidField(format!(
+                "media {} is {}, not {}",
+                record.id,
+                record.kind.as_str(),
+                kind.as_str()
+            )));
+        }
+        serde_json::to_string(&views::media(&record)).map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// A signed download URL for a media object the caller may see: their own upload, or
+    /// one sent to a group they are in. Anyone else gets `not_found`, as for no media.
+    async fn media_url(&self, id: Option<u64>, me: UserId, media: schema::MediaId) -> Result<(), ApiError> {
+        let store = &self.system.store;
+        let record = store.media(media).await?.ok_or(ApiError::NotFound("media"))?;
+        let mut allowed = record.uploader == me;
+        if !allowed {
+            for group in store.media_groups(media).await? {
+                let live = store.group(group).await?.is_some_and(|g| !g.dissolved);
+                if live && store.member(group, me).await?.is_some() {
+                    allowed = true;
+                    break;
+                }
+            }
+        }
+        if !allowed {
+            return Err(ApiError::NotFound("media"));
+        }
+        let expires_at = now_ms() + self.system.config.media_url_ttl.as_millis() as u64;
+        let signature = crate::media::sign_url(self.system.media_secret(), media, expires_at);
+        let url = format!("/media/{media}?exp={expires_at}&sig={signature}");
+        self.reply(id, "media_url", &wire::MediaUrl { media, url, expires_at });
+        Ok(())
     }
 
     async fn wallet(&self, id: Option<u64>, me: UserId) -> Result<(), ApiError> {

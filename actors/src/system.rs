@@ -51,6 +51,8 @@ pub struct System {
     cluster: OnceLock<Arc<dyn Cluster>>,
     /// Copies of hot data, if the node has a cache.
     cache: OnceLock<Arc<dyn Cache>>,
+    /// The key that signs media download URLs (every node of a cluster has the same).
+    media_secret: OnceLock<Vec<u8>>,
     next_conn: AtomicU64,
     /// Group actors that have left the directory and are finishing (handing off, failing).
     pub(crate) leaving_groups: AtomicUsize,
@@ -108,6 +110,7 @@ impl System {
             group_runtime,
             cluster: OnceLock::new(),
             cache: OnceLock::new(),
+            media_secret: OnceLock::new(),
             next_conn: AtomicU64::new(1),
             leaving_groups: AtomicUsize::new(0),
             unwanted: Mutex::new(HashMap::new()),
@@ -137,6 +140,18 @@ impl System {
     /// Gives the node a cache. Called once, before clients connect; false if one was set.
     pub fn use_cache(&self, cache: Arc<dyn Cache>) -> bool {
         self.cache.set(cache).is_ok()
+    }
+
+    /// Sets the key that signs media download URLs. Called once, before clients connect;
+    /// false if one was set.
+    pub fn use_media_secret(&self, secret: Vec<u8>) -> bool {
+        self.media_secret.set(secret).is_ok()
+    }
+
+    /// The key that signs media download URLs (empty until the node sets one: then no URL
+    /// verifies).
+    pub fn media_secret(&self) -> &[u8] {
+        self.media_secret.get().map_or(&[], Vec::as_slice)
     }
 
     /// The node's cache ([`NoCache`] if it has none).

@@ -2,8 +2,8 @@
 //! becomes wire data.
 
 use schema::Seq;
-use schema::frames::server::{GroupInfo, MessageView, Profile};
-use schema::records::{GroupRecord, MessageRecord, UserRecord};
+use schema::frames::server::{GroupInfo, MediaView, MessageView, Profile};
+use schema::records::{GroupRecord, MediaRecord, MessageRecord, UserRecord};
 use serde_json::value::RawValue;
 
 /// A stored message as clients see it.
@@ -42,5 +42,19 @@ pub fn profile(record: &UserRecord) -> Profile {
         username: record.username.clone(),
         nickname: record.nickname.clone(),
         avatar_url: record.avatar_url.clone(),
+    }
+}
+
+/// A media object's metadata as clients see it (in `POST /media` answers and in media
+/// messages).
+pub fn media(record: &MediaRecord) -> MediaView {
+    MediaView {
+        media: record.id,
+        kind: record.kind,
+        mime: record.mime.clone(),
+        size: record.size,
+        sha256: record.sha256.clone(),
+        width: record.dimensions.map(|d| d.0),
+        height: record.dimensions.map(|d| d.1),
     }
 }

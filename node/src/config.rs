@@ -215,6 +215,9 @@ pub struct MediaConfig {
     pub max_file_bytes: u64,
     /// The most bytes of media one user may hold.
     pub quota_bytes: u64,
+    /// The key that signs download URLs; every node of a cluster needs the same. Empty:
+    /// the cluster's secret, or on a single node a random one. Never printed.
+    pub url_secret: String,
 }
 
 impl Default for MediaConfig {
@@ -233,6 +236,7 @@ impl Default for MediaConfig {
             max_video_bytes: 200 * MIB,
             max_file_bytes: 100 * MIB,
             quota_bytes: 1024 * MIB,
+            url_secret: String::new(),
         }
     }
 }
@@ -252,6 +256,7 @@ impl std::fmt::Debug for MediaConfig {
             .field("max_video_bytes", &self.max_video_bytes)
             .field("max_file_bytes", &self.max_file_bytes)
             .field("quota_bytes", &self.quota_bytes)
+            .field("url_secret", &"***")
             .finish()
     }
 }

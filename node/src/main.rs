@@ -140,6 +140,9 @@ fn main() -> anyhow::Result<()> {
             if !config.media.s3_secret_access_key.is_empty() {
                 config.media.s3_secret_access_key = "***".into();
             }
+            if !config.media.url_secret.is_empty() {
+                config.media.url_secret = "***".into();
+            }
             print!("{}", toml::to_string(&config).context("render configuration")?);
             Ok(())
         }

@@ -8,6 +8,10 @@
 //! so its memory does not grow with the file. An upload that breaks a rule or ends early is
 //! aborted: no object is left, and the bytes it reserved of the user's quota are given back.
 //! Only a complete, checked object gets a record, and only a record makes a media id.
+//!
+//! `GET /media/ID?exp=...&sig=...` serves an object to whoever holds a URL that `media_url`
+//! signed (browsers send no auth header for `<img>` and `<video>`): streamed, with Range
+//! requests, the sniffed content type and `nosniff`.
 
 use crate::config::{MediaBackend, MediaConfig};
 use actors::media::{SNIFF_BYTES, Sniffed, check_image_pixels, image_dimensions, kind_matches, sniff};
@@ -75,6 +79,20 @@ impl Media {
             }
         };
         Ok(Arc::new(Media { operator, system, config: config.clone() }))
+    }
+
+    /// The key that signs download URLs: the configured one, else the cluster's secret
+    /// (every node must verify every other's URLs), else a random one (a single node; its
+    /// URLs die with the process, and they live minutes anyway).
+    pub fn url_secret(config: &MediaConfig, cluster_secret: &str) -> Vec<u8> {
+        let base = if !config.url_secret.is_empty() {
+            config.url_secret.clone()
+        } else if !cluster_secret.is_empty() {
+            cluster_secret.to_owned()
+        } else {
+            format!("{:x}{:x}", actors::random_id(), actors::random_id())
+        };
+        Sha256::new().chain_update(b"troupe media urls\0").chain_update(base.as_bytes()).finalize().to_vec()
     }
 
     /// The largest upload of a kind.
@@ -366,4 +384,151 @@ fn dimensions(sniffed: &Sniffed, head: &[u8]) -> Result<Option<(u32, u32)>, Uplo
         return check_image_pixels(head).map(Some).map_err(|e| UploadError::InvalidMedia(e.to_string()));
     }
     Ok(image_dimensions(head))
+}
+
+/// Why a download was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// No signature, a wrong one, or one for another media.
+    #[error("this media URL is not valid; ask for a new one with media_url")]
+    BadSignature,
+    /// The URL's time is over.
+    #[error("this media URL has expired; ask for a new one with media_url")]
+    Expired,
+    /// No such media (deleted, or never completed).
+    #[error("media not found")]
+    NotFound,
+    /// A Range outside the object.
+    #[error("the range is outside the object's {size} bytes")]
+    BadRange {
+        /// The object's size.
+        size: u64,
+    },
+    /// The store or object storage failed.
+    #[error("media storage failed: {0}")]
+    Storage(String),
+}
+
+impl IntoResponse for DownloadError {
+    fn into_response(self) -> Response {
+        let (status, code) = match self {
+            DownloadError::BadSignature => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            DownloadError::Expired => (StatusCode::FORBIDDEN, ErrorCode::Expired),
+            DownloadError::NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            DownloadError::BadRange { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, ErrorCode::InvalidField),
+            DownloadError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
+        };
+        let body = serde_json::json!({ "code": code, "message": self.to_string() }).to_string();
+        let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        if let DownloadError::BadRange { size } = self
+            && let Ok(value) = header::HeaderValue::from_str(&format!("bytes */{size}"))
+        {
+            response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+        response
+    }
+}
+
+/// Bytes read from storage at once while serving a download.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// `GET /media/ID?exp=MS&sig=HEX`: the object's bytes, or the part a `Range` asks for.
+pub async fn download(State(media): State<Arc<Media>>, request: Request) -> Response {
+    let (request, _) = request.into_parts();
+    match serve(&media, &request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn serve(media: &Media, request: &axum::http::request::Parts) -> Result<Response, DownloadError> {
+    let id = request
+        .uri
+        .path()
+        .strip_prefix("/media/")
+        .and_then(|id| id.parse::<u64>().ok())
+        .map(MediaId)
+        .ok_or(DownloadError::NotFound)?;
+    let query = request.uri.query().unwrap_or("");
+    let param = |name: &str| query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='));
+    let expires_at = param("exp").and_then(|v| v.parse::<u64>().ok()).ok_or(DownloadError::BadSignature)?;
+    let signature = param("sig").ok_or(DownloadError::BadSignature)?;
+    if !actors::media::url_signature_holds(media.system.media_secret(), id, expires_at, signature) {
+        return Err(DownloadError::BadSignature);
+    }
+    let now = actors::now_ms();
+    if expires_at <= now {
+        return Err(DownloadError::Expired);
+    }
+    let record = media.system.store.media(id).await.map_err(|e| DownloadError::Storage(e.to_string()))?;
+    let record = record.ok_or(DownloadError::NotFound)?;
+    let size = record.size;
+    let range = match request.headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(value) => parse_range(value, size)?,
+        None => None,
+    };
+    let (start, end) = range.unwrap_or((0, size));
+    let storage = |e: opendal::Error| DownloadError::Storage(e.to_string());
+    let key = MediaRecord::object_key(id);
+    let reader = media.operator.reader_with(&key).chunk(READ_CHUNK).await.map_err(storage)?;
+    let stream = reader.into_bytes_stream(start..end).await.map_err(storage)?;
+    let status = if range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, record.mime.as_str())
+        .header(header::CONTENT_LENGTH, end - start)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header("x-content-type-options", "nosniff")
+        .header(header::CACHE_CONTROL, format!("private, max-age={}", (expires_at - now) / 1000));
+    if range.is_some() {
+        builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{}/{size}", end - 1));
+    }
+    if record.kind == MessageKind::File {
+        // A file is saved, never rendered by the browser in the node's origin.
+        builder = builder.header(header::CONTENT_DISPOSITION, "attachment");
+    }
+    builder.body(Body::from_stream(stream)).map_err(|e| DownloadError::Storage(e.to_string()))
+}
+
+/// The byte range `[start, end)` a `Range: bytes=...` header asks for, within `size`; None
+/// (the whole object) for several ranges or another unit, which servers may ignore.
+fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, DownloadError> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((first, last)) = spec.split_once('-') else { return Ok(None) };
+    let bad = DownloadError::BadRange { size };
+    let (first, last) = (first.trim(), last.trim());
+    let range = match (first.parse::<u64>(), last.parse::<u64>()) {
+        // `bytes=-N`: the last N bytes.
+        (Err(_), Ok(suffix)) if first.is_empty() && suffix > 0 => (size.saturating_sub(suffix), size),
+        (Ok(start), Err(_)) if last.is_empty() => (start, size),
+        (Ok(start), Ok(end)) if end >= start => (start, end.saturating_add(1).min(size)),
+        _ => return Err(bad),
+    };
+    if range.0 >= size {
+        return Err(bad);
+    }
+    Ok(Some(range))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_read_as_rfc_9110_says() {
+        let ok = |v: &str| parse_range(v, 1000).ok().flatten();
+        assert_eq!(ok("bytes=0-99"), Some((0, 100)));
+        assert_eq!(ok("bytes=900-"), Some((900, 1000)));
+        assert_eq!(ok("bytes=-100"), Some((900, 1000)));
+        assert_eq!(ok("bytes=-5000"), Some((0, 1000)), "a suffix longer than the object is all of it");
+        assert_eq!(ok("bytes=990-5000"), Some((990, 1000)), "an end past the object is clipped");
+        assert!(parse_range("bytes=0-1,5-9", 1000).unwrap().is_none(), "several ranges: the whole object");
+        assert!(parse_range("items=0-1", 1000).unwrap().is_none());
+        for bad in ["bytes=1000-", "bytes=5-1", "bytes=-0", "bytes=x-y", "bytes=2000-3000"] {
+            assert!(matches!(parse_range(bad, 1000), Err(DownloadError::BadRange { size: 1000 })), "{bad}");
+        }
+    }
 }

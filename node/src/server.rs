@@ -67,6 +67,7 @@ pub async fn run(
     let gateway = Gateway { system: system.clone(), config: Arc::new(config.gateway.clone()) };
     let console_task = tokio::spawn(console::serve(console_listener, system.clone(), cluster.clone()));
     let heartbeats = gateway::spawn_heartbeats(system.clone(), config.gateway.heartbeat_interval);
+    system.use_media_secret(crate::media::Media::url_secret(&config.media, &config.cluster.secret));
     let media = crate::media::Media::open(&config.media, &config.data_dir, system.clone())?;
     let router = http::router(gateway, media);
     let closing = system.clone();

@@ -167,3 +167,72 @@ async fn a_200_mib_upload_streams_through_bounded_memory() {
     eprintln!("node RSS grew by {} MiB during a 200 MiB upload", growth / (1024 * 1024));
     assert!(growth < 64 * 1024 * 1024, "RSS grew by {growth} bytes");
 }
+
+#[tokio::test]
+async fn media_messages_reach_members_who_download_through_signed_urls() {
+    let node = TestNode::start().await;
+    let (ann, _, ann_token) = node.user_with_token("ann").await;
+    let (bob, _) = node.user("bob").await;
+    let (cat, _) = node.user("cat").await;
+    let group = create_group(&ann, "photos", true).await;
+    bob.request("join", serde_json::json!({ "group": group })).await.unwrap();
+
+    let image = png(320, 240, 50_000);
+    let (_, uploaded) = upload(node.http, Some(&ann_token), "image", UploadBody::Whole(image.clone())).await.unwrap();
+    let media = uploaded["media"].as_u64().unwrap();
+    let send = |kind: &str, media: u64, id: &str| serde_json::json!({ "group": group, "client_msg_id": id, "type": kind, "body": { "media": media } });
+    assert_eq!(code(bob.request("send", send("image", media, "b1")).await), "not_found", "only its uploader sends it");
+    assert_eq!(code(ann.request("send", send("video", media, "a0")).await), "invalid_field", "an image is not a video");
+    assert_eq!(code(ann.request("send", send("image", 424242, "a0")).await), "not_found");
+    // Before it is sent anywhere, only its uploader may fetch it.
+    assert_eq!(code(bob.request("media_url", serde_json::json!({ "media": media })).await), "not_found");
+    ann.request("send", send("image", media, "a1")).await.expect("send");
+
+    let message = bob.next_event_named("message", WAIT).await.expect("bob gets the image");
+    assert_eq!(message["type"], "image");
+    assert_eq!(message["body"]["media"], media);
+    assert_eq!((message["body"]["width"].as_u64(), message["body"]["mime"].as_str()), (Some(320), Some("image/png")));
+
+    let signed = bob.request("media_url", serde_json::json!({ "media": media })).await.expect("a member may fetch it");
+    let url = signed["url"].as_str().unwrap().to_owned();
+    let (status, headers, body) = http_get(node.http, &url, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, image, "the bytes as uploaded");
+    assert_eq!(header(&headers, "content-type"), Some("image/png"));
+    assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"));
+    let (status, headers, body) = http_get(node.http, &url, &[("Range", "bytes=100-199")]).await;
+    assert_eq!((status, body.as_slice()), (206, &image[100..200]));
+    assert_eq!(header(&headers, "content-range"), Some(format!("bytes 100-199/{}", image.len()).as_str()));
+    let (status, _, body) = http_get(node.http, &url, &[("Range", "bytes=-10")]).await;
+    assert_eq!((status, body.as_slice()), (206, &image[image.len() - 10..]));
+    let (status, _, _) = http_get(node.http, &url, &[("Range", "bytes=999999-")]).await;
+    assert_eq!(status, 416);
+
+    // Outsiders learn nothing; a URL is only good as signed.
+    assert_eq!(code(cat.request("media_url", serde_json::json!({ "media": media })).await), "not_found");
+    let tampered = url.replace(&format!("/media/{media}"), &format!("/media/{}", media + 1));
+    assert_eq!(http_get(node.http, &tampered, &[]).await.0, 403);
+    let later = url.replacen("exp=", "exp=9", 1);
+    assert_eq!(http_get(node.http, &later, &[]).await.0, 403, "a stretched expiry breaks the signature");
+    assert_eq!(http_get(node.http, &format!("/media/{media}"), &[]).await.0, 403, "no signature");
+}
+
+#[tokio::test]
+async fn a_media_url_expires() {
+    let node = TestNode::start_with_env(&[("TROUPE_ACTORS__MEDIA_URL_TTL", "0.5")]).await;
+    let (ann, _, token) = node.user_with_token("ann").await;
+    let (_, uploaded) =
+        upload(node.http, Some(&token), "file", UploadBody::Whole(b"%PDF-1.4 x".to_vec())).await.unwrap();
+    let signed = ann.request("media_url", serde_json::json!({ "media": uploaded["media"] })).await.unwrap();
+    let url = signed["url"].as_str().unwrap();
+    let (status, headers, _) = http_get(node.http, url, &[]).await;
+    assert_eq!(
+        (status, header(&headers, "content-disposition")),
+        (200, Some("attachment")),
+        "files are saved, not shown"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (status, _, body) = http_get(node.http, url, &[]).await;
+    assert_eq!(status, 403);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["code"], "expired");
+}

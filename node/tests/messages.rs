@@ -167,7 +167,7 @@ async fn limits_and_reserved_types_are_refused_clearly() {
     );
     for kind in ["image", "audio", "video", "file"] {
         let result = send(json!({ "group": group, "client_msg_id": kind, "type": kind, "body": {} })).await;
-        assert_eq!(code(result), "unsupported_type", "{kind}");
+        assert_eq!(code(result), "invalid_field", "{kind} without a media id");
     }
     assert_eq!(
         code(send(json!({ "group": group, "client_msg_id": "e", "type": "sticker", "body": "x" })).await),

@@ -6,7 +6,7 @@
 
 use super::{MessageKind, Role};
 use crate::error::ErrorCode;
-use crate::ids::{FaceSessionId, GroupId, RedPacketId, Seq, UserId};
+use crate::ids::{FaceSessionId, GroupId, MediaId, RedPacketId, Seq, UserId};
 use crate::records::RedPacketKind;
 use serde::{Deserialize, Serialize};
 
@@ -181,6 +181,8 @@ requests! {
     "red_packet" => RedPacket(RedPacketRequest),
     /// The caller's wallet: balance and ledger.
     "wallet" => Wallet(WalletRequest),
+    /// A short-lived URL to download a media object.
+    "media_url" => MediaUrl(MediaUrlRequest),
 }
 
 /// `register`: usernames are 3-32 of `a-z 0-9 _ . -`; passwords 8-128 bytes.
@@ -467,6 +469,21 @@ pub struct RedPacketRequest {
     pub group: GroupId,
     /// The packet.
     pub packet: RedPacketId,
+}
+
+/// The body of a `send` of type `image`, `audio`, `video` or `file`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaBody {
+    /// A media object the sender uploaded (`POST /media`), of the message's type.
+    pub media: MediaId,
+}
+
+/// `media_url`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaUrlRequest {
+    /// The media.
+    pub media: MediaId,
 }
 
 /// `wallet`.

@@ -492,6 +492,18 @@ pub struct MediaView {
     pub height: Option<u32>,
 }
 
+/// `media_url` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaUrl {
+    /// The media.
+    pub media: MediaId,
+    /// A path on the node's HTTP port (`/media/ID?exp=...&sig=...`) that serves the bytes
+    /// without further authentication until `expires_at`.
+    pub url: String,
+    /// Milliseconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
 /// `history` result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryPage {
