@@ -66,6 +66,8 @@ impl Media {
                 Operator::new(builder).map_err(|e| MediaOpenError::Config(e.to_string()))?
             }
             MediaBackend::S3 => {
+                // The process-wide HTTP transport (reqwest over rustls); idempotent.
+                opendal::install_default();
                 if config.s3_bucket.is_empty() || config.s3_endpoint.is_empty() {
                     return Err(MediaOpenError::Config("media.s3_endpoint and media.s3_bucket are required".into()));
                 }

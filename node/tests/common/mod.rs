@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod postgres;
 pub mod redis;
+pub mod s3;
 
 pub use bench::{Client, ClientError};
 use serde_json::{Value, json};
