@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:-$(date +%Y-%m-%d)}
 shift || true
-scenarios=${*:-connections fanout overload send joins sync redpacket}
+scenarios=${*:-connections fanout overload send joins sync redpacket media}
 out=bench/results/$name
 mkdir -p "$out"
 cargo build --release -q -p troupe -p troupe-bench
@@ -69,6 +69,7 @@ for scenario in $scenarios; do
     joins)    start_node; "$bench_bin" joins --out "$out/joins" ;;
     sync)     start_node; "$bench_bin" sync --clients 2000 --groups 20 --missed 500 --out "$out/sync" ;;
     redpacket) start_node; "$bench_bin" redpacket --members 500 --shares 100 --packets 10 --out "$out/redpacket" ;;
+    media)    start_node; "$bench_bin" media --mib 200 --downloads 4 --out "$out/media" ;;
     cluster-fanout)
       start_cluster
       "$bench_bin" fanout --url ws://127.0.0.1:7871/ws,ws://127.0.0.1:7872/ws \

@@ -3,7 +3,7 @@
 
 mod common;
 
-use bench::scenario::{connections, fanout, joins, redpacket, send, sync};
+use bench::scenario::{connections, fanout, joins, media, redpacket, send, sync};
 use common::*;
 use serde_json::Value;
 use std::path::Path;
@@ -97,6 +97,20 @@ async fn every_scenario_runs_and_checks_itself() {
     assert_eq!(grabbed["grabbed"], 10);
     assert_eq!(grabbed["grab_requests"], 48);
     assert_eq!(grabbed["already_grabbed"], 10, "each winner's second grab");
+
+    media::run(media::MediaArgs {
+        url: url.clone(),
+        console: node.console,
+        mib: 3,
+        downloads: 2,
+        out: Some(out.path().join("media")),
+    })
+    .await
+    .unwrap();
+    let document: Value = serde_json::from_slice(&std::fs::read(out.path().join("media.json")).unwrap()).unwrap();
+    assert_eq!(document["results"]["downloads_intact"], 2);
+    assert_eq!(document["results"]["bytes"], 3 * 1024 * 1024);
+    assert!(out.path().join("media-rss.svg").exists());
 
     let tokens = out.path().join("tokens.txt");
     connections::accounts(connections::AccountsArgs {

@@ -33,6 +33,8 @@ enum Scenario {
     Sync(scenario::sync::SyncArgs),
     /// Grab storms on red packets; the money invariants are checked afterwards.
     Redpacket(scenario::redpacket::RedPacketArgs),
+    /// One large upload and concurrent downloads; node memory during the upload.
+    Media(scenario::media::MediaArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Joins(args) => scenario::joins::run(args).await,
             Scenario::Sync(args) => scenario::sync::run(args).await,
             Scenario::Redpacket(args) => scenario::redpacket::run(args).await,
+            Scenario::Media(args) => scenario::media::run(args).await,
         }
     })?;
     Ok(())

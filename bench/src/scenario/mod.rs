@@ -3,6 +3,7 @@
 pub mod connections;
 pub mod fanout;
 pub mod joins;
+pub mod media;
 pub mod redpacket;
 pub mod send;
 pub mod setup;
