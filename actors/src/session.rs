@@ -222,7 +222,7 @@ impl Session {
             }
             Request::RedPacket(r) => self.to_group(id, r.group, GroupCommand::RedPacketInfo { packet: r.packet }).await,
             Request::Wallet(_) => self.wallet(id, me).await,
-            Request::MediaUrl(r) => self.media_url(id, me, r.media).await,
+            Request::MediaUrl(r) => self.media_url(id, me, r.media, r.thumbnail).await,
             Request::ConfirmFaceToFace(r) => {
                 let code = face_code(&r.code)?;
                 let command = FaceCommand::Confirm { session: r.session };
@@ -367,7 +367,13 @@ impl Session {
 
     /// A signed download URL for a media object the caller may see: their own upload, or
     /// one sent to a group they are in. Anyone else gets `not_found`, as for no media.
-    async fn media_url(&self, id: Option<u64>, me: UserId, media: schema::MediaId) -> Result<(), ApiError> {
+    async fn media_url(
+        &self,
+        id: Option<u64>,
+        me: UserId,
+        media: schema::MediaId,
+        thumbnail: bool,
+    ) -> Result<(), ApiError> {
         let store = &self.system.store;
         let record = store.media(media).await?.ok_or(ApiError::NotFound("media"))?;
         let mut allowed = record.uploader == me;
@@ -383,9 +389,14 @@ impl Session {
         if !allowed {
             return Err(ApiError::NotFound("media"));
         }
+        if thumbnail && record.thumbnail.is_none() {
+            return Err(ApiError::NotFound("thumbnail"));
+        }
+        let variant = if thumbnail { "thumbnail" } else { "" };
         let expires_at = now_ms() + self.system.config.media_url_ttl.as_millis() as u64;
-        let signature = crate::media::sign_url(self.system.media_secret(), media, expires_at);
-        let url = format!("/media/{media}?exp={expires_at}&sig={signature}");
+        let signature = crate::media::sign_url(self.system.media_secret(), media, variant, expires_at);
+        let path = if thumbnail { format!("/media/{media}/thumbnail") } else { format!("/media/{media}") };
+        let url = format!("{path}?exp={expires_at}&sig={signature}");
         self.reply(id, "media_url", &wire::MediaUrl { media, url, expires_at });
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! becomes wire data.
 
 use schema::Seq;
-use schema::frames::server::{GroupInfo, MediaView, MessageView, Profile};
+use schema::frames::server::{GroupInfo, MediaView, MessageView, Profile, Size};
 use schema::records::{GroupRecord, MediaRecord, MessageRecord, UserRecord};
 use serde_json::value::RawValue;
 
@@ -56,5 +56,6 @@ pub fn media(record: &MediaRecord) -> MediaView {
         sha256: record.sha256.clone(),
         width: record.dimensions.map(|d| d.0),
         height: record.dimensions.map(|d| d.1),
+        thumbnail: record.thumbnail.map(|(width, height)| Size { width, height }),
     }
 }

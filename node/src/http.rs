@@ -10,8 +10,11 @@ use std::sync::Arc;
 
 /// Every route the node serves.
 pub fn router(gateway: Gateway, media: Arc<Media>) -> Router {
-    let uploads =
-        Router::new().route("/media", post(media::upload)).route("/media/{id}", get(media::download)).with_state(media);
+    let uploads = Router::new()
+        .route("/media", post(media::upload))
+        .route("/media/{id}", get(media::download))
+        .route("/media/{id}/thumbnail", get(media::download))
+        .with_state(media);
     Router::new()
         .route(gateway::PATH, get(gateway::upgrade))
         .route("/health", get(health))

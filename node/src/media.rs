@@ -39,6 +39,8 @@ pub struct Media {
     operator: Operator,
     system: Arc<System>,
     config: MediaConfig,
+    /// Thumbnails are made one at a time: a decode may take up to its budget of memory.
+    decodes: tokio::sync::Semaphore,
 }
 
 /// Why media storage could not be set up.
@@ -80,7 +82,7 @@ impl Media {
                 Operator::new(builder).map_err(|e| MediaOpenError::Config(e.to_string()))?
             }
         };
-        Ok(Arc::new(Media { operator, system, config: config.clone() }))
+        Ok(Arc::new(Media { operator, system, config: config.clone(), decodes: tokio::sync::Semaphore::new(1) }))
     }
 
     /// The key that signs download URLs: the configured one, else the cluster's secret
@@ -241,6 +243,7 @@ async fn accept(media: &Media, request: Request) -> Result<MediaView, UploadErro
     if !matches!(recorded, Ok(true)) {
         // A record failed (or, once in 2^53, the id was taken): the object must not stay.
         let _ = media.operator.delete(&MediaRecord::object_key(id)).await;
+        let _ = media.operator.delete(&MediaRecord::thumbnail_key(id)).await;
         release(media, user, reserved).await;
         return Err(match recorded {
             Err(error) => error.into(),
@@ -249,15 +252,7 @@ async fn accept(media: &Media, request: Request) -> Result<MediaView, UploadErro
     }
     release(media, user, reserved.saturating_sub(record.size)).await;
     tracing::debug!(media = %id, %user, size = record.size, mime = %record.mime, "media stored");
-    Ok(MediaView {
-        media: id,
-        kind: record.kind,
-        mime: record.mime,
-        size: record.size,
-        sha256: record.sha256,
-        width: record.dimensions.map(|d| d.0),
-        height: record.dimensions.map(|d| d.1),
-    })
+    Ok(actors::views::media(&record))
 }
 
 async fn release(media: &Media, user: UserId, bytes: u64) {
@@ -366,6 +361,18 @@ async fn store_object(
         return Err(error);
     }
     writer.close().await.map_err(storage)?;
+    let thumbnail = if claimed == MessageKind::Image {
+        match make_thumbnail(media, id, &key).await {
+            Ok(thumbnail) => thumbnail,
+            Err(error) => {
+                // Not a valid image after all: it must not stay.
+                let _ = media.operator.delete(&key).await;
+                return Err(error);
+            }
+        }
+    } else {
+        None
+    };
     let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     Ok(MediaRecord {
         id,
@@ -375,8 +382,26 @@ async fn store_object(
         size,
         sha256,
         dimensions,
+        thumbnail,
         created_at: actors::now_ms(),
     })
+}
+
+/// Decodes a stored image (one at a time, off the async threads, under a memory budget)
+/// and stores its JPEG thumbnail; its size, or None for an image this node does not decode.
+/// `InvalidMedia` if the bytes are not a valid image.
+async fn make_thumbnail(media: &Media, id: MediaId, key: &str) -> Result<Option<(u32, u32)>, UploadError> {
+    let storage = |e: opendal::Error| UploadError::Storage(e.to_string());
+    let _turn = media.decodes.acquire().await.map_err(|e| UploadError::Storage(e.to_string()))?;
+    let bytes = media.operator.read(key).await.map_err(storage)?.to_vec();
+    let made = tokio::task::spawn_blocking(move || actors::media::thumbnail::thumbnail(&bytes))
+        .await
+        .map_err(|e| UploadError::Storage(format!("thumbnail task: {e}")))?;
+    let Some(thumbnail) = made.map_err(|e| UploadError::InvalidMedia(e.to_string()))? else {
+        return Ok(None);
+    };
+    media.operator.write(&MediaRecord::thumbnail_key(id), thumbnail.jpeg).await.map_err(storage)?;
+    Ok(Some((thumbnail.width, thumbnail.height)))
 }
 
 /// An image's declared size, refused if no decoder should be given it; for other content,
@@ -444,18 +469,17 @@ pub async fn download(State(media): State<Arc<Media>>, request: Request) -> Resp
 }
 
 async fn serve(media: &Media, request: &axum::http::request::Parts) -> Result<Response, DownloadError> {
-    let id = request
-        .uri
-        .path()
-        .strip_prefix("/media/")
-        .and_then(|id| id.parse::<u64>().ok())
-        .map(MediaId)
-        .ok_or(DownloadError::NotFound)?;
+    let path = request.uri.path().strip_prefix("/media/").ok_or(DownloadError::NotFound)?;
+    let (id, variant) = match path.strip_suffix("/thumbnail") {
+        Some(id) => (id, "thumbnail"),
+        None => (path, ""),
+    };
+    let id = id.parse::<u64>().map(MediaId).map_err(|_| DownloadError::NotFound)?;
     let query = request.uri.query().unwrap_or("");
     let param = |name: &str| query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='));
     let expires_at = param("exp").and_then(|v| v.parse::<u64>().ok()).ok_or(DownloadError::BadSignature)?;
     let signature = param("sig").ok_or(DownloadError::BadSignature)?;
-    if !actors::media::url_signature_holds(media.system.media_secret(), id, expires_at, signature) {
+    if !actors::media::url_signature_holds(media.system.media_secret(), id, variant, expires_at, signature) {
         return Err(DownloadError::BadSignature);
     }
     let now = actors::now_ms();
@@ -464,20 +488,25 @@ async fn serve(media: &Media, request: &axum::http::request::Parts) -> Result<Re
     }
     let record = media.system.store.media(id).await.map_err(|e| DownloadError::Storage(e.to_string()))?;
     let record = record.ok_or(DownloadError::NotFound)?;
-    let size = record.size;
+    let thumbnail = variant == "thumbnail";
+    let (key, mime) = match (thumbnail, record.thumbnail) {
+        (false, _) => (MediaRecord::object_key(id), record.mime.as_str()),
+        (true, Some(_)) => (MediaRecord::thumbnail_key(id), "image/jpeg"),
+        (true, None) => return Err(DownloadError::NotFound),
+    };
+    let storage = |e: opendal::Error| DownloadError::Storage(e.to_string());
+    let size = if thumbnail { media.operator.stat(&key).await.map_err(storage)?.content_length() } else { record.size };
     let range = match request.headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(value) => parse_range(value, size)?,
         None => None,
     };
     let (start, end) = range.unwrap_or((0, size));
-    let storage = |e: opendal::Error| DownloadError::Storage(e.to_string());
-    let key = MediaRecord::object_key(id);
     let reader = media.operator.reader_with(&key).chunk(READ_CHUNK).await.map_err(storage)?;
     let stream = reader.into_bytes_stream(start..end).await.map_err(storage)?;
     let status = if range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
     let mut builder = Response::builder()
         .status(status)
-        .header(header::CONTENT_TYPE, record.mime.as_str())
+        .header(header::CONTENT_TYPE, mime)
         .header(header::CONTENT_LENGTH, end - start)
         .header(header::ACCEPT_RANGES, "bytes")
         .header("x-content-type-options", "nosniff")
@@ -485,7 +514,7 @@ async fn serve(media: &Media, request: &axum::http::request::Parts) -> Result<Re
     if range.is_some() {
         builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{}/{size}", end - 1));
     }
-    if record.kind == MessageKind::File {
+    if record.kind == MessageKind::File && !thumbnail {
         // A file is saved, never rendered by the browser in the node's origin.
         builder = builder.header(header::CONTENT_DISPOSITION, "attachment");
     }

@@ -19,7 +19,22 @@ fn png(width: u32, height: u32, extra: usize) -> Vec<u8> {
     bytes
 }
 
-/// Every object in the node's media folder (what a reader could find), partial ones aside.
+/// A real PNG of `width` x `height` noisy pixels (noise does not compress: about 4 bytes a
+/// pixel).
+fn noise_png(width: u32, height: u32) -> Vec<u8> {
+    let mut state = 0x2545_f491_u32;
+    let image = image::RgbaImage::from_fn(width, height, |_, _| {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        image::Rgba(state.to_le_bytes())
+    });
+    let mut bytes = Vec::new();
+    image.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).expect("encode");
+    bytes
+}
+
+/// Every media object in the node's media folder (thumbnails and partial ones aside).
 fn objects(data: &Path) -> Vec<std::path::PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else { return };
@@ -28,7 +43,11 @@ fn objects(data: &Path) -> Vec<std::path::PathBuf> {
             if path.file_name().is_some_and(|n| n == ".partial") {
                 continue;
             }
-            if path.is_dir() { walk(&path, out) } else { out.push(path) }
+            if path.is_dir() {
+                walk(&path, out)
+            } else if !path.to_string_lossy().contains("/thumbnails/") {
+                out.push(path)
+            }
         }
     }
     let mut out = Vec::new();
@@ -49,11 +68,12 @@ fn code_of(answer: &Option<(u16, Value)>) -> (u16, &str) {
 async fn uploads_are_judged_by_their_bytes_and_stored_whole() {
     let node = TestNode::start().await;
     let (_, _, token) = node.user_with_token("up").await;
-    let image = png(640, 480, 300_000);
+    let image = noise_png(320, 240);
     let (status, view) = upload(node.http, Some(&token), "image", UploadBody::Whole(image.clone())).await.unwrap();
     assert_eq!(status, 201, "{view}");
     assert_eq!((view["kind"].as_str(), view["mime"].as_str()), (Some("image"), Some("image/png")));
-    assert_eq!((view["width"].as_u64(), view["height"].as_u64()), (Some(640), Some(480)));
+    assert_eq!((view["width"].as_u64(), view["height"].as_u64()), (Some(320), Some(240)));
+    assert_eq!(view["thumbnail"], serde_json::json!({ "width": 256, "height": 192 }), "decoded and shrunk");
     assert_eq!(view["size"], image.len());
     let sha: String = Sha256::digest(&image).iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(view["sha256"], sha);
@@ -68,6 +88,7 @@ async fn uploads_are_judged_by_their_bytes_and_stored_whole() {
     assert_eq!((status, view["mime"].as_str(), view["kind"].as_str()), (201, Some("application/pdf"), Some("file")));
     let (status, view) = upload(node.http, Some(&token), "file", UploadBody::Whole(png(10, 20, 10))).await.unwrap();
     assert_eq!((status, view["kind"].as_str(), view["width"].as_u64()), (201, Some("file"), Some(10)));
+    assert!(view["thumbnail"].is_null(), "files are not decoded");
     // Streamed without a length, in pieces.
     let video = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2mp41".to_vec();
     let body = UploadBody::Chunked { head: video, total: 3_000_000, chunk: 64 * 1024 };
@@ -97,6 +118,8 @@ async fn refused_uploads_leave_nothing_behind() {
     assert_eq!(code_of(&answer), (422, "invalid_media"), "a truncated header");
     let answer = upload(node.http, Some(&token), "image", whole(Vec::new())).await;
     assert_eq!(code_of(&answer), (422, "invalid_media"), "nothing at all");
+    let answer = upload(node.http, Some(&token), "image", whole(png(64, 64, 5_000))).await;
+    assert_eq!(code_of(&answer), (422, "invalid_media"), "a PNG header over garbage does not decode");
     let answer = upload(node.http, None, "image", whole(png(10, 10, 10))).await;
     assert_eq!(code_of(&answer), (401, "unauthenticated"));
     let answer = upload(node.http, Some(&"0".repeat(64)), "image", whole(png(10, 10, 10))).await;
@@ -114,7 +137,9 @@ async fn refused_uploads_leave_nothing_behind() {
     }
     assert_eq!(objects(&node.data), Vec::<std::path::PathBuf>::new(), "nothing refused was stored");
     // And every reservation was given back: a full-size upload still fits the quota.
-    let (status, _) = upload(node.http, Some(&token), "image", whole(png(10, 10, 90_000))).await.unwrap();
+    let fits = noise_png(150, 150);
+    assert!(fits.len() < 100_000);
+    let (status, _) = upload(node.http, Some(&token), "image", whole(fits)).await.unwrap();
     assert_eq!(status, 201);
 }
 
@@ -122,17 +147,17 @@ async fn refused_uploads_leave_nothing_behind() {
 async fn the_quota_holds() {
     let node = TestNode::start_with_env(&[("TROUPE_MEDIA__QUOTA_BYTES", "500000")]).await;
     let (_, _, token) = node.user_with_token("up").await;
-    let (status, _) = upload(node.http, Some(&token), "image", UploadBody::Whole(png(8, 8, 300_000))).await.unwrap();
+    let (status, _) = upload(node.http, Some(&token), "file", UploadBody::Whole(png(8, 8, 300_000))).await.unwrap();
     assert_eq!(status, 201);
-    let answer = upload(node.http, Some(&token), "image", UploadBody::Whole(png(8, 8, 300_000))).await;
+    let answer = upload(node.http, Some(&token), "file", UploadBody::Whole(png(8, 8, 300_000))).await;
     assert_eq!(code_of(&answer), (413, "quota_exceeded"));
     // Without a length, the upload may use what is left, and no more.
     let fits = UploadBody::Chunked { head: png(8, 8, 100), total: 150_000, chunk: 16 * 1024 };
-    assert_eq!(upload(node.http, Some(&token), "image", fits).await.unwrap().0, 201);
+    assert_eq!(upload(node.http, Some(&token), "file", fits).await.unwrap().0, 201);
     let over = UploadBody::Chunked { head: png(8, 8, 100), total: 100_000, chunk: 16 * 1024 };
-    assert_eq!(code_of(&upload(node.http, Some(&token), "image", over).await), (413, "quota_exceeded"));
+    assert_eq!(code_of(&upload(node.http, Some(&token), "file", over).await), (413, "quota_exceeded"));
     let (_, _, other) = node.user_with_token("other").await;
-    let (status, _) = upload(node.http, Some(&other), "image", UploadBody::Whole(png(8, 8, 300_000))).await.unwrap();
+    let (status, _) = upload(node.http, Some(&other), "file", UploadBody::Whole(png(8, 8, 300_000))).await.unwrap();
     assert_eq!(status, 201, "the quota is per user");
 }
 
@@ -177,7 +202,7 @@ async fn media_messages_reach_members_who_download_through_signed_urls() {
     let group = create_group(&ann, "photos", true).await;
     bob.request("join", serde_json::json!({ "group": group })).await.unwrap();
 
-    let image = png(320, 240, 50_000);
+    let image = noise_png(320, 240);
     let (_, uploaded) = upload(node.http, Some(&ann_token), "image", UploadBody::Whole(image.clone())).await.unwrap();
     let media = uploaded["media"].as_u64().unwrap();
     let send = |kind: &str, media: u64, id: &str| serde_json::json!({ "group": group, "client_msg_id": id, "type": kind, "body": { "media": media } });
@@ -207,6 +232,13 @@ async fn media_messages_reach_members_who_download_through_signed_urls() {
     assert_eq!((status, body.as_slice()), (206, &image[image.len() - 10..]));
     let (status, _, _) = http_get(node.http, &url, &[("Range", "bytes=999999-")]).await;
     assert_eq!(status, 416);
+    let thumb = bob.request("media_url", serde_json::json!({ "media": media, "thumbnail": true })).await.unwrap();
+    let (status, headers, body) = http_get(node.http, thumb["url"].as_str().unwrap(), &[]).await;
+    assert_eq!((status, header(&headers, "content-type")), (200, Some("image/jpeg")));
+    let decoded = image::load_from_memory(&body).expect("a JPEG");
+    assert_eq!((decoded.width(), decoded.height()), (256, 192));
+    let swapped = thumb["url"].as_str().unwrap().replace("/thumbnail", "");
+    assert_eq!(http_get(node.http, &swapped, &[]).await.0, 403, "a thumbnail's URL does not open the original");
 
     // Outsiders learn nothing; a URL is only good as signed.
     assert_eq!(code(cat.request("media_url", serde_json::json!({ "media": media })).await), "not_found");
@@ -248,7 +280,7 @@ async fn media_live_in_an_s3_bucket() {
     let node = TestNode::start_with_env(&env).await;
     let (ann, _, token) = node.user_with_token("ann").await;
 
-    let image = png(1024, 768, 200_000);
+    let image = noise_png(250, 200);
     let (status, view) = upload(node.http, Some(&token), "image", UploadBody::Whole(image.clone())).await.unwrap();
     assert_eq!(status, 201, "{view}");
     let media = view["media"].as_u64().unwrap();
@@ -258,7 +290,7 @@ async fn media_live_in_an_s3_bucket() {
     assert_eq!((status, big["size"].as_u64()), (201, Some(20 * 1024 * 1024)), "{big}");
 
     let objects = s3.objects();
-    assert_eq!(objects.len(), 2, "{objects:?}");
+    assert_eq!(objects.len(), 3, "two media and a thumbnail: {objects:?}");
     let stored = objects.iter().find(|p| p.ends_with(media.to_string())).expect("the image's object");
     assert_eq!(std::fs::read(stored).unwrap(), image);
 
@@ -275,5 +307,7 @@ async fn media_live_in_an_s3_bucket() {
     let node_limit = 20 * 1024 * 1024 + 1;
     let too_big = UploadBody::Chunked { head: png(8, 8, 100), total: node_limit as usize, chunk: 1024 * 1024 };
     assert_eq!(code_of(&upload(node.http, Some(&token), "image", too_big).await), (413, "media_too_large"));
-    assert_eq!(s3.objects().len(), 2, "nothing refused reached the bucket");
+    let corrupt = upload(node.http, Some(&token), "image", UploadBody::Whole(png(64, 64, 5000))).await;
+    assert_eq!(code_of(&corrupt), (422, "invalid_media"));
+    assert_eq!(s3.objects().len(), 3, "nothing refused reached the bucket");
 }

@@ -1269,7 +1269,8 @@ async fn media_bytes_move_by_compare_and_set_within_the_quota() {
 }
 
 /// A media record is the static row of its partition, inserted `IF NOT EXISTS`, with width
-/// and height unset when it has no dimensions; its groups are clustering rows, read past the
+/// and height unset when it has no dimensions (thumb_width and thumb_height when it has no
+/// thumbnail); its groups are clustering rows, read past the
 /// row a partition without links answers with.
 #[tokio::test]
 async fn media_records_are_static_rows_and_their_groups_clustering_rows() {
@@ -1282,12 +1283,26 @@ async fn media_records_are_static_rows_and_their_groups_clustering_rows() {
         size: 1234,
         sha256: "ab".repeat(32),
         dimensions: None,
+        thumbnail: None,
         created_at: 9,
     };
     assert!(store.insert_media(&file).await.unwrap());
     let insert = fake.calls_to("insert_media").remove(0);
     assert_eq!((insert.value("kind"), insert.value("size")), (V::Text("file".into()), V::BigInt(1234)));
     assert_eq!((insert.value("width"), insert.value("height")), (V::Unset, V::Unset), "no tombstones");
+    assert_eq!((insert.value("thumb_width"), insert.value("thumb_height")), (V::Unset, V::Unset), "no tombstones");
+    let image = MediaRecord {
+        id: MediaId(79),
+        kind: MessageKind::Image,
+        mime: "image/png".into(),
+        dimensions: Some((640, 480)),
+        thumbnail: Some((320, 240)),
+        ..file.clone()
+    };
+    assert!(store.insert_media(&image).await.unwrap());
+    let insert = fake.calls_to("insert_media").remove(1);
+    assert_eq!((insert.value("width"), insert.value("height")), (V::BigInt(640), V::BigInt(480)));
+    assert_eq!((insert.value("thumb_width"), insert.value("thumb_height")), (V::BigInt(320), V::BigInt(240)));
     fake.answer_with("insert_media", vec![Reply::lwt(false, &[("uploader", V::BigInt(8))])]);
     assert!(!store.insert_media(&file).await.unwrap(), "an id is taken once");
 
@@ -1300,12 +1315,15 @@ async fn media_records_are_static_rows_and_their_groups_clustering_rows() {
         V::Text("ab".repeat(32)),
         V::BigInt(640),
         V::BigInt(480),
+        V::BigInt(320),
+        V::BigInt(240),
         V::BigInt(9),
     ];
-    let links_only = [vec![V::BigInt(77)], vec![V::Null; 8]].concat();
+    let links_only = [vec![V::BigInt(77)], vec![V::Null; 10]].concat();
     fake.answer_with("select_media", vec![Reply::Rows(vec![image_row]), Reply::Rows(vec![links_only])]);
     let image = store.media(MediaId(77)).await.unwrap().unwrap();
     assert_eq!((image.kind, image.dimensions), (MessageKind::Image, Some((640, 480))));
+    assert_eq!(image.thumbnail, Some((320, 240)));
     assert_eq!(store.media(MediaId(77)).await.unwrap(), None, "links without a record are no record");
     assert_eq!(store.media(MediaId(78)).await.unwrap(), None);
 

@@ -140,9 +140,11 @@ CREATE TABLE IF NOT EXISTS media (
   mime        TEXT NOT NULL,
   size        BIGINT NOT NULL,
   sha256      TEXT NOT NULL,
-  width       INTEGER,
-  height      INTEGER,
-  created_at  BIGINT NOT NULL
+  width         INTEGER,
+  height        INTEGER,
+  thumb_width   INTEGER,
+  thumb_height  INTEGER,
+  created_at    BIGINT NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS media_groups (

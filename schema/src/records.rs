@@ -295,6 +295,9 @@ pub struct MediaRecord {
     pub sha256: String,
     /// For images: width and height in pixels, from the header.
     pub dimensions: Option<(u32, u32)>,
+    /// For images the node could decode: the width and height of its JPEG thumbnail,
+    /// stored under [`MediaRecord::thumbnail_key`].
+    pub thumbnail: Option<(u32, u32)>,
     /// Milliseconds since the Unix epoch.
     pub created_at: u64,
 }
@@ -303,5 +306,10 @@ impl MediaRecord {
     /// Where its bytes are in object storage.
     pub fn object_key(id: MediaId) -> String {
         format!("media/{:02x}/{}", id.0 % 256, id.0)
+    }
+
+    /// Where its thumbnail is in object storage.
+    pub fn thumbnail_key(id: MediaId) -> String {
+        format!("thumbnails/{:02x}/{}.jpg", id.0 % 256, id.0)
     }
 }

@@ -644,6 +644,7 @@ fn media(id: u64, uploader: u64, size: u64) -> MediaRecord {
         size,
         sha256: "ab".repeat(32),
         dimensions: Some((640, 480)),
+        thumbnail: Some((256, 192)),
         created_at: now_ms(),
     }
 }
@@ -656,7 +657,8 @@ pub async fn media_records_and_links(store: Arc<dyn Store>) {
     assert!(!store.insert_media(&media(id, 8, 1)).await.unwrap(), "an id is taken once");
     assert_eq!(store.media(MediaId(id)).await.unwrap(), Some(record.clone()));
     let mut file = media(random_id(), 7, 10);
-    (file.kind, file.mime, file.dimensions) = (schema::frames::MessageKind::File, "application/pdf".into(), None);
+    (file.kind, file.mime, file.dimensions, file.thumbnail) =
+        (schema::frames::MessageKind::File, "application/pdf".into(), None, None);
     store.insert_media(&file).await.unwrap();
     assert_eq!(store.media(file.id).await.unwrap(), Some(file));
     assert_eq!(store.media(MediaId(random_id())).await.unwrap(), None);

@@ -484,6 +484,9 @@ pub struct MediaBody {
 pub struct MediaUrlRequest {
     /// The media.
     pub media: MediaId,
+    /// The URL of its thumbnail instead (images with one only).
+    #[serde(default)]
+    pub thumbnail: bool,
 }
 
 /// `wallet`.

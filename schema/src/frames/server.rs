@@ -490,6 +490,18 @@ pub struct MediaView {
     pub width: Option<u32>,
     /// For images: height in pixels.
     pub height: Option<u32>,
+    /// For images the node could decode: the size of a JPEG thumbnail (fetch it with
+    /// `media_url` and `thumbnail: true`); null otherwise.
+    pub thumbnail: Option<Size>,
+}
+
+/// A width and a height in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Size {
+    /// Pixels across.
+    pub width: u32,
+    /// Pixels down.
+    pub height: u32,
 }
 
 /// `media_url` result.

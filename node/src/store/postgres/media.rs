@@ -12,10 +12,14 @@ fn media_row(row: &Row) -> StoreResult<MediaRecord> {
     let kind: String = row.get("kind");
     let (width, height): (Option<i32>, Option<i32>) = (row.get("width"), row.get("height"));
     let dimension = |v: i32| u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("media dimension {v}")));
-    let dimensions = match (width, height) {
-        (Some(w), Some(h)) => Some((dimension(w)?, dimension(h)?)),
-        _ => None,
+    let pair = |w: Option<i32>, h: Option<i32>| -> StoreResult<Option<(u32, u32)>> {
+        match (w, h) {
+            (Some(w), Some(h)) => Ok(Some((dimension(w)?, dimension(h)?))),
+            _ => Ok(None),
+        }
     };
+    let dimensions = pair(width, height)?;
+    let thumbnail = pair(row.get("thumb_width"), row.get("thumb_height"))?;
     Ok(MediaRecord {
         id: MediaId(unsigned(row.get("media_id"))),
         uploader: UserId(unsigned(row.get("uploader"))),
@@ -24,6 +28,7 @@ fn media_row(row: &Row) -> StoreResult<MediaRecord> {
         size: unsigned(row.get("size")),
         sha256: row.get("sha256"),
         dimensions,
+        thumbnail,
         created_at: unsigned(row.get("created_at")),
     })
 }
@@ -71,14 +76,17 @@ impl MediaStore for PostgresStore {
 
     async fn insert_media(&self, media: &MediaRecord) -> StoreResult<bool> {
         let client = self.client().await?;
-        let (width, height) = match media.dimensions {
+        let pair = |p: Option<(u32, u32)>| match p {
             Some((w, h)) => (i32::try_from(w).ok(), i32::try_from(h).ok()),
             None => (None, None),
         };
+        let (width, height) = pair(media.dimensions);
+        let (thumb_width, thumb_height) = pair(media.thumbnail);
         let rows = client
             .execute(
-                "INSERT INTO media (media_id, uploader, kind, mime, size, sha256, width, height, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (media_id) DO NOTHING",
+                "INSERT INTO media (media_id, uploader, kind, mime, size, sha256, width, height, thumb_width, \
+                 thumb_height, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (media_id) DO NOTHING",
                 &[
                     &id(media.id.0),
                     &id(media.uploader.0),
@@ -88,6 +96,8 @@ impl MediaStore for PostgresStore {
                     &media.sha256,
                     &width,
                     &height,
+                    &thumb_width,
+                    &thumb_height,
                     &id(media.created_at),
                 ],
             )

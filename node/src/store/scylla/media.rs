@@ -90,11 +90,14 @@ impl MediaStore for ScyllaStore {
     }
 
     async fn insert_media(&self, media: &MediaRecord) -> StoreResult<bool> {
-        // Without dimensions, width and height stay unset rather than null: no tombstones.
-        let (width, height) = match media.dimensions {
+        // Without dimensions (or a thumbnail), width and height (thumb_width and thumb_height)
+        // stay unset rather than null: no tombstones.
+        let sides = |size: Option<(u32, u32)>| match size {
             Some((width, height)) => (unset(Some(i64::from(width))), unset(Some(i64::from(height)))),
             None => (unset(None), unset(None)),
         };
+        let (width, height) = sides(media.dimensions);
+        let (thumb_width, thumb_height) = sides(media.thumbnail);
         let values = (
             id(media.id.0),
             id(media.uploader.0),
@@ -104,6 +107,8 @@ impl MediaStore for ScyllaStore {
             media.sha256.as_str(),
             width,
             height,
+            thumb_width,
+            thumb_height,
             id(media.created_at),
         );
         let inner = &self.inner;

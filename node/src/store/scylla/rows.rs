@@ -74,8 +74,8 @@ pub type StoredRedPacketRow = (
 pub type GrabRow = (Option<i64>, Option<i32>, Option<i64>, Option<i64>);
 /// `SELECT due_at, group_id, packet_id` from the due index.
 pub type DueRow = (Option<i64>, Option<i64>, Option<i64>);
-/// `SELECT media_id, uploader, kind, mime, size, sha256, width, height, created_at` (the
-/// static row of a media object).
+/// `SELECT media_id, uploader, kind, mime, size, sha256, width, height, thumb_width,
+/// thumb_height, created_at` (the static row of a media object).
 pub type MediaRow = (
     Option<i64>,
     Option<i64>,
@@ -83,6 +83,8 @@ pub type MediaRow = (
     Option<String>,
     Option<i64>,
     Option<String>,
+    Option<i64>,
+    Option<i64>,
     Option<i64>,
     Option<i64>,
     Option<i64>,
@@ -428,7 +430,7 @@ pub fn due(row: DueRow) -> StoreResult<(u64, GroupId, RedPacketId)> {
 /// A media object's static row; None for the row a partition answers with when it holds
 /// links but no record (every static column null: a link that outlived a delete).
 pub fn media(row: MediaRow) -> StoreResult<Option<MediaRecord>> {
-    let (media_id, uploader, kind, mime, size, sha256, width, height, created_at) = row;
+    let (media_id, uploader, kind, mime, size, sha256, width, height, thumb_width, thumb_height, created_at) = row;
     if uploader.is_none()
         && kind.is_none()
         && mime.is_none()
@@ -436,6 +438,8 @@ pub fn media(row: MediaRow) -> StoreResult<Option<MediaRecord>> {
         && sha256.is_none()
         && width.is_none()
         && height.is_none()
+        && thumb_width.is_none()
+        && thumb_height.is_none()
         && created_at.is_none()
     {
         return Ok(None);
@@ -449,6 +453,10 @@ pub fn media(row: MediaRow) -> StoreResult<Option<MediaRecord>> {
         (None, None) => None,
         (width, height) => Some((dimension(width, "media.width")?, dimension(height, "media.height")?)),
     };
+    let thumbnail = match (thumb_width, thumb_height) {
+        (None, None) => None,
+        (width, height) => Some((dimension(width, "media.thumb_width")?, dimension(height, "media.thumb_height")?)),
+    };
     Ok(Some(MediaRecord {
         id: MediaId(unsigned(media_id, "media.media_id")?),
         uploader: UserId(unsigned(uploader, "media.uploader")?),
@@ -457,6 +465,7 @@ pub fn media(row: MediaRow) -> StoreResult<Option<MediaRecord>> {
         size: unsigned(size, "media.size")?,
         sha256: required(sha256, "media.sha256")?,
         dimensions,
+        thumbnail,
         created_at: unsigned(created_at, "media.created_at")?,
     }))
 }
@@ -578,8 +587,11 @@ mod tests {
     }
 
     fn good_media() -> MediaRow {
+        let (id, uploader, kind, mime, size) =
+            (Some(5), Some(7), Some("image".into()), Some("image/png".into()), Some(10));
         let sha = Some("ab".repeat(32));
-        (Some(5), Some(7), Some("image".into()), Some("image/png".into()), Some(10), sha, Some(640), Some(480), Some(9))
+        // Width and height 640 × 480, the thumbnail 320 × 240.
+        (id, uploader, kind, mime, size, sha, Some(640), Some(480), Some(320), Some(240), Some(9))
     }
 
     #[test]
@@ -587,10 +599,17 @@ mod tests {
         let record = media(good_media()).unwrap().unwrap();
         assert_eq!((record.id, record.uploader, record.kind), (MediaId(5), UserId(7), MessageKind::Image));
         assert_eq!((record.size, record.dimensions, record.created_at), (10, Some((640, 480)), 9));
+        assert_eq!(record.thumbnail, Some((320, 240)), "a thumbnail round-trips");
         let mut file = good_media();
-        (file.2, file.6, file.7) = (Some("file".into()), None, None);
-        assert_eq!(media(file).unwrap().unwrap().dimensions, None, "no width and height: no dimensions");
-        let links_only = (Some(5), None, None, None, None, None, None, None, None);
+        (file.2, file.6, file.7, file.8, file.9) = (Some("file".into()), None, None, None, None);
+        let file = media(file).unwrap().unwrap();
+        assert_eq!(file.dimensions, None, "no width and height: no dimensions");
+        assert_eq!(file.thumbnail, None, "no thumb_width and thumb_height: no thumbnail");
+        let mut undecoded = good_media();
+        (undecoded.8, undecoded.9) = (None, None);
+        let undecoded = media(undecoded).unwrap().unwrap();
+        assert_eq!((undecoded.dimensions, undecoded.thumbnail), (Some((640, 480)), None), "dimensions alone");
+        let links_only = (Some(5), None, None, None, None, None, None, None, None, None, None);
         assert_eq!(media(links_only).unwrap(), None, "links without a record");
         for (name, kind) in [("text", MessageKind::Text), ("audio", MessageKind::Audio), ("video", MessageKind::Video)]
         {
@@ -633,6 +652,15 @@ mod tests {
         let mut huge_width = good_media();
         huge_width.6 = Some(i64::from(u32::MAX) + 1);
         cases.push(media(huge_width).map(drop));
+        let mut one_thumbnail_side = good_media();
+        one_thumbnail_side.9 = None;
+        cases.push(media(one_thumbnail_side).map(drop));
+        let mut huge_thumbnail = good_media();
+        huge_thumbnail.8 = Some(i64::from(u32::MAX) + 1);
+        cases.push(media(huge_thumbnail).map(drop));
+        let mut negative_thumbnail = good_media();
+        negative_thumbnail.9 = Some(-1);
+        cases.push(media(negative_thumbnail).map(drop));
         let mut bad_media_kind = good_media();
         bad_media_kind.2 = Some("hologram".into());
         cases.push(media(bad_media_kind).map(drop));

@@ -170,11 +170,11 @@ statements! {
         "SELECT due_at, group_id, packet_id FROM {ks}.red_packets_due WHERE bucket = ? AND due_at <= ? LIMIT ?";
 
     insert_media: Conditional =
-        "INSERT INTO {ks}.media (media_id, uploader, kind, mime, size, sha256, width, height, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS";
+        "INSERT INTO {ks}.media (media_id, uploader, kind, mime, size, sha256, width, height, thumb_width, \
+         thumb_height, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS";
     select_media: Read =
-        "SELECT media_id, uploader, kind, mime, size, sha256, width, height, created_at FROM {ks}.media \
-         WHERE media_id = ? LIMIT 1";
+        "SELECT media_id, uploader, kind, mime, size, sha256, width, height, thumb_width, thumb_height, \
+         created_at FROM {ks}.media WHERE media_id = ? LIMIT 1";
     select_media_groups: Read = "SELECT group_id FROM {ks}.media WHERE media_id = ?";
     link_media_group: Write = "INSERT INTO {ks}.media (media_id, group_id) VALUES (?, ?)";
     delete_media: Write = "DELETE FROM {ks}.media WHERE media_id = ?";

@@ -7,6 +7,8 @@
 //! height from the header alone, so a "pixel flood" (a small file that declares 60000 x
 //! 60000) is refused by [`check_image_pixels`] before a decoder allocates for it.
 
+pub mod thumbnail;
+
 use schema::frames::MessageKind;
 
 /// How many leading bytes [`sniff`] and [`image_dimensions`] need at most (JPEG's size
@@ -188,17 +190,24 @@ pub fn check_image_pixels(head: &[u8]) -> Result<(u32, u32), ImageError> {
     Ok((width, height))
 }
 
-/// Signs a download URL for `media` valid until `expires_at` (ms): HMAC-SHA256 over both,
-/// lowercase hex. Browsers fetch `<img>` and `<video>` sources without auth headers, so the
-/// URL itself is the proof that its holder was allowed to see the media when it was made.
-pub fn sign_url(secret: &[u8], media: schema::MediaId, expires_at: u64) -> String {
-    let message = format!("troupe media {} {}", media.0, expires_at);
+/// Signs a download URL for `media` (its `variant`: "" for the media, "thumbnail") valid
+/// until `expires_at` (ms): HMAC-SHA256 over all three, lowercase hex. Browsers fetch
+/// `<img>` and `<video>` sources without auth headers, so the URL itself is the proof that
+/// its holder was allowed to see the media when it was made.
+pub fn sign_url(secret: &[u8], media: schema::MediaId, variant: &str, expires_at: u64) -> String {
+    let message = format!("troupe media {} {variant} {expires_at}", media.0);
     hmac_sha256(secret, message.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether `signature` is [`sign_url`]'s for these values (compared in constant time).
-pub fn url_signature_holds(secret: &[u8], media: schema::MediaId, expires_at: u64, signature: &str) -> bool {
-    let expected = sign_url(secret, media, expires_at);
+pub fn url_signature_holds(
+    secret: &[u8],
+    media: schema::MediaId,
+    variant: &str,
+    expires_at: u64,
+    signature: &str,
+) -> bool {
+    let expected = sign_url(secret, media, variant, expires_at);
     expected.len() == signature.len()
         && expected.bytes().zip(signature.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
@@ -321,13 +330,14 @@ mod tests {
     #[test]
     fn a_url_signature_binds_media_expiry_and_secret() {
         let (media, at) = (schema::MediaId(42), 1_000);
-        let sig = sign_url(b"secret", media, at);
-        assert!(url_signature_holds(b"secret", media, at, &sig));
-        assert!(!url_signature_holds(b"secret", schema::MediaId(43), at, &sig));
-        assert!(!url_signature_holds(b"secret", media, at + 1, &sig));
-        assert!(!url_signature_holds(b"other", media, at, &sig));
-        assert!(!url_signature_holds(b"secret", media, at, &sig[..10]));
-        assert!(!url_signature_holds(b"secret", media, at, ""));
+        let sig = sign_url(b"secret", media, "", at);
+        assert!(url_signature_holds(b"secret", media, "", at, &sig));
+        assert!(!url_signature_holds(b"secret", schema::MediaId(43), "", at, &sig));
+        assert!(!url_signature_holds(b"secret", media, "thumbnail", at, &sig), "the variant is signed");
+        assert!(!url_signature_holds(b"secret", media, "", at + 1, &sig));
+        assert!(!url_signature_holds(b"other", media, "", at, &sig));
+        assert!(!url_signature_holds(b"secret", media, "", at, &sig[..10]));
+        assert!(!url_signature_holds(b"secret", media, "", at, ""));
     }
 
     proptest! {
