@@ -218,6 +218,13 @@ pub struct MediaConfig {
     /// The key that signs download URLs; every node of a cluster needs the same. Empty:
     /// the cluster's secret, or on a single node a random one. Never printed.
     pub url_secret: String,
+    /// Media uploaded but not sent within this long are deleted (and stop counting
+    /// against their uploader's quota).
+    #[serde(with = "seconds")]
+    pub unsent_ttl: Duration,
+    /// How often the node looks for such media.
+    #[serde(with = "seconds")]
+    pub unsent_sweep_interval: Duration,
 }
 
 impl Default for MediaConfig {
@@ -237,6 +244,8 @@ impl Default for MediaConfig {
             max_file_bytes: 100 * MIB,
             quota_bytes: 1024 * MIB,
             url_secret: String::new(),
+            unsent_ttl: Duration::from_secs(24 * 3600),
+            unsent_sweep_interval: Duration::from_secs(60),
         }
     }
 }
@@ -257,6 +266,8 @@ impl std::fmt::Debug for MediaConfig {
             .field("max_file_bytes", &self.max_file_bytes)
             .field("quota_bytes", &self.quota_bytes)
             .field("url_secret", &"***")
+            .field("unsent_ttl", &self.unsent_ttl)
+            .field("unsent_sweep_interval", &self.unsent_sweep_interval)
             .finish()
     }
 }

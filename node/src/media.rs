@@ -239,7 +239,8 @@ async fn accept(media: &Media, request: Request) -> Result<MediaView, UploadErro
             return Err(error);
         }
     };
-    let recorded = store.insert_media(&record).await.map_err(ApiError::from);
+    let unsent_until = record.created_at + media.config.unsent_ttl.as_millis() as u64;
+    let recorded = store.insert_media(&record, unsent_until).await.map_err(ApiError::from);
     if !matches!(recorded, Ok(true)) {
         // A record failed (or, once in 2^53, the id was taken): the object must not stay.
         let _ = media.operator.delete(&MediaRecord::object_key(id)).await;
@@ -411,6 +412,50 @@ fn dimensions(sniffed: &Sniffed, head: &[u8]) -> Result<Option<(u32, u32)>, Uplo
         return check_image_pixels(head).map(Some).map_err(|e| UploadError::InvalidMedia(e.to_string()));
     }
     Ok(image_dimensions(head))
+}
+
+/// The most unsent media one sweep looks at.
+const UNSENT_PER_SWEEP: usize = 256;
+
+/// Deletes media that were uploaded and never sent within `media.unsent_ttl`: object,
+/// thumbnail, record, and the bytes they counted against their uploader's quota. Each
+/// node takes the media the placement gives it (by media id, like groups), so one node
+/// deletes each.
+pub fn spawn_unsent_sweeper(media: Arc<Media>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick =
+            tokio::time::interval(media.config.unsent_sweep_interval.max(std::time::Duration::from_millis(20)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(error) = sweep_unsent(&media).await {
+                tracing::warn!(%error, "could not sweep unsent media");
+            }
+        }
+    })
+}
+
+async fn sweep_unsent(media: &Media) -> Result<(), actors::store::StoreError> {
+    let (system, store) = (&media.system, &media.system.store);
+    for (due_at, id) in store.unsent_media(actors::now_ms(), UNSENT_PER_SWEEP).await? {
+        if system.owner(schema::GroupId(id.0)) != Some(system.node) {
+            continue;
+        }
+        if store.media_groups(id).await?.is_empty()
+            && let Some(record) = store.media(id).await?
+        {
+            // The objects first (deleting a missing one succeeds); if storage fails, the
+            // media stays whole and the next sweep tries again.
+            for key in [MediaRecord::object_key(id), MediaRecord::thumbnail_key(id)] {
+                media.operator.delete(&key).await.map_err(|e| actors::store::StoreError::Unavailable(e.to_string()))?;
+            }
+            store.delete_media(id).await?;
+            store.release_media_bytes(record.uploader, record.size).await?;
+            tracing::debug!(media = %id, "deleted media that was never sent");
+        }
+        store.forget_unsent_media(due_at, id).await?;
+    }
+    Ok(())
 }
 
 /// Why a download was refused.

@@ -69,6 +69,7 @@ pub async fn run(
     let heartbeats = gateway::spawn_heartbeats(system.clone(), config.gateway.heartbeat_interval);
     system.use_media_secret(crate::media::Media::url_secret(&config.media, &config.cluster.secret));
     let media = crate::media::Media::open(&config.media, &config.data_dir, system.clone())?;
+    let unsent_sweeper = crate::media::spawn_unsent_sweeper(media.clone());
     let router = http::router(gateway, media);
     let closing = system.clone();
     // Events are small and latency-bound: without TCP_NODELAY, Nagle's algorithm holds a
@@ -85,6 +86,7 @@ pub async fn run(
         })
         .await;
     console_task.abort();
+    unsent_sweeper.abort();
     heartbeats.abort();
     // Give connection tasks a moment to send their close frames.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

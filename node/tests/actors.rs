@@ -574,8 +574,14 @@ impl MediaStore for Faulty {
     async fn media_bytes(&self, user: UserId) -> StoreResult<u64> {
         self.inner.media_bytes(user).await
     }
-    async fn insert_media(&self, media: &MediaRecord) -> StoreResult<bool> {
-        self.inner.insert_media(media).await
+    async fn insert_media(&self, media: &MediaRecord, unsent_until: u64) -> StoreResult<bool> {
+        self.inner.insert_media(media, unsent_until).await
+    }
+    async fn unsent_media(&self, before: u64, limit: usize) -> StoreResult<Vec<(u64, MediaId)>> {
+        self.inner.unsent_media(before, limit).await
+    }
+    async fn forget_unsent_media(&self, due_at: u64, id: MediaId) -> StoreResult<()> {
+        self.inner.forget_unsent_media(due_at, id).await
     }
     async fn media(&self, id: MediaId) -> StoreResult<Option<MediaRecord>> {
         self.inner.media(id).await

@@ -311,3 +311,43 @@ async fn media_live_in_an_s3_bucket() {
     assert_eq!(code_of(&corrupt), (422, "invalid_media"));
     assert_eq!(s3.objects().len(), 3, "nothing refused reached the bucket");
 }
+
+#[tokio::test]
+async fn media_never_sent_are_deleted_and_free_their_quota() {
+    let node = TestNode::start_with_env(&[
+        ("TROUPE_MEDIA__UNSENT_TTL", "1"),
+        ("TROUPE_MEDIA__UNSENT_SWEEP_INTERVAL", "0.1"),
+        ("TROUPE_MEDIA__QUOTA_BYTES", "250000"),
+    ])
+    .await;
+    let (ann, _, token) = node.user_with_token("ann").await;
+    let group = create_group(&ann, "album", false).await;
+    let image = noise_png(200, 150);
+    let (_, kept) = upload(node.http, Some(&token), "image", UploadBody::Whole(image.clone())).await.unwrap();
+    let (_, dropped) =
+        upload(node.http, Some(&token), "file", UploadBody::Whole(b"%PDF-1.4 draft".to_vec())).await.unwrap();
+    let body = serde_json::json!({ "media": kept["media"] });
+    ann.request("send", serde_json::json!({ "group": group, "client_msg_id": "m1", "type": "image", "body": body }))
+        .await
+        .expect("send");
+    assert_eq!(objects(&node.data).len(), 2);
+    let too_much = UploadBody::Whole(vec![b'x'; 200_000]);
+    assert_eq!(code_of(&upload(node.http, Some(&token), "file", too_much).await), (413, "quota_exceeded"));
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while objects(&node.data).len() > 1 {
+        assert!(tokio::time::Instant::now() < deadline, "the unsent media was never deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gone = ann.request("media_url", serde_json::json!({ "media": dropped["media"] })).await;
+    assert_eq!(code(gone), "not_found");
+    let signed =
+        ann.request("media_url", serde_json::json!({ "media": kept["media"] })).await.expect("the sent one stays");
+    assert_eq!(http_get(node.http, signed["url"].as_str().unwrap(), &[]).await.2, image);
+    let fits = UploadBody::Whole(vec![b'x'; 200_000 - image.len() - 1000]);
+    assert_eq!(
+        upload(node.http, Some(&token), "file", fits).await.unwrap().0,
+        201,
+        "the deleted bytes were given back"
+    );
+}

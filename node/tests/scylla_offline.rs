@@ -1268,15 +1268,10 @@ async fn media_bytes_move_by_compare_and_set_within_the_quota() {
     fake.stop().await;
 }
 
-/// A media record is the static row of its partition, inserted `IF NOT EXISTS`, with width
-/// and height unset when it has no dimensions (thumb_width and thumb_height when it has no
-/// thumbnail); its groups are clustering rows, read past the
-/// row a partition without links answers with.
-#[tokio::test]
-async fn media_records_are_static_rows_and_their_groups_clustering_rows() {
-    let (fake, store) = start().await;
-    let file = MediaRecord {
-        id: MediaId(77),
+/// A PDF uploaded by user 41.
+fn pdf(id: u64) -> MediaRecord {
+    MediaRecord {
+        id: MediaId(id),
         uploader: UserId(41),
         kind: MessageKind::File,
         mime: "application/pdf".into(),
@@ -1285,8 +1280,18 @@ async fn media_records_are_static_rows_and_their_groups_clustering_rows() {
         dimensions: None,
         thumbnail: None,
         created_at: 9,
-    };
-    assert!(store.insert_media(&file).await.unwrap());
+    }
+}
+
+/// A media record is the static row of its partition, inserted `IF NOT EXISTS`, with width
+/// and height unset when it has no dimensions (thumb_width and thumb_height when it has no
+/// thumbnail); its groups are clustering rows, read past the
+/// row a partition without links answers with.
+#[tokio::test]
+async fn media_records_are_static_rows_and_their_groups_clustering_rows() {
+    let (fake, store) = start().await;
+    let file = pdf(77);
+    assert!(store.insert_media(&file, 90_000).await.unwrap());
     let insert = fake.calls_to("insert_media").remove(0);
     assert_eq!((insert.value("kind"), insert.value("size")), (V::Text("file".into()), V::BigInt(1234)));
     assert_eq!((insert.value("width"), insert.value("height")), (V::Unset, V::Unset), "no tombstones");
@@ -1299,12 +1304,12 @@ async fn media_records_are_static_rows_and_their_groups_clustering_rows() {
         thumbnail: Some((320, 240)),
         ..file.clone()
     };
-    assert!(store.insert_media(&image).await.unwrap());
+    assert!(store.insert_media(&image, 90_000).await.unwrap());
     let insert = fake.calls_to("insert_media").remove(1);
     assert_eq!((insert.value("width"), insert.value("height")), (V::BigInt(640), V::BigInt(480)));
     assert_eq!((insert.value("thumb_width"), insert.value("thumb_height")), (V::BigInt(320), V::BigInt(240)));
     fake.answer_with("insert_media", vec![Reply::lwt(false, &[("uploader", V::BigInt(8))])]);
-    assert!(!store.insert_media(&file).await.unwrap(), "an id is taken once");
+    assert!(!store.insert_media(&file, 90_000).await.unwrap(), "an id is taken once");
 
     let image_row = vec![
         V::BigInt(77),
@@ -1340,5 +1345,44 @@ async fn media_records_are_static_rows_and_their_groups_clustering_rows() {
     let names: Vec<_> = fake.calls().iter().map(|c| c.name().unwrap()).collect();
     assert_eq!(names, ["link_media_group", "delete_media"], "plain writes, one each");
     assert_eq!(fake.calls_to("link_media_group")[0].value("group_id"), V::BigInt(30));
+    fake.stop().await;
+}
+
+/// A new media object goes into the index of unsent media before its record is written (an
+/// entry may point at nothing; a record must not be missing from the index). The index is
+/// read by hour buckets, oldest first, as the red packets' is, and forgets by a plain delete.
+#[tokio::test]
+async fn unsent_media_are_indexed_before_they_are_written_and_read_by_hour() {
+    let (fake, store) = start().await;
+    assert!(store.insert_media(&pdf(77), 90_000).await.unwrap());
+    let names: Vec<_> = fake.calls().iter().map(|c| c.name().unwrap()).collect();
+    assert_eq!(names, ["insert_unsent_media", "insert_media"]);
+    let entry = fake.calls_to("insert_unsent_media").remove(0);
+    assert_eq!((entry.value("bucket"), entry.value("due_at")), (V::BigInt(0), V::BigInt(90_000)));
+    assert_eq!(entry.value("media_id"), V::BigInt(77));
+
+    let before = 100 * HOUR_MS + 5;
+    let row = |at: u64, media: i64| vec![V::BigInt(at as i64), V::BigInt(media)];
+    fake.on("select_unsent_media", move |call: &Call| match call.value("bucket") {
+        V::BigInt(60) => Reply::Rows(vec![row(60 * HOUR_MS + 1, 31), row(60 * HOUR_MS + 2, 32)]),
+        V::BigInt(100) => Reply::Rows(vec![row(100 * HOUR_MS, 33)]),
+        _ => Reply::Default,
+    });
+    fake.clear_calls();
+    let due = store.unsent_media(before, 10).await.unwrap();
+    let expected = [(60 * HOUR_MS + 1, 31), (60 * HOUR_MS + 2, 32), (100 * HOUR_MS, 33)];
+    assert_eq!(due, expected.map(|(at, m)| (at, MediaId(m))).to_vec());
+    let reads = fake.calls_to("select_unsent_media");
+    let mut buckets: Vec<i64> = reads.iter().map(|c| big(&c.value("bucket"))).collect();
+    buckets.sort_unstable();
+    assert_eq!(buckets, (52..=100).collect::<Vec<_>>(), "the 48 hours before, and before's own hour");
+    assert!(reads.iter().all(|c| c.value("due_at") == V::BigInt(before as i64)), "due_at <= before");
+    assert_eq!(store.unsent_media(before, 2).await.unwrap().len(), 2, "stops at the limit");
+
+    fake.clear_calls();
+    store.forget_unsent_media(4 * HOUR_MS, MediaId(77)).await.unwrap();
+    let forget = fake.calls_to("delete_unsent_media").remove(0);
+    assert_eq!((forget.value("bucket"), forget.value("due_at")), (V::BigInt(4), V::BigInt(4 * HOUR_MS as i64)));
+    assert_eq!(fake.calls().len(), 1, "one plain delete");
     fake.stop().await;
 }

@@ -157,3 +157,10 @@ CREATE TABLE IF NOT EXISTS user_media_bytes (
   user_id  BIGINT PRIMARY KEY,
   bytes    BIGINT NOT NULL CHECK (bytes >= 0)
 );
+
+-- Media to delete at due_at unless sent by then (the node's sweeper checks their links).
+CREATE TABLE IF NOT EXISTS unsent_media (
+  due_at    BIGINT NOT NULL,
+  media_id  BIGINT NOT NULL,
+  PRIMARY KEY (due_at, media_id)
+);

@@ -43,6 +43,7 @@ macro_rules! store_contract_tests {
             red_packets_come_due,
             media_records_and_links,
             media_quota_holds_under_concurrency,
+            unsent_media_come_due,
         );
     };
     (@cases required $open:path; $($case:ident),* $(,)?) => {
@@ -653,13 +654,13 @@ fn media(id: u64, uploader: u64, size: u64) -> MediaRecord {
 pub async fn media_records_and_links(store: Arc<dyn Store>) {
     let id = random_id();
     let record = media(id, 7, 1234);
-    assert!(store.insert_media(&record).await.unwrap());
-    assert!(!store.insert_media(&media(id, 8, 1)).await.unwrap(), "an id is taken once");
+    assert!(store.insert_media(&record, 0).await.unwrap());
+    assert!(!store.insert_media(&media(id, 8, 1), 0).await.unwrap(), "an id is taken once");
     assert_eq!(store.media(MediaId(id)).await.unwrap(), Some(record.clone()));
     let mut file = media(random_id(), 7, 10);
     (file.kind, file.mime, file.dimensions, file.thumbnail) =
         (schema::frames::MessageKind::File, "application/pdf".into(), None, None);
-    store.insert_media(&file).await.unwrap();
+    store.insert_media(&file, 0).await.unwrap();
     assert_eq!(store.media(file.id).await.unwrap(), Some(file));
     assert_eq!(store.media(MediaId(random_id())).await.unwrap(), None);
 
@@ -703,4 +704,18 @@ pub async fn media_quota_holds_under_concurrency(store: Arc<dyn Store>) {
     assert!(store.reserve_media_bytes(user, 300, 1000).await.unwrap());
     store.release_media_bytes(user, 5000).await.unwrap();
     assert_eq!(store.media_bytes(user).await.unwrap(), 0, "never below zero");
+}
+
+/// The index of media to delete unless sent lists them by due time, and forgets them.
+pub async fn unsent_media_come_due(store: Arc<dyn Store>) {
+    let base = now_ms() - 10_000;
+    let (early, late) = (media(random_id(), 7, 10), media(random_id(), 7, 10));
+    store.insert_media(&early, base).await.unwrap();
+    store.insert_media(&late, base + 60_000).await.unwrap();
+    let due = store.unsent_media(base, 10_000).await.unwrap();
+    assert!(due.contains(&(base, early.id)), "{due:?}");
+    assert!(!due.iter().any(|(_, id)| *id == late.id), "not due yet");
+    store.forget_unsent_media(base, early.id).await.unwrap();
+    store.forget_unsent_media(base, early.id).await.unwrap();
+    assert!(!store.unsent_media(base, 10_000).await.unwrap().iter().any(|(_, id)| *id == early.id));
 }

@@ -329,8 +329,14 @@ pub trait MediaStore: Send + Sync {
     async fn release_media_bytes(&self, user: UserId, bytes: u64) -> StoreResult<()>;
     /// The bytes a user holds.
     async fn media_bytes(&self, user: UserId) -> StoreResult<u64>;
-    /// Records a media object if its id is free; false if taken.
-    async fn insert_media(&self, media: &MediaRecord) -> StoreResult<bool>;
+    /// Records a media object if its id is free; false if taken. Also puts it in the index
+    /// of media to delete at `unsent_until` unless sent by then (written first: an entry
+    /// may point at nothing).
+    async fn insert_media(&self, media: &MediaRecord, unsent_until: u64) -> StoreResult<bool>;
+    /// Entries of that index due at or before `before`: (due time, media).
+    async fn unsent_media(&self, before: u64, limit: usize) -> StoreResult<Vec<(u64, MediaId)>>;
+    /// Removes an entry of that index (idempotent).
+    async fn forget_unsent_media(&self, due_at: u64, id: MediaId) -> StoreResult<()>;
     /// A media object's record.
     async fn media(&self, id: MediaId) -> StoreResult<Option<MediaRecord>>;
     /// Deletes a media object's record and its group links (idempotent).

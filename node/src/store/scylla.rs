@@ -40,7 +40,9 @@
 //! in a partition of their own; a media record is inserted `IF NOT EXISTS`. Its partition is
 //! the one exception to the invariant above: its links and its delete are plain writes, since
 //! ScyllaDB cannot make a whole-partition DELETE conditional and the record's only LWT just
-//! settles who owns a random id (see the CQL file for what that leaves).
+//! settles who owns a random id (see the CQL file for what that leaves). The media not yet
+//! sent, to delete when they come due, are an index in hour buckets like the red packets'
+//! (`due.rs`), written before the record.
 //!
 //! Assumptions about ScyllaDB that the offline tests cannot check (they script the server's
 //! answers) and that only the contract suite against a real server (`SCYLLA_URI`) exercises:
@@ -71,6 +73,7 @@
 //!   is smaller than the time between the two.
 
 mod accounts;
+mod due;
 mod fence;
 mod groups;
 mod log;

@@ -13,12 +13,15 @@ const MEDIA: TableDefinition<u64, &[u8]> = TableDefinition::new("media");
 const MEDIA_GROUPS: TableDefinition<(u64, u64), ()> = TableDefinition::new("media_groups");
 /// user → bytes of media they hold.
 const MEDIA_BYTES: TableDefinition<u64, u64> = TableDefinition::new("user_media_bytes");
+/// (due time, media) → (): media to delete then unless sent.
+const UNSENT: TableDefinition<(u64, u64), ()> = TableDefinition::new("unsent_media");
 
 /// Creates the tables (at open).
 pub(super) fn init(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(MEDIA)?;
     txn.open_table(MEDIA_GROUPS)?;
     txn.open_table(MEDIA_BYTES)?;
+    txn.open_table(UNSENT)?;
     Ok(())
 }
 
@@ -56,7 +59,7 @@ impl MediaStore for EmbeddedStore {
         })
     }
 
-    async fn insert_media(&self, media: &MediaRecord) -> StoreResult<bool> {
+    async fn insert_media(&self, media: &MediaRecord, unsent_until: u64) -> StoreResult<bool> {
         let (id, value) = (media.id.0, encode(media)?);
         self.write(move |txn| {
             let mut records = txn.open_table(MEDIA).map_err(db_error)?;
@@ -64,7 +67,33 @@ impl MediaStore for EmbeddedStore {
                 return Ok(false);
             }
             records.insert(id, value.as_slice()).map_err(db_error)?;
+            let mut unsent = txn.open_table(UNSENT).map_err(db_error)?;
+            unsent.insert((unsent_until, id), ()).map_err(db_error)?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn unsent_media(&self, before: u64, limit: usize) -> StoreResult<Vec<(u64, MediaId)>> {
+        self.read(|txn| {
+            let unsent = txn.open_table(UNSENT).map_err(db_error)?;
+            let range = unsent.range((0, 0)..=(before, u64::MAX)).map_err(db_error)?;
+            range
+                .take(limit)
+                .map(|entry| {
+                    let (key, _) = entry.map_err(db_error)?;
+                    let (at, id) = key.value();
+                    Ok((at, MediaId(id)))
+                })
+                .collect()
+        })
+    }
+
+    async fn forget_unsent_media(&self, due_at: u64, id: MediaId) -> StoreResult<()> {
+        self.write(move |txn| {
+            let mut unsent = txn.open_table(UNSENT).map_err(db_error)?;
+            unsent.remove((due_at, id.0)).map_err(db_error)?;
+            Ok(())
         })
         .await
     }

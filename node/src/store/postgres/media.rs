@@ -74,15 +74,16 @@ impl MediaStore for PostgresStore {
         Ok(row.map_or(0, |r| unsigned(r.get(0))))
     }
 
-    async fn insert_media(&self, media: &MediaRecord) -> StoreResult<bool> {
-        let client = self.client().await?;
+    async fn insert_media(&self, media: &MediaRecord, unsent_until: u64) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(db)?;
         let pair = |p: Option<(u32, u32)>| match p {
             Some((w, h)) => (i32::try_from(w).ok(), i32::try_from(h).ok()),
             None => (None, None),
         };
         let (width, height) = pair(media.dimensions);
         let (thumb_width, thumb_height) = pair(media.thumbnail);
-        let rows = client
+        let rows = txn
             .execute(
                 "INSERT INTO media (media_id, uploader, kind, mime, size, sha256, width, height, thumb_width, \
                  thumb_height, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
@@ -103,7 +104,38 @@ impl MediaStore for PostgresStore {
             )
             .await
             .map_err(db)?;
+        if rows == 1 {
+            txn.execute(
+                "INSERT INTO unsent_media (due_at, media_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&id(unsent_until), &id(media.id.0)],
+            )
+            .await
+            .map_err(db)?;
+        }
+        txn.commit().await.map_err(db)?;
         Ok(rows == 1)
+    }
+
+    async fn unsent_media(&self, before: u64, limit: usize) -> StoreResult<Vec<(u64, MediaId)>> {
+        let client = self.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "SELECT due_at, media_id FROM unsent_media WHERE due_at <= $1 ORDER BY due_at LIMIT $2",
+                &[&id(before), &limit],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| (unsigned(r.get(0)), MediaId(unsigned(r.get(1))))).collect())
+    }
+
+    async fn forget_unsent_media(&self, due_at: u64, media: MediaId) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM unsent_media WHERE due_at = $1 AND media_id = $2", &[&id(due_at), &id(media.0)])
+            .await
+            .map_err(db)?;
+        Ok(())
     }
 
     async fn media(&self, media: MediaId) -> StoreResult<Option<MediaRecord>> {

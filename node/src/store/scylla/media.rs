@@ -7,8 +7,13 @@
 //! explains). The byte count is a compare-and-set, as a wallet's balance is: read it at
 //! SERIAL, then `SET bytes = :new IF bytes = :read`; a refusal returns the count it found,
 //! which is the next try's expectation.
+//!
+//! The index of media to delete unless sent (`unsent_media`) is in hour buckets, read from
+//! 48 hours back, as the red packets' due index is (see `due.rs`); `insert_media` writes its
+//! entry before the record, so an entry may point at nothing but no record is missing from it.
 
-use super::rows::{self, MediaRow, id};
+use super::due::due_bucket;
+use super::rows::{self, MediaRow, UnsentRow, id};
 use super::{Inner, Lwt, ScyllaStore, unset};
 use actors::store::*;
 use async_trait::async_trait;
@@ -89,7 +94,12 @@ impl MediaStore for ScyllaStore {
         Ok(stored_bytes(row.and_then(|(bytes,)| bytes))?.unwrap_or(0))
     }
 
-    async fn insert_media(&self, media: &MediaRecord) -> StoreResult<bool> {
+    async fn insert_media(&self, media: &MediaRecord, unsent_until: u64) -> StoreResult<bool> {
+        let inner = &self.inner;
+        // The index entry first: one that points at nothing is harmless to the sweeper, a
+        // record the sweeper cannot find would never be deleted.
+        let entry = (id(due_bucket(unsent_until)), id(unsent_until), id(media.id.0));
+        inner.run(&inner.st.insert_unsent_media, entry).await?;
         // Without dimensions (or a thumbnail), width and height (thumb_width and thumb_height)
         // stay unset rather than null: no tombstones.
         let sides = |size: Option<(u32, u32)>| match size {
@@ -111,8 +121,17 @@ impl MediaStore for ScyllaStore {
             thumb_height,
             id(media.created_at),
         );
-        let inner = &self.inner;
         inner.insert_if_absent(|| inner.lwt(&inner.st.insert_media, values), |there| is_media(there, media)).await
+    }
+
+    async fn unsent_media(&self, before: u64, limit: usize) -> StoreResult<Vec<(u64, MediaId)>> {
+        let inner = &self.inner;
+        inner.due_scan::<UnsentRow, _>(&inner.st.select_unsent_media, before, limit, rows::unsent).await
+    }
+
+    async fn forget_unsent_media(&self, due_at: u64, media: MediaId) -> StoreResult<()> {
+        let values = (id(due_bucket(due_at)), id(due_at), id(media.0));
+        self.inner.run(&self.inner.st.delete_unsent_media, values).await.map(drop)
     }
 
     async fn media(&self, media: MediaId) -> StoreResult<Option<MediaRecord>> {

@@ -12,42 +12,20 @@
 //! step (it is another partition), so a deposed owner whose read came just before the claim
 //! can still land one write, ordered before the new owner's first write to that packet.
 //!
-//! The due index is read from 48 hours before `before` (see [`DUE_LOOKBACK_MS`]).
+//! The due index is read from 48 hours before `before` (see `due.rs`).
 
+use super::due::due_bucket;
 use super::rows::{self, DueRow, GrabRow, RedPacketRow, StoredRedPacket, StoredRedPacketRow, id};
 use super::{Inner, ScyllaStore};
 use actors::store::*;
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use schema::records::*;
 use schema::{GroupId, RedPacketId, UserId};
 use std::cmp::Ordering;
 
-/// Milliseconds per bucket of the due index: bucket = due_at / DUE_BUCKET_MS.
-pub const DUE_BUCKET_MS: u64 = 3_600_000;
-
-/// How far back `red_packets_due` looks: it reads every hour bucket from `before` minus this
-/// up to `before`'s own. The node's sweeper asks every few seconds and moves what it finds,
-/// so an entry older than this is left behind only if the store was down for two days.
-pub const DUE_LOOKBACK_MS: u64 = 48 * DUE_BUCKET_MS;
-
-/// Due buckets read at once: enough to hide most of the round trips of a 49-bucket scan,
-/// few enough not to flood a node every few seconds.
-const DUE_READS_IN_FLIGHT: usize = 8;
-
 /// Rounds of a packet's compare-and-set (a grab, a state change) before it gives up as
 /// `unavailable`. A round fails only if another write changed the packet since it was read.
 const PACKET_ATTEMPTS: usize = 20;
-
-/// The due index bucket of a time.
-pub fn due_bucket(due_at: u64) -> u64 {
-    due_at / DUE_BUCKET_MS
-}
-
-/// The due buckets `red_packets_due(before)` reads, oldest first.
-pub fn due_buckets(before: u64) -> std::ops::RangeInclusive<u64> {
-    due_bucket(before.saturating_sub(DUE_LOOKBACK_MS))..=due_bucket(before)
-}
 
 impl Inner {
     /// Checks the fence against the group's epoch, read through Paxos (so it sees a claim
@@ -220,31 +198,6 @@ impl Inner {
         Err(StoreError::Unavailable(format!("scylla: grabs of red packet {packet} kept colliding")))
     }
 
-    async fn due(&self, before: u64, limit: usize) -> StoreResult<Vec<(u64, GroupId, RedPacketId)>> {
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
-        }
-        // Buckets are read a few at a time but taken in order, so the answer is oldest first
-        // and stops at the limit.
-        let reads = futures_util::stream::iter(due_buckets(before))
-            .map(|bucket| {
-                let values = (id(bucket), id(before), super::limit_value(limit));
-                async move { self.paged::<DueRow>(&self.st.select_due, values, limit).await }
-            })
-            .buffered(DUE_READS_IN_FLIGHT);
-        futures_util::pin_mut!(reads);
-        while let Some(page) = reads.next().await {
-            for row in page? {
-                out.push(rows::due(row)?);
-                if out.len() >= limit {
-                    return Ok(out);
-                }
-            }
-        }
-        Ok(out)
-    }
-
     async fn reschedule(&self, packet: RedPacketId, group: GroupId, from: u64, to: Option<u64>) -> StoreResult<()> {
         if to == Some(from) {
             // Inserting then deleting the same entry would take it out of the index.
@@ -305,7 +258,8 @@ impl RedPacketStore for ScyllaStore {
     }
 
     async fn red_packets_due(&self, before: u64, limit: usize) -> StoreResult<Vec<(u64, GroupId, RedPacketId)>> {
-        self.inner.due(before, limit).await
+        let inner = &self.inner;
+        inner.due_scan::<DueRow, _>(&inner.st.select_due, before, limit, rows::due).await
     }
 
     async fn reschedule_red_packet(
@@ -316,19 +270,5 @@ impl RedPacketStore for ScyllaStore {
         to: Option<u64>,
     ) -> StoreResult<()> {
         self.inner.reschedule(packet, group, from, to).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_due_scan_covers_two_days_of_hour_buckets() {
-        let before = 100 * DUE_BUCKET_MS + 5;
-        assert_eq!(due_buckets(before), 52..=100, "49 buckets: the 48 hours before, and before's own");
-        assert_eq!(due_buckets(5), 0..=0, "no bucket before the epoch");
-        assert_eq!(due_bucket(DUE_BUCKET_MS - 1), 0);
-        assert_eq!(due_bucket(DUE_BUCKET_MS), 1);
     }
 }

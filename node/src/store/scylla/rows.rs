@@ -74,6 +74,8 @@ pub type StoredRedPacketRow = (
 pub type GrabRow = (Option<i64>, Option<i32>, Option<i64>, Option<i64>);
 /// `SELECT due_at, group_id, packet_id` from the due index.
 pub type DueRow = (Option<i64>, Option<i64>, Option<i64>);
+/// `SELECT due_at, media_id` from the index of unsent media.
+pub type UnsentRow = (Option<i64>, Option<i64>);
 /// `SELECT media_id, uploader, kind, mime, size, sha256, width, height, thumb_width,
 /// thumb_height, created_at` (the static row of a media object).
 pub type MediaRow = (
@@ -425,6 +427,12 @@ pub fn due(row: DueRow) -> StoreResult<(u64, GroupId, RedPacketId)> {
         GroupId(unsigned(group_id, "red_packets_due.group_id")?),
         RedPacketId(unsigned(packet_id, "red_packets_due.packet_id")?),
     ))
+}
+
+/// A row of the index of unsent media: (due time, media).
+pub fn unsent(row: UnsentRow) -> StoreResult<(u64, MediaId)> {
+    let (due_at, media_id) = row;
+    Ok((unsigned(due_at, "unsent_media.due_at")?, MediaId(unsigned(media_id, "unsent_media.media_id")?)))
 }
 
 /// A media object's static row; None for the row a partition answers with when it holds

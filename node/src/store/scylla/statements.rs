@@ -178,6 +178,10 @@ statements! {
     select_media_groups: Read = "SELECT group_id FROM {ks}.media WHERE media_id = ?";
     link_media_group: Write = "INSERT INTO {ks}.media (media_id, group_id) VALUES (?, ?)";
     delete_media: Write = "DELETE FROM {ks}.media WHERE media_id = ?";
+    insert_unsent_media: Write = "INSERT INTO {ks}.unsent_media (bucket, due_at, media_id) VALUES (?, ?, ?)";
+    delete_unsent_media: Write = "DELETE FROM {ks}.unsent_media WHERE bucket = ? AND due_at = ? AND media_id = ?";
+    select_unsent_media: Read =
+        "SELECT due_at, media_id FROM {ks}.unsent_media WHERE bucket = ? AND due_at <= ? LIMIT ?";
 
     select_media_bytes: Read = "SELECT bytes FROM {ks}.user_media_bytes WHERE user_id = ?";
     // user_id is not used: it keeps the text apart from select_media_bytes's (see above).
@@ -270,7 +274,7 @@ mod tests {
     #[test]
     fn the_schema_becomes_one_statement_per_object_in_the_chosen_keyspace() {
         let statements = schema_statements("troupe_test_1", 1).unwrap();
-        assert_eq!(statements.len(), 13, "a keyspace and twelve tables: {statements:#?}");
+        assert_eq!(statements.len(), 14, "a keyspace and thirteen tables: {statements:#?}");
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS troupe_test_1"));
         assert!(statements[0].contains("'replication_factor': 1"));
         assert!(statements[0].contains("'enabled': false"), "LWTs need a keyspace without tablets");
@@ -330,6 +334,7 @@ mod tests {
             ("red_packets", &["packet_id"]),
             ("red_packets_due", &["bucket"]),
             ("media", &["media_id"]),
+            ("unsent_media", &["bucket"]),
             ("user_media_bytes", &["user_id"]),
         ];
         for (name, kind, text) in statement_texts("ks") {
