@@ -12,6 +12,8 @@ use std::sync::Arc;
 pub fn router(gateway: Gateway, media: Arc<Media>) -> Router {
     let uploads = Router::new()
         .route("/media", post(media::upload))
+        .route("/media/presign", post(media::presign))
+        .route("/media/{id}/complete", post(media::complete))
         .route("/media/{id}", get(media::download))
         .route("/media/{id}/thumbnail", get(media::download))
         .with_state(media);

@@ -150,6 +150,12 @@ pub enum UploadError {
     /// Object storage failed.
     #[error("media storage failed: {0}")]
     Storage(String),
+    /// The storage cannot presign (a folder): upload through `POST /media`.
+    #[error("this node's media storage cannot presign uploads; POST /media instead")]
+    NotSupported,
+    /// No upload of the caller's under that id.
+    #[error("no upload of yours with that id")]
+    NotFound,
 }
 
 impl UploadError {
@@ -171,6 +177,8 @@ impl UploadError {
             UploadError::KindMismatch { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::KindMismatch),
             UploadError::InvalidMedia(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidMedia),
             UploadError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
+            UploadError::NotSupported => (StatusCode::NOT_IMPLEMENTED, ErrorCode::NotSupported),
+            UploadError::NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
         }
     }
 }
@@ -198,20 +206,38 @@ fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-async fn accept(media: &Media, request: Request) -> Result<MediaView, UploadError> {
-    let token = request
-        .headers()
+/// The user a request's `Authorization: Bearer TOKEN` names.
+async fn caller(media: &Media, headers: &axum::http::HeaderMap) -> Result<UserId, UploadError> {
+    let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(UploadError::Unauthenticated)?
         .trim()
         .to_owned();
-    let user = media.system.accounts.authenticate(&token).await?.user.id;
+    Ok(media.system.accounts.authenticate(&token).await?.user.id)
+}
+
+async fn accept(media: &Media, request: Request) -> Result<MediaView, UploadError> {
+    let user = caller(media, request.headers()).await?;
     let claimed = claimed_kind(request.uri().query().unwrap_or("")).ok_or(UploadError::BadKind)?;
-    let limit = media.limit(claimed);
     let declared =
         request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let id = MediaId(actors::random_id());
+    store_upload(media, user, claimed, id, declared, request.into_body()).await
+}
+
+/// Checks and stores an upload's bytes as media `id` of `user`, reserving its quota, and
+/// records it; nothing stays if anything fails.
+async fn store_upload(
+    media: &Media,
+    user: UserId,
+    claimed: MessageKind,
+    id: MediaId,
+    declared: Option<u64>,
+    body: Body,
+) -> Result<MediaView, UploadError> {
+    let limit = media.limit(claimed);
     if declared.is_some_and(|len| len > limit) {
         return Err(UploadError::TooLarge { limit });
     }
@@ -230,8 +256,7 @@ async fn accept(media: &Media, request: Request) -> Result<MediaView, UploadErro
         return Err(UploadError::QuotaExceeded);
     }
     let bounds = Bounds { limit, reserved };
-    let id = MediaId(actors::random_id());
-    let stored = store_object(media, id, claimed, bounds, request.into_body()).await;
+    let stored = store_object(media, id, claimed, bounds, body).await;
     let record = match stored {
         Ok(record) => MediaRecord { uploader: user, ..record },
         Err(error) => {
@@ -412,6 +437,99 @@ fn dimensions(sniffed: &Sniffed, head: &[u8]) -> Result<Option<(u32, u32)>, Uplo
         return check_image_pixels(head).map(Some).map_err(|e| UploadError::InvalidMedia(e.to_string()));
     }
     Ok(image_dimensions(head))
+}
+
+/// How long a presigned upload URL works.
+const PRESIGNED_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Where a presigned upload lands until the node has checked it: under the uploader, so
+/// only they can complete it. (A bucket lifecycle rule on `uploads/` clears the ones never
+/// completed.)
+fn pending_key(user: UserId, id: MediaId) -> String {
+    format!("uploads/{user}/{id}")
+}
+
+/// `POST /media/presign?kind=KIND&size=BYTES`: a URL to `PUT` the bytes straight into the
+/// bucket, where the storage can presign (S3). Then `POST /media/ID/complete?kind=KIND`.
+pub async fn presign(State(media): State<Arc<Media>>, request: Request) -> Response {
+    match presign_upload(&media, request).await {
+        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn presign_upload(media: &Media, request: Request) -> Result<serde_json::Value, UploadError> {
+    let user = caller(media, request.headers()).await?;
+    let query = request.uri().query().unwrap_or("");
+    let claimed = claimed_kind(query).ok_or(UploadError::BadKind)?;
+    let size = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("size="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or(UploadError::BadKind)?;
+    let limit = media.limit(claimed);
+    if size > limit {
+        return Err(UploadError::TooLarge { limit });
+    }
+    if !media.operator.info().capability().presign_write {
+        return Err(UploadError::NotSupported);
+    }
+    let id = MediaId(actors::random_id());
+    let presigned = media
+        .operator
+        .presign_write(&pending_key(user, id), PRESIGNED_FOR)
+        .await
+        .map_err(|e| UploadError::Storage(e.to_string()))?;
+    let headers: serde_json::Map<String, serde_json::Value> = presigned
+        .header()
+        .iter()
+        .filter_map(|(name, value)| Some((name.to_string(), serde_json::Value::from(value.to_str().ok()?))))
+        .collect();
+    let expires_at = actors::now_ms() + PRESIGNED_FOR.as_millis() as u64;
+    Ok(serde_json::json!({
+        "media": id, "method": presigned.method().as_str(), "url": presigned.uri().to_string(),
+        "headers": headers, "expires_at": expires_at,
+    }))
+}
+
+/// `POST /media/ID/complete?kind=KIND`: checks a presigned upload as `POST /media` checks
+/// its body (it reads the object back: kind, size, SHA-256, thumbnail), stores it as media
+/// `ID`, and removes the pending object whatever the outcome.
+pub async fn complete(State(media): State<Arc<Media>>, request: Request) -> Response {
+    match complete_upload(&media, request).await {
+        Ok(view) => (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], json(&view)).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn complete_upload(media: &Media, request: Request) -> Result<MediaView, UploadError> {
+    let user = caller(media, request.headers()).await?;
+    let claimed = claimed_kind(request.uri().query().unwrap_or("")).ok_or(UploadError::BadKind)?;
+    let id = request
+        .uri()
+        .path()
+        .strip_prefix("/media/")
+        .and_then(|p| p.strip_suffix("/complete"))
+        .and_then(|id| id.parse::<u64>().ok())
+        .map(MediaId)
+        .ok_or(UploadError::NotFound)?;
+    let key = pending_key(user, id);
+    let storage = |e: opendal::Error| UploadError::Storage(e.to_string());
+    let size = match media.operator.stat(&key).await {
+        Ok(meta) => meta.content_length(),
+        Err(error) if error.kind() == opendal::ErrorKind::NotFound => return Err(UploadError::NotFound),
+        Err(error) => return Err(storage(error)),
+    };
+    let stored = async {
+        let reader = media.operator.reader_with(&key).chunk(READ_CHUNK).await.map_err(storage)?;
+        let stream = reader.into_bytes_stream(0..size).await.map_err(storage)?;
+        store_upload(media, user, claimed, id, Some(size), Body::from_stream(stream)).await
+    }
+    .await;
+    if let Err(error) = media.operator.delete(&key).await {
+        tracing::warn!(media = %id, %error, "could not remove a pending upload");
+    }
+    stored
 }
 
 /// The most unsent media one sweep looks at.

@@ -351,3 +351,90 @@ async fn media_never_sent_are_deleted_and_free_their_quota() {
         "the deleted bytes were given back"
     );
 }
+
+/// A raw HTTP/1.1 request with a body to an absolute `http://host:port/path` URL; the
+/// status.
+async fn put(url: &str, headers: &Value, body: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_at(rest.find('/').expect("a path"));
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect to the bucket");
+    let mut head = format!("PUT {path} HTTP/1.1\r\nHost: {host}\r\n");
+    for (name, value) in headers.as_object().into_iter().flatten() {
+        if !name.eq_ignore_ascii_case("host") && !name.eq_ignore_ascii_case("content-length") {
+            head.push_str(&format!("{name}: {}\r\n", value.as_str().unwrap_or("")));
+        }
+    }
+    head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()));
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// An authenticated `POST` without a body to the node.
+async fn post(http: std::net::SocketAddr, token: &str, path: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: troupe\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// Clients upload straight to the bucket with a presigned URL; the node then checks the
+/// object as it checks its own uploads before a media id exists, and removes what fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presigned_uploads_are_checked_before_they_count() {
+    let s3 = common::s3::TestS3::start().await;
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let node = TestNode::start_with_env(&env).await;
+    let (ann, _, token) = node.user_with_token("ann").await;
+    let (_, _, bob_token) = node.user_with_token("bob").await;
+
+    let image = noise_png(120, 90);
+    let (status, presigned) = post(node.http, &token, &format!("/media/presign?kind=image&size={}", image.len())).await;
+    assert_eq!(status, 200, "{presigned}");
+    assert_eq!(presigned["method"], "PUT");
+    let media = presigned["media"].as_u64().unwrap();
+    assert_eq!(put(presigned["url"].as_str().unwrap(), &presigned["headers"], &image).await, 200, "the bucket took it");
+    let (status, _) = post(node.http, &bob_token, &format!("/media/{media}/complete?kind=image")).await;
+    assert_eq!(status, 404, "only the uploader completes an upload");
+    let (status, view) = post(node.http, &token, &format!("/media/{media}/complete?kind=image")).await;
+    assert_eq!(status, 201, "{view}");
+    assert_eq!((view["media"].as_u64(), view["width"].as_u64()), (Some(media), Some(120)));
+    assert!(view["thumbnail"].is_object());
+    let signed = ann.request("media_url", serde_json::json!({ "media": media })).await.unwrap();
+    assert_eq!(http_get(node.http, signed["url"].as_str().unwrap(), &[]).await.2, image);
+    let (status, _) = post(node.http, &token, &format!("/media/{media}/complete?kind=image")).await;
+    assert_eq!(status, 404, "completed once");
+
+    // A PDF presented as an image: refused, and gone from the bucket.
+    let before = s3.objects().len();
+    let pdf = b"%PDF-1.4 not an image".to_vec();
+    let (_, presigned) = post(node.http, &token, &format!("/media/presign?kind=image&size={}", pdf.len())).await;
+    assert_eq!(put(presigned["url"].as_str().unwrap(), &presigned["headers"], &pdf).await, 200);
+    assert_eq!(s3.objects().len(), before + 1, "the pending object");
+    let forged = presigned["media"].as_u64().unwrap();
+    let (status, answer) = post(node.http, &token, &format!("/media/{forged}/complete?kind=image")).await;
+    assert_eq!((status, answer["code"].as_str()), (415, Some("kind_mismatch")));
+    assert_eq!(s3.objects().len(), before, "nothing of it stays");
+    let (status, answer) = post(node.http, &token, "/media/presign?kind=video&size=999999999999").await;
+    assert_eq!((status, answer["code"].as_str()), (413, Some("media_too_large")));
+}
+
+#[tokio::test]
+async fn a_folder_store_does_not_presign() {
+    let node = TestNode::start().await;
+    let (_, _, token) = node.user_with_token("ann").await;
+    let (status, answer) = post(node.http, &token, "/media/presign?kind=image&size=100").await;
+    assert_eq!((status, answer["code"].as_str()), (501, Some("not_supported")));
+}

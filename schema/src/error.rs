@@ -58,6 +58,8 @@ pub enum ErrorCode {
     /// An upload cannot be accepted as it is: an image whose size cannot be read, or that
     /// declares more pixels than the node decodes.
     InvalidMedia,
+    /// The node cannot do this as it is configured (presigned uploads on a folder store).
+    NotSupported,
     /// A transient failure (storage, a restarting actor); retrying the same request is safe.
     Unavailable,
     /// A bug in troupe. The request may or may not have taken effect.
@@ -90,6 +92,7 @@ impl ErrorCode {
         ErrorCode::QuotaExceeded,
         ErrorCode::KindMismatch,
         ErrorCode::InvalidMedia,
+        ErrorCode::NotSupported,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -120,6 +123,7 @@ impl ErrorCode {
             ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::KindMismatch => "kind_mismatch",
             ErrorCode::InvalidMedia => "invalid_media",
+            ErrorCode::NotSupported => "not_supported",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
