@@ -48,9 +48,6 @@ pub enum ApiError {
         /// The node's limit.
         limit: usize,
     },
-    /// A reserved message type.
-    #[error("message type `{0}` is not accepted yet")]
-    UnsupportedType(&'static str),
     /// A face-to-face session with the code is near, but not within 50 m of its start.
     #[error("the face-to-face session with this code started more than 50 m from here")]
     TooFar,
@@ -93,7 +90,6 @@ impl ApiError {
             ApiError::AlreadyMember => ErrorCode::AlreadyMember,
             ApiError::OwnerCannotLeave => ErrorCode::OwnerCannotLeave,
             ApiError::TextTooLong { .. } => ErrorCode::TextTooLong,
-            ApiError::UnsupportedType(_) => ErrorCode::UnsupportedType,
             ApiError::TooFar => ErrorCode::TooFar,
             ApiError::Expired(_) => ErrorCode::Expired,
             ApiError::InsufficientFunds { .. } => ErrorCode::InsufficientFunds,

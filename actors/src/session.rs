@@ -194,7 +194,7 @@ impl Session {
                 self.to_group(id, r.group, GroupCommand::Members { after: r.after, limit }).await
             }
             Request::Send(r) => {
-                let command = self.validate_send(me, r.client_msg_id, r.kind, &r.body).await?;
+                let command = self.validate_send(me, r.group, r.client_msg_id, r.kind, &r.body).await?;
                 self.to_group(id, r.group, command).await
             }
             Request::History(r) => self.history(id, me, r).await,
@@ -286,6 +286,7 @@ impl Session {
     async fn validate_send(
         &self,
         me: UserId,
+        group: GroupId,
         client_msg_id: String,
         kind: MessageKind,
         body: &serde_json::Value,
@@ -297,7 +298,7 @@ impl Session {
             MessageKind::Text => self.validate_text(body)?,
             MessageKind::RedPacket => self.validate_red_packet(body)?,
             MessageKind::Image | MessageKind::Audio | MessageKind::Video | MessageKind::File => {
-                self.validate_media(me, kind, body).await?
+                self.validate_media(me, group, kind, body).await?
             }
         };
         Ok(GroupCommand::Send { client_msg_id, kind, body })
@@ -345,6 +346,7 @@ impl Session {
     async fn validate_media(
         &self,
         me: UserId,
+        group: GroupId,
         kind: MessageKind,
         body: &serde_json::Value,
     ) -> Result<String, ApiError> {
@@ -361,6 +363,12 @@ impl Session {
                 record.kind.as_str(),
                 kind.as_str()
             )));
+        }
+        // Linked before the message exists: once members see it, they may fetch the media.
+        // Here, not in the group's actor, so no send waits behind this write; a sender who
+        // is not a member links nothing (the group's actor refuses the send itself).
+        if self.system.store.member(group, me).await?.is_some() {
+            self.system.store.link_media_group(record.id, group).await?;
         }
         serde_json::to_string(&views::media(&record)).map_err(|e| ApiError::Internal(e.to_string()))
     }

@@ -122,6 +122,9 @@ pub enum UploadError {
     /// The query is missing `kind` or names no media kind.
     #[error("give ?kind=image, audio, video or file")]
     BadKind,
+    /// A presign without the upload's size.
+    #[error("give ?size=BYTES, the upload's exact size")]
+    BadSize,
     /// Larger than the kind's limit.
     #[error("the upload is over the {limit}-byte limit for its kind")]
     TooLarge {
@@ -171,7 +174,9 @@ impl UploadError {
                 };
                 (status, error.code())
             }
-            UploadError::BadKind | UploadError::Truncated(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidField),
+            UploadError::BadKind | UploadError::BadSize | UploadError::Truncated(_) => {
+                (StatusCode::BAD_REQUEST, ErrorCode::InvalidField)
+            }
             UploadError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::MediaTooLarge),
             UploadError::QuotaExceeded => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::QuotaExceeded),
             UploadError::KindMismatch { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::KindMismatch),
@@ -292,14 +297,12 @@ async fn release(media: &Media, user: UserId, bytes: u64) {
 
 /// The media kind named by `kind=` in a query string.
 fn claimed_kind(query: &str) -> Option<MessageKind> {
-    let value = query.split('&').find_map(|pair| pair.strip_prefix("kind="))?;
-    match value {
-        "image" => Some(MessageKind::Image),
-        "audio" => Some(MessageKind::Audio),
-        "video" => Some(MessageKind::Video),
-        "file" => Some(MessageKind::File),
-        _ => None,
-    }
+    MessageKind::parse_media(query_param(query, "kind")?)
+}
+
+/// The value of `name=` in a query string.
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// How large an upload may grow: its kind's limit, and what it reserved of the quota.
@@ -403,7 +406,8 @@ async fn store_object(
     Ok(MediaRecord {
         id,
         uploader: UserId(0),
-        kind: if claimed == MessageKind::File { MessageKind::File } else { sniffed.kind },
+        // `kind_matches` held: a media kind equals what the bytes are, a file is a file.
+        kind: claimed,
         mime: sniffed.mime.to_owned(),
         size,
         sha256,
@@ -462,11 +466,7 @@ async fn presign_upload(media: &Media, request: Request) -> Result<serde_json::V
     let user = caller(media, request.headers()).await?;
     let query = request.uri().query().unwrap_or("");
     let claimed = claimed_kind(query).ok_or(UploadError::BadKind)?;
-    let size = query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("size="))
-        .and_then(|v| v.parse::<u64>().ok())
-        .ok_or(UploadError::BadKind)?;
+    let size = query_param(query, "size").and_then(|v| v.parse::<u64>().ok()).ok_or(UploadError::BadSize)?;
     let limit = media.limit(claimed);
     if size > limit {
         return Err(UploadError::TooLarge { limit });
@@ -639,7 +639,7 @@ async fn serve(media: &Media, request: &axum::http::request::Parts) -> Result<Re
     };
     let id = id.parse::<u64>().map(MediaId).map_err(|_| DownloadError::NotFound)?;
     let query = request.uri.query().unwrap_or("");
-    let param = |name: &str| query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='));
+    let param = |name: &str| query_param(query, name);
     let expires_at = param("exp").and_then(|v| v.parse::<u64>().ok()).ok_or(DownloadError::BadSignature)?;
     let signature = param("sig").ok_or(DownloadError::BadSignature)?;
     if !actors::media::url_signature_holds(media.system.media_secret(), id, variant, expires_at, signature) {

@@ -99,7 +99,12 @@ async fn uploads_are_judged_by_their_bytes_and_stored_whole() {
 
 #[tokio::test]
 async fn refused_uploads_leave_nothing_behind() {
-    let node = TestNode::start_with_env(&[("TROUPE_MEDIA__MAX_IMAGE_BYTES", "100000")]).await;
+    // A quota as small as the limit: a reservation not given back shows in the last upload.
+    let node = TestNode::start_with_env(&[
+        ("TROUPE_MEDIA__MAX_IMAGE_BYTES", "100000"),
+        ("TROUPE_MEDIA__QUOTA_BYTES", "100000"),
+    ])
+    .await;
     let (_, _, token) = node.user_with_token("up").await;
     let whole = |bytes: Vec<u8>| UploadBody::Whole(bytes);
 
@@ -127,8 +132,9 @@ async fn refused_uploads_leave_nothing_behind() {
     let answer = upload(node.http, Some(&token), "sticker", whole(png(10, 10, 10))).await;
     assert_eq!(code_of(&answer), (400, "invalid_field"));
 
-    // The client goes away halfway through.
-    let gone = UploadBody::Truncated { declared: 90_000, body: png(10, 10, 40_000) };
+    // The client goes away halfway through, after the node has started writing (past the
+    // 64 KiB it reads to judge the content).
+    let gone = UploadBody::Truncated { declared: 95_000, body: png(10, 10, 80_000) };
     assert!(upload(node.http, Some(&token), "image", gone).await.is_none());
     let deadline = tokio::time::Instant::now() + WAIT;
     while partial_files(&node.data) > 0 {
@@ -324,8 +330,8 @@ async fn media_never_sent_are_deleted_and_free_their_quota() {
     let group = create_group(&ann, "album", false).await;
     let image = noise_png(200, 150);
     let (_, kept) = upload(node.http, Some(&token), "image", UploadBody::Whole(image.clone())).await.unwrap();
-    let (_, dropped) =
-        upload(node.http, Some(&token), "file", UploadBody::Whole(b"%PDF-1.4 draft".to_vec())).await.unwrap();
+    let draft = [b"%PDF-1.4 draft".as_slice(), &[b' '; 100_000]].concat();
+    let (_, dropped) = upload(node.http, Some(&token), "file", UploadBody::Whole(draft)).await.unwrap();
     let body = serde_json::json!({ "media": kept["media"] });
     ann.request("send", serde_json::json!({ "group": group, "client_msg_id": "m1", "type": "image", "body": body }))
         .await

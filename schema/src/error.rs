@@ -40,12 +40,13 @@ pub enum ErrorCode {
     OwnerCannotLeave,
     /// A text message body is longer than the node's limit.
     TextTooLong,
-    /// The message type is reserved for a later version and not accepted yet.
+    /// The message type is reserved for a later version (none is today; the code keeps its
+    /// meaning for when one is).
     UnsupportedType,
     /// A face-to-face session with this code exists near the caller, but more than 50 m
     /// from where it started.
     TooFar,
-    /// The face-to-face session (or red packet) has expired.
+    /// The face-to-face session or the media URL has ended.
     Expired,
     /// The wallet holds less than the red packet's total.
     InsufficientFunds,

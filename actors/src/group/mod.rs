@@ -164,15 +164,6 @@ fn pass_on_command(record: &MessageRecord) -> GroupCommand {
     GroupCommand::Send { client_msg_id: record.client_msg_id.clone(), kind: record.kind, body: record.body.clone() }
 }
 
-/// The media a media message carries (its body is the media's metadata, with its id).
-fn media_of(kind: MessageKind, body: &str) -> Option<schema::MediaId> {
-    if !matches!(kind, MessageKind::Image | MessageKind::Audio | MessageKind::Video | MessageKind::File) {
-        return None;
-    }
-    let value: serde_json::Value = serde_json::from_str(body).ok()?;
-    value["media"].as_u64().map(schema::MediaId)
-}
-
 /// Why a group actor is on its way out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Leaving {
@@ -570,10 +561,6 @@ impl GroupState {
         }
         if kind == MessageKind::RedPacket {
             return self.start_red_packet(myself, to, client_msg_id, &body).await;
-        }
-        if let Some(media) = media_of(kind, &body) {
-            // Before the message exists: once members see it, they may fetch the media.
-            self.system.store.link_media_group(media, self.record.id).await?;
         }
         let record = MessageRecord { group: self.record.id, seq: 0, sender, client_msg_id, kind, body, ts: now_ms() };
         self.enqueue(myself, record, to);
@@ -1124,13 +1111,11 @@ impl GroupState {
     }
 
     fn reply<T: Serialize>(&self, to: &ReplyTo, op: &str, result: &T) {
-        let bytes = Bytes::from(wire::encode_reply(to.request, op, result));
-        self.system.reply(to, bytes);
+        self.system.answer(to, op, result);
     }
 
     fn reply_error(&self, to: &ReplyTo, error: &ApiError) {
-        let bytes = Bytes::from(wire::encode_error(to.request, error.code(), &error.to_string()));
-        self.system.reply(to, bytes);
+        self.system.answer_error(to, error);
     }
 
     fn snapshot(&self) -> GroupSnapshot {

@@ -2,7 +2,7 @@
 //! members one share each.
 //!
 //! * [`split`]: drawing the shares (pure, property-tested).
-//! * [`actor`]: the actor of one packet, a child of its group's actor: it serializes the
+//! * [`actor`]: the actor of one packet, kept by its group's actor: it serializes the
 //!   packet's grabs, moves money through the ledger, and finishes or expires the packet.
 //!
 //! Money moves only as ledger entries whose ids are derived from the packet

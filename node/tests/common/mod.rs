@@ -233,8 +233,8 @@ pub fn raise_open_file_limit() {
 pub enum UploadBody {
     /// All at once, with its `Content-Length`.
     Whole(Vec<u8>),
-    /// In `chunk`-byte pieces with chunked transfer encoding (no length), `total` bytes
-    /// made by `fill(offset, piece)`.
+    /// In `chunk`-byte pieces with chunked transfer encoding (no length): `head`, then
+    /// zeros up to `total` bytes.
     Chunked { head: Vec<u8>, total: usize, chunk: usize },
     /// `Content-Length: declared`, but only `body` before the connection closes.
     Truncated { declared: usize, body: Vec<u8> },

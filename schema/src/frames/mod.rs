@@ -29,6 +29,19 @@ pub enum MessageKind {
 }
 
 impl MessageKind {
+    /// The media kinds, whose messages carry an uploaded object.
+    pub const MEDIA: [MessageKind; 4] = [MessageKind::Image, MessageKind::Audio, MessageKind::Video, MessageKind::File];
+
+    /// Whether messages of this kind carry an uploaded object.
+    pub fn is_media(self) -> bool {
+        Self::MEDIA.contains(&self)
+    }
+
+    /// The media kind with this wire name, if it is one.
+    pub fn parse_media(name: &str) -> Option<MessageKind> {
+        Self::MEDIA.into_iter().find(|kind| kind.as_str() == name)
+    }
+
     /// The kind as it appears on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
