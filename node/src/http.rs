@@ -2,6 +2,7 @@
 
 use crate::gateway::{self, Gateway};
 use crate::media::{self, Media};
+use crate::web;
 use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -20,7 +21,9 @@ pub fn router(gateway: Gateway, media: Arc<Media>) -> Router {
     Router::new()
         .route(gateway::PATH, get(gateway::upgrade))
         .route("/health", get(health))
-        .route("/", get(index))
+        .route("/", get(web::index))
+        .route("/app.js", get(web::script))
+        .route("/style.css", get(web::stylesheet))
         .with_state(gateway)
         .merge(uploads)
 }
@@ -28,11 +31,4 @@ pub fn router(gateway: Gateway, media: Arc<Media>) -> Router {
 /// Liveness for load balancers: 200 while the process serves.
 async fn health() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}\n")
-}
-
-async fn index() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        concat!("troupe ", env!("CARGO_PKG_VERSION"), ": connect a WebSocket client to /ws (see PROTOCOL.md)\n"),
-    )
 }

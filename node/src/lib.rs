@@ -9,6 +9,7 @@
 //! * [`cache`]: the Redis cache.
 //! * [`cluster`]: joining other nodes with `ractor_cluster`; who is up; routing.
 //! * [`console`]: the debug console and its client.
+//! * [`web`]: the web client's files, served at `/`.
 
 pub mod cache;
 pub mod cluster;
@@ -19,3 +20,4 @@ pub mod http;
 pub mod media;
 pub mod server;
 pub mod store;
+pub mod web;

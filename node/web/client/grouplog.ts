@@ -1,0 +1,148 @@
+// The resync rule of PROTOCOL.md §6.1, per group: hand messages on in seq order, each once,
+// whatever mix of live events, `sync` pages and `history` pages brought them.
+//
+// Live events and catch-up pages overlap (a message can arrive live while the page that also
+// holds it is on its way) and can leave gaps (the connection dropped between two events).
+// Keeping one cursor per group, `last`, the highest seq handed on, settles both: a seq at or
+// below it is a duplicate, a seq beyond `last + 1` waits until the gap before it is filled
+// from `history`.
+
+import type { GroupId, HistoryPage, Message, Seq } from "./protocol.ts";
+
+/** Reads the messages of a group after a seq (the `history` op with `after`). */
+export type FetchAfter = (group: GroupId, after: Seq) => Promise<HistoryPage>;
+
+interface Cursor {
+  /** The highest seq handed on. */
+  last: Seq;
+  /** Messages beyond a gap, by seq, waiting for the gap to be filled. */
+  waiting: Map<Seq, Message>;
+  /** Whether a `history` walk is filling this group's gap now. */
+  filling: boolean;
+}
+
+/** Seq cursors of every group the client follows, and the gap filling between them. */
+export class GroupLog {
+  private readonly cursors = new Map<GroupId, Cursor>();
+  /** While set, gaps wait: a `sync` is on its way and will fill them in one go. */
+  private paused = false;
+
+  /**
+   * @param fetchAfter reads history after a seq; called when a gap needs filling.
+   * @param deliver receives every message once, in seq order within its group.
+   * @param onFillError hears about a failed gap fill (the gap is retried on the next message
+   *   or resync).
+   */
+  constructor(
+    private readonly fetchAfter: FetchAfter,
+    private readonly deliver: (message: Message) => void,
+    private readonly onFillError: (group: GroupId, error: unknown) => void = () => {},
+  ) {}
+
+  /** The groups followed and the last seq held of each: what `sync` wants. */
+  cursorsForSync(): { group: GroupId; after: Seq }[] {
+    return [...this.cursors].map(([group, cursor]) => ({ group, after: cursor.last }));
+  }
+
+  /** The last seq handed on for a group, or undefined when it is not followed. */
+  last(group: GroupId): Seq | undefined {
+    return this.cursors.get(group)?.last;
+  }
+
+  /**
+   * Starts following a group from `lastSeq`: messages up to it count as history (the app
+   * pages them with `history` `before`), later ones are delivered. A followed group keeps
+   * its cursor.
+   */
+  follow(group: GroupId, lastSeq: Seq): void {
+    if (!this.cursors.has(group)) {
+      this.cursors.set(group, { last: lastSeq, waiting: new Map(), filling: false });
+    }
+  }
+
+  /** Stops following a group (left, removed, dissolved). */
+  forget(group: GroupId): void {
+    this.cursors.delete(group);
+  }
+
+  /** Gaps found from now on wait for {@link resume} (a `sync` is about to fill them). */
+  pause(): void {
+    this.paused = true;
+  }
+
+  /** Fills every gap found while paused, and from now on fills gaps as they appear. */
+  resume(): void {
+    this.paused = false;
+    for (const [group, cursor] of this.cursors) {
+      if (cursor.waiting.size > 0) this.fill(group, cursor);
+    }
+  }
+
+  /**
+   * Takes a message from anywhere (a live event, `sync`, `history`). A message of a group not
+   * followed yet starts following it just before its seq, so a group joined a moment ago
+   * shows its first message.
+   */
+  accept(message: Message): void {
+    this.follow(message.group, message.seq - 1);
+    const cursor = this.cursors.get(message.group);
+    if (cursor === undefined || message.seq <= cursor.last) return;
+    cursor.waiting.set(message.seq, message);
+    this.drain(cursor);
+    if (cursor.waiting.size > 0 && !this.paused) this.fill(message.group, cursor);
+  }
+
+  /**
+   * Marks that `has_more` messages follow `cursor.last` (a `sync` page was cut short), so
+   * the group is walked with `history` even if no later message arrives to show the gap.
+   */
+  fetchMore(group: GroupId): void {
+    const cursor = this.cursors.get(group);
+    if (cursor !== undefined) this.fill(group, cursor, true);
+  }
+
+  private drain(cursor: Cursor): void {
+    for (;;) {
+      const next = cursor.waiting.get(cursor.last + 1);
+      if (next === undefined) break;
+      cursor.waiting.delete(next.seq);
+      cursor.last = next.seq;
+      this.deliver(next);
+    }
+    for (const seq of cursor.waiting.keys()) {
+      if (seq <= cursor.last) cursor.waiting.delete(seq);
+    }
+  }
+
+  /** Walks `history` after the cursor until the gap is closed and nothing more is there. */
+  private fill(group: GroupId, cursor: Cursor, force = false): void {
+    if (cursor.filling || (!force && cursor.waiting.size === 0)) return;
+    cursor.filling = true;
+    const walk = async (): Promise<void> => {
+      for (;;) {
+        if (this.cursors.get(group) !== cursor) return;
+        const page = await this.fetchAfter(group, cursor.last);
+        for (const message of page.messages) {
+          if (message.seq > cursor.last) cursor.waiting.set(message.seq, message);
+        }
+        const before = cursor.last;
+        this.drain(cursor);
+        const gapRemains = cursor.waiting.size > 0;
+        if (!page.has_more && !gapRemains) return;
+        // A page that moved nothing while a gap remains means the gap's messages are gone
+        // (deleted history): skip to the first message we hold rather than loop forever.
+        if (!page.has_more && cursor.last === before) {
+          const first = Math.min(...cursor.waiting.keys());
+          cursor.last = first - 1;
+          this.drain(cursor);
+          return;
+        }
+      }
+    };
+    walk()
+      .catch((error: unknown) => this.onFillError(group, error))
+      .finally(() => {
+        cursor.filling = false;
+      });
+  }
+}
