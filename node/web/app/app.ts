@@ -37,6 +37,9 @@ interface GroupState {
   loaded: boolean;
   hasOlder: boolean;
   loadingOlder: boolean;
+  /** Rows already built, by seq: a redraw moves them rather than rebuilding them, so images
+   * are not fetched again and a red packet keeps what its grab said. */
+  rows: Map<number, HTMLElement>;
   /** Sends on their way, by client_msg_id. */
   pending: Map<string, { text: string; failed: string | null }>;
   preview: string;
@@ -393,7 +396,14 @@ export class App {
     replaceChildren(
       container,
       top,
-      ...state.messages.map((message) => messageRow(this, message)),
+      ...state.messages.map((message) => {
+        let row = state.rows.get(message.seq);
+        if (row === undefined) {
+          row = messageRow(this, message);
+          state.rows.set(message.seq, row);
+        }
+        return row;
+      }),
       ...[...state.pending.values()].map((send) => pendingRow(send.text, send.failed)),
     );
     if (wasAtBottom) container.scrollTop = container.scrollHeight;
@@ -545,7 +555,7 @@ export class App {
 }
 
 function emptyState(summary: GroupSummary): GroupState {
-  return { summary, info: null, messages: [], loaded: false, hasOlder: false, loadingOlder: false, pending: new Map(), preview: "" };
+  return { summary, info: null, messages: [], rows: new Map(), loaded: false, hasOlder: false, loadingOlder: false, pending: new Map(), preview: "" };
 }
 
 /** Puts a message in its place by seq; a seq already held is skipped. */

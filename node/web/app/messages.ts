@@ -122,7 +122,7 @@ function player(app: App, kind: "audio" | "video", media: MediaView): HTMLElemen
 }
 
 function file(app: App, media: MediaView): HTMLElement {
-  const link = h("a", { href: "#", class: "file" }, `📎 ${media.mime} · ${bytes(media.size)}`);
+  const link = h("a", { href: "#", class: "file", title: media.mime }, `📎 File · ${bytes(media.size)}`);
   link.addEventListener("click", async (event) => {
     event.preventDefault();
     const url = await app.client.request("media_url", { media: media.media });

@@ -121,21 +121,24 @@ export class GroupLog {
     const walk = async (): Promise<void> => {
       for (;;) {
         if (this.cursors.get(group) !== cursor) return;
-        const page = await this.fetchAfter(group, cursor.last);
+        const after = cursor.last;
+        const page = await this.fetchAfter(group, after);
+        // Forgotten while the page was on its way: nothing more of this group is handed on.
+        if (this.cursors.get(group) !== cursor) return;
         for (const message of page.messages) {
           if (message.seq > cursor.last) cursor.waiting.set(message.seq, message);
         }
-        const before = cursor.last;
         this.drain(cursor);
-        const gapRemains = cursor.waiting.size > 0;
-        if (!page.has_more && !gapRemains) return;
-        // A page that moved nothing while a gap remains means the gap's messages are gone
-        // (deleted history): skip to the first message we hold rather than loop forever.
-        if (!page.has_more && cursor.last === before) {
-          const first = Math.min(...cursor.waiting.keys());
-          cursor.last = first - 1;
+        if (!page.has_more && cursor.waiting.size === 0) return;
+        // A page that moved the cursor nothing means history holds nothing at `after + 1`
+        // (deleted): skip to the first message that exists, in the page or held, rather than
+        // ask for the same page forever. With `has_more` too: the page then starts past the
+        // hole. Each turn of the loop moves the cursor, so the walk ends.
+        if (cursor.last === after) {
+          if (cursor.waiting.size === 0) return;
+          cursor.last = Math.min(...cursor.waiting.keys()) - 1;
           this.drain(cursor);
-          return;
+          if (!page.has_more && cursor.waiting.size === 0) return;
         }
       }
     };

@@ -5,13 +5,11 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
 import type { Browser, Page } from "playwright-core";
 import { TroupeClient } from "../../client/index.ts";
-import { startNode, repoRoot, type TestNode } from "../support/node.ts";
+import { startNode, type TestNode } from "../support/node.ts";
 import { launchBrowser, person, registerAndLogIn, horizontalOverflow, DESKTOP, PHONE } from "../support/browser.ts";
-import { expect, eventually } from "../support/expect.ts";
+import { expect } from "../support/expect.ts";
 
 let node: TestNode;
 let browser: Browser;
@@ -135,18 +133,6 @@ test("two people chat, one goes offline and catches up, badges count and clear",
   assert.deepEqual(await horizontalOverflow(bob.page), [], "nothing overflows at 390x844 (chat)");
   await bob.page.getByTestId("back").click();
   assert.deepEqual(await horizontalOverflow(bob.page), [], "nothing overflows at 390x844 (list)");
-
-  // The screenshots the README shows.
-  const shots = join(repoRoot(), "docs", "screenshots");
-  mkdirSync(shots, { recursive: true });
-  await alice.page.getByTestId("composer").fill("Lunch at noon? 🍜");
-  await alice.page.getByTestId("composer").press("Enter");
-  await expect(async () => (await shownTexts(alice.page)).at(-1), "Lunch at noon? 🍜");
-  await alice.page.getByTestId("messages").evaluate((element) => (element.scrollTop = element.scrollHeight));
-  await alice.page.screenshot({ path: join(shots, "chat.png") });
-  await bob.page.locator(`[data-testid=group-item][data-group="${group}"]`).click();
-  await expect(async () => (await shownTexts(bob.page)).at(-1), "Lunch at noon? 🍜");
-  await bob.page.screenshot({ path: join(shots, "chat-phone.png") });
 
   // Bob leaves: the group is gone from his list, and Alice sees one member.
   await bob.page.getByTestId("leave").click();
