@@ -19,7 +19,7 @@ if [ "${SKIP_WEB_TESTS:-}" != "1" ]; then
   echo "== web: client library and browser tests (node/web)"
   # The browser tests start the binary the Rust tests just built.
   cargo build -p troupe --quiet
-  export TROUPE_BIN="$PWD/${CARGO_TARGET_DIR:-target}/debug/troupe"
+  export TEST_TROUPE_BINARY="$PWD/${CARGO_TARGET_DIR:-target}/debug/troupe"
   (cd node/web && npm ci --no-audit --no-fund --loglevel=error && npm test) || status=$?
 fi
 exit "$status"

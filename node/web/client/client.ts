@@ -99,7 +99,7 @@ export interface ClientOptions {
   pingIntervalMs?: number;
   /** How long a ping may go unanswered before the link counts as dead (default 10 s). */
   pingTimeoutMs?: number;
-  /** Random numbers for jitter and message ids (tests pass a seeded one). */
+  /** Random numbers for the reconnect jitter (tests pass a fixed one). */
   random?: () => number;
   /**
    * Follow the browser's `online`/`offline` events (default: where they exist): drop the link
@@ -229,7 +229,15 @@ export class TroupeClient {
       (async () => {
         if (BEFORE_AUTH.has(op)) await this.connect();
         else if (this.state !== "ready") await this.whenReady();
-        return (await this.transmit(op, fields)) as Results[K];
+        const result = (await this.transmit(op, fields)) as Results[K];
+        // A group the user just made or joined is followed from here, so that what is sent
+        // to it while the link is down comes back at the resync (not only once a first
+        // message has arrived live). Following keeps a cursor already there.
+        if (op === "create_group" || op === "join") {
+          const info = result as Results["create_group"];
+          this.log.follow(info.group, info.last_seq);
+        }
+        return result;
       })(),
       deadline - Date.now(),
       op,
@@ -242,7 +250,7 @@ export class TroupeClient {
    * acknowledges it or refuses it for good, so it is stored exactly once.
    */
   send(fields: SendFields): Promise<SendAck> {
-    const clientMsgId = fields.client_msg_id ?? randomId(this.options.random);
+    const clientMsgId = fields.client_msg_id ?? randomId();
     const request = { ...fields, client_msg_id: clientMsgId } as SendRequest;
     return new Promise((resolve, reject) => {
       const outgoing: OutgoingSend = { request, resolve, reject, attemptId: null, attemptTimer: null };
@@ -606,13 +614,17 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
   });
 }
 
-/** A `client_msg_id`: 16 random bytes in hex. Works outside secure contexts, unlike randomUUID. */
-export function randomId(random: () => number = Math.random): string {
+/**
+ * A `client_msg_id`: 16 random bytes in hex, from the platform's cryptographic source
+ * (which, unlike `randomUUID`, works outside secure contexts too). Never from the
+ * `random` option: a seeded jitter source must not make two messages share an id.
+ */
+export function randomId(): string {
   const bytes = new Uint8Array(16);
-  if (random === Math.random && typeof globalThis.crypto?.getRandomValues === "function") {
+  if (typeof globalThis.crypto?.getRandomValues === "function") {
     globalThis.crypto.getRandomValues(bytes);
   } else {
-    for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(random() * 256);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
   }
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }

@@ -135,6 +135,7 @@ test("two people chat, one goes offline and catches up, badges count and clear",
   assert.deepEqual(await horizontalOverflow(bob.page), [], "nothing overflows at 390x844 (list)");
 
   // Bob leaves: the group is gone from his list, and Alice sees one member.
+  await bob.page.locator(`[data-testid=group-item][data-group="${group}"]`).click();
   await bob.page.getByTestId("leave").click();
   await bob.page.getByTestId("confirm-leave").click();
   await expect(() => badge(bob.page, group), "(no such group)");

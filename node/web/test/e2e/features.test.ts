@@ -116,8 +116,10 @@ test("face-to-face, pictures, files and red packets in the browser", async () =>
   await expect(() => lastBubble(alice.page).textContent(), "Next round is mine 🎉");
   assert.deepEqual(await horizontalOverflow(bob.page), [], "pictures and red packets fit a 390 px screen");
 
-  // The README's screenshots: a laptop and a phone, the same group.
-  const shots = join(repoRoot(), "docs", "screenshots");
+  // The README's screenshots: a laptop and a phone, the same group. They go to test-output/
+  // on every run, and replace the README's with UPDATE_SCREENSHOTS=1 (so a test run does
+  // not change tracked files).
+  const shots = process.env.UPDATE_SCREENSHOTS === "1" ? join(repoRoot(), "docs", "screenshots") : join(repoRoot(), "node", "web", "test-output");
   mkdirSync(shots, { recursive: true });
   for (const page of [alice.page, bob.page]) {
     await page.getByTestId("messages").evaluate((element) => (element.scrollTop = element.scrollHeight));

@@ -1,5 +1,5 @@
 // Starts the real `troupe` binary for a test: a fresh data directory, ephemeral ports, and
-// the addresses from its ready line. TROUPE_BIN names the binary (test.sh sets it); by
+// the addresses from its ready line. TEST_TROUPE_BINARY names the binary (test.sh sets it); by
 // default the debug build of this checkout.
 
 import { spawn, execFile, type ChildProcess } from "node:child_process";
@@ -22,8 +22,8 @@ export function repoRoot(): string {
 
 /** The troupe binary the tests run. */
 export function troupeBinary(): string {
-  const binary = process.env.TROUPE_BIN ?? join(repoRoot(), "target", "debug", "troupe");
-  if (!existsSync(binary)) throw new Error(`no troupe binary at ${binary}: run \`cargo build -p troupe\` or set TROUPE_BIN`);
+  const binary = process.env.TEST_TROUPE_BINARY ?? join(repoRoot(), "target", "debug", "troupe");
+  if (!existsSync(binary)) throw new Error(`no troupe binary at ${binary}: run \`cargo build -p troupe\` or set TEST_TROUPE_BINARY`);
   return resolve(binary);
 }
 
