@@ -12,11 +12,12 @@ const INDEX_HTML: &str = include_str!("../web/dist/index.html");
 const APP_JS: &str = include_str!("../web/dist/app.js");
 const STYLE_CSS: &str = include_str!("../web/dist/style.css");
 
-/// The page may only load its own script and style, talk to its own node (WebSocket and
-/// HTTP uploads), and show media from its own node or the avatars users link to: a message
-/// body can never smuggle in a script.
+/// The page may only load its own script and style, talk to the node it came from (the
+/// WebSocket, whose `ws:` scheme older browsers do not count as `'self'`, and the HTTP
+/// uploads), and show media from that node (or `blob:`/`data:` previews): a message body can
+/// never smuggle in a script or pull from elsewhere.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     connect-src 'self' ws: wss:; img-src 'self' blob: data: https: http:; media-src 'self' blob:; \
+     connect-src 'self' ws: wss:; img-src 'self' blob: data:; media-src 'self' blob:; \
      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// `GET /`: the chat page.

@@ -35,6 +35,8 @@ interface GroupState {
   messages: Message[];
   /** Whether the newest page was read (the window reaches the present). */
   loaded: boolean;
+  /** Whether the newest page is being read. */
+  loading: boolean;
   hasOlder: boolean;
   loadingOlder: boolean;
   /** Rows already built, by seq: a redraw moves them rather than rebuilding them, so images
@@ -63,6 +65,9 @@ export class App {
     members: HTMLElement | null;
   };
   private readTimer: ReturnType<typeof setTimeout> | null = null;
+  private refreshingGroups = false;
+  /** Redraws asked for since the last frame: a resync's burst of messages draws once. */
+  private pendingRender: { list: boolean; messages: boolean; stickToBottom: boolean } | null = null;
 
   constructor(
     readonly client: TroupeClient,
@@ -144,7 +149,7 @@ export class App {
     this.renderChat();
     const state = this.groups.get(group);
     if (state === undefined) return;
-    if (!state.loaded) void this.loadNewest(group, state);
+    if (!state.loaded && !state.loading) void this.loadNewest(group, state);
     void this.client.request("group_info", { group }).then(
       (info) => {
         state.info = info;
@@ -179,7 +184,10 @@ export class App {
         this.groups.set(summary.group, emptyState(summary));
         this.order.push(summary.group);
       } else {
-        state.summary = summary;
+        // `my_groups` may lag what arrived live (PROTOCOL.md §4): marks only move forward.
+        const last = Math.max(state.summary.last_seq, summary.last_seq);
+        const read = Math.max(state.summary.read_seq, summary.read_seq);
+        state.summary = { ...summary, last_seq: last, read_seq: read, unread: Math.min(summary.unread, UNREAD_CAP, last - read) };
       }
     }
     for (const group of [...this.groups.keys()]) {
@@ -192,8 +200,14 @@ export class App {
   private onMessage(message: Message): void {
     let state = this.groups.get(message.group);
     if (state === undefined) {
-      // A group we were added to: its summary comes with the next refresh.
-      void this.client.request("my_groups", {}).then((result) => this.mergeSummaries(result.groups), () => {});
+      // A group we were added to: its summary comes with a refresh (one at a time).
+      if (!this.refreshingGroups) {
+        this.refreshingGroups = true;
+        void this.client
+          .request("my_groups", {})
+          .then((result) => this.mergeSummaries(result.groups), () => {})
+          .finally(() => (this.refreshingGroups = false));
+      }
       return;
     }
     const mine = message.sender === this.client.profile?.user;
@@ -207,12 +221,11 @@ export class App {
     }
     state.preview = preview(message);
     this.order = [message.group, ...this.order.filter((id) => id !== message.group)];
-    if (state.loaded) insertMessage(state, message);
-    this.renderList();
-    if (this.current === message.group) {
-      this.renderMessages({ stickToBottom: mine });
-      this.markReadSoon();
-    }
+    // Live messages follow on from the point the group was followed, without gaps (the
+    // client's seq cursor sees to it), so they join the window even before its first page
+    // is read: a message that came between the page's read and its reply is not lost.
+    insertMessage(state, message);
+    this.scheduleRender({ list: true, messages: this.current === message.group, stickToBottom: mine });
   }
 
   private onPush(event: PushEvent): void {
@@ -256,6 +269,7 @@ export class App {
       case "read_mark": {
         const state = this.groups.get(event.group);
         if (state === undefined) return;
+        if (event.read_seq < state.summary.read_seq) return;
         state.summary.read_seq = event.read_seq;
         state.summary.unread = event.unread;
         this.renderList();
@@ -270,6 +284,11 @@ export class App {
   }
 
   private showState(state: ConnectionState): void {
+    // A first page that failed while the link was down is read again once it is back.
+    const current = this.current === null ? undefined : this.groups.get(this.current);
+    if (state === "ready" && this.current !== null && current !== undefined && !current.loaded && !current.loading) {
+      void this.loadNewest(this.current, current);
+    }
     const text: Record<ConnectionState, string> = {
       offline: "Offline: reconnecting…",
       connecting: "Connecting…",
@@ -279,6 +298,27 @@ export class App {
     };
     this.view.status.textContent = text[state];
     this.view.status.dataset.state = state;
+  }
+
+  /** Draws at the next frame whatever was asked for until then. */
+  private scheduleRender(what: { list: boolean; messages: boolean; stickToBottom: boolean }): void {
+    if (this.pendingRender !== null) {
+      this.pendingRender.list ||= what.list;
+      this.pendingRender.messages ||= what.messages;
+      this.pendingRender.stickToBottom ||= what.stickToBottom;
+      return;
+    }
+    this.pendingRender = { ...what };
+    requestAnimationFrame(() => {
+      const render = this.pendingRender;
+      this.pendingRender = null;
+      if (render === null) return;
+      if (render.list) this.renderList();
+      if (render.messages) {
+        this.renderMessages({ stickToBottom: render.stickToBottom });
+        this.markReadSoon();
+      }
+    });
   }
 
   private renderList(): void {
@@ -411,6 +451,7 @@ export class App {
   }
 
   private async loadNewest(group: GroupId, state: GroupState): Promise<void> {
+    state.loading = true;
     try {
       const page = await this.client.request("history", { group, limit: PAGE });
       for (const message of page.messages) insertMessage(state, message);
@@ -422,6 +463,8 @@ export class App {
       state.loaded = false;
       this.toast(errorText(error));
       return;
+    } finally {
+      state.loading = false;
     }
     if (this.current === group) {
       this.renderMessages({ stickToBottom: true });
@@ -477,8 +520,8 @@ export class App {
     try {
       const kind = mediaKindOf(file.type);
       const media = await uploadMedia(httpOrigin(this.client.url), token, kind, file);
-      state.pending.delete(key);
       await this.client.send({ group, type: kind, body: { media: media.media } });
+      state.pending.delete(key);
     } catch (error) {
       const pending = state.pending.get(key);
       if (pending !== undefined) pending.failed = `${file.name} not sent: ${errorText(error)}`;
@@ -547,7 +590,8 @@ export class App {
     );
   }
 
-  private toast(text: string): void {
+  /** A short note at the bottom of the screen, for failures outside any dialog. */
+  toast(text: string): void {
     const note = h("div", { class: "toast", role: "alert" }, text);
     document.body.append(note);
     setTimeout(() => note.remove(), 4000);
@@ -555,7 +599,7 @@ export class App {
 }
 
 function emptyState(summary: GroupSummary): GroupState {
-  return { summary, info: null, messages: [], rows: new Map(), loaded: false, hasOlder: false, loadingOlder: false, pending: new Map(), preview: "" };
+  return { summary, info: null, messages: [], rows: new Map(), loaded: false, loading: false, hasOlder: false, loadingOlder: false, pending: new Map(), preview: "" };
 }
 
 /** Puts a message in its place by seq; a seq already held is skipped. */

@@ -11,6 +11,8 @@ export interface Dialog {
   body: HTMLElement;
   error: HTMLElement;
   close: () => void;
+  /** Runs when the dialog closes, however it closes (Escape, the backdrop, or `close`). */
+  onClose: (cleanup: () => void) => void;
 }
 
 /** Opens a modal with a title and content; Escape and the backdrop close it. */
@@ -18,9 +20,11 @@ export function openDialog(title: string, testId: string, ...content: HTMLElemen
   const error = h("p", { class: "dialog-error", role: "alert" });
   const body = h("div", { class: "dialog", role: "dialog", "aria-label": title, "data-testid": testId }, h("h2", {}, title), ...content, error);
   const overlay = h("div", { class: "overlay" }, body);
+  const cleanups: (() => void)[] = [];
   const close = () => {
     overlay.remove();
     document.removeEventListener("keydown", onKey);
+    for (const cleanup of cleanups.splice(0)) cleanup();
   };
   const onKey = (event: KeyboardEvent) => {
     if (event.key === "Escape") close();
@@ -31,7 +35,7 @@ export function openDialog(title: string, testId: string, ...content: HTMLElemen
   document.addEventListener("keydown", onKey);
   document.body.append(overlay);
   body.querySelector<HTMLElement>("input, select, textarea, button")?.focus();
-  return { body, error, close };
+  return { body, error, close, onClose: (cleanup) => cleanups.push(cleanup) };
 }
 
 /** Runs a dialog's action with its buttons disabled, showing a failure in the dialog. */
@@ -207,11 +211,11 @@ export function faceToFaceDialog(app: App): void {
         app.openGroup(event.group.group);
       }
     });
-    const finish = () => {
+    const finish = () => dialog.close();
+    dialog.onClose(() => {
       clearInterval(timer);
       stopParticipants();
-      dialog.close();
-    };
+    });
     confirm.addEventListener("click", () => {
       void busy(dialog, async () => {
         const done = await app.client.request("confirm_face_to_face", { code: session.code, session: session.session });

@@ -14,9 +14,8 @@ function webSocketUrl(): string {
   return `${scheme}//${location.host}/ws`;
 }
 
-function boot(): void {
-  const root = document.getElementById("app");
-  if (root === null) return;
+/** A client for this page: when its session ends (logout, revoked, expired), start over. */
+function newClient(): TroupeClient {
   const client = new TroupeClient({ url: webSocketUrl() });
   client.on("state", (state) => {
     if (state === "signed_out") {
@@ -24,26 +23,36 @@ function boot(): void {
       location.reload();
     }
   });
-  const start = (session: SessionResult) => {
-    if (client.token !== null) localStorage.setItem(TOKEN_KEY, client.token);
-    new App(client, root, session.groups);
-  };
+  return client;
+}
+
+/** Shows the chat for a client that just logged in or resumed, and keeps its token. */
+function start(root: HTMLElement, client: TroupeClient, session: SessionResult): void {
+  if (client.token !== null) localStorage.setItem(TOKEN_KEY, client.token);
+  new App(client, root, session.groups);
+}
+
+function boot(): void {
+  const root = document.getElementById("app");
+  if (root === null) return;
   const token = localStorage.getItem(TOKEN_KEY);
   if (token === null) {
-    showLogin(root, client, start);
+    showLogin(root);
     return;
   }
-  client.resume(token).then(start, () => {
-    // The token expired or was revoked (a signed_out state reloads the page), or the node is
-    // unreachable: either way the login form is the way on.
-    localStorage.removeItem(TOKEN_KEY);
-    client.close();
-    showLogin(root, new TroupeClient({ url: webSocketUrl() }), start);
-  });
+  replaceChildren(root, h("p", { class: "boot", "data-testid": "connecting" }, "Connecting…"));
+  // resume() waits through reconnects while the node is unreachable; an invalid token
+  // ends in signed_out, which forgets it and reloads into the login form.
+  const client = newClient();
+  client.resume(token).then(
+    (session) => start(root, client, session),
+    () => {},
+  );
 }
 
 /** The login form; "Create account" registers and then logs in with the same fields. */
-function showLogin(root: HTMLElement, client: TroupeClient, start: (session: SessionResult) => void): void {
+function showLogin(root: HTMLElement): void {
+  const client = newClient();
   const username = h("input", { name: "username", autocomplete: "username", autocapitalize: "none", required: true, minlength: 3, maxlength: 32, "data-testid": "username" });
   const password = h("input", { name: "password", type: "password", autocomplete: "current-password", required: true, minlength: 8, "data-testid": "password" });
   const nickname = h("input", { name: "nickname", maxlength: 64, placeholder: "optional", "data-testid": "nickname" });
@@ -69,7 +78,7 @@ function showLogin(root: HTMLElement, client: TroupeClient, start: (session: Ses
         const name = nickname.value.trim();
         await client.register({ username: username.value.trim(), password: password.value, ...(name === "" ? {} : { nickname: name }) });
       }
-      start(await client.login(username.value.trim(), password.value));
+      start(root, client, await client.login(username.value.trim(), password.value));
     } catch (failure) {
       error.textContent = errorText(failure);
       loginButton.disabled = registerButton.disabled = false;

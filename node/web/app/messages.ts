@@ -95,27 +95,33 @@ function image(app: App, media: MediaView): HTMLElement {
     .request("media_url", { media: media.media, thumbnail: media.thumbnail !== null })
     .then((url) => (img.src = url.url))
     .catch(() => (img.alt = "image unavailable"));
-  img.addEventListener("click", async () => {
-    const url = await app.client.request("media_url", { media: media.media });
-    window.open(url.url, "_blank", "noopener");
+  img.addEventListener("click", () => {
+    app.client.request("media_url", { media: media.media }).then(
+      (url) => window.open(url.url, "_blank", "noopener"),
+      (error: unknown) => app.toast(errorText(error)),
+    );
   });
   return img;
 }
 
 function player(app: App, kind: "audio" | "video", media: MediaView): HTMLElement {
   const element = h(kind, { controls: true, preload: "metadata" });
-  let refreshed = false;
+  let expiresAt = 0;
   const load = () =>
     app.client.request("media_url", { media: media.media }).then(
-      (url) => (element.src = url.url),
+      (url) => {
+        expiresAt = url.expires_at;
+        const at = element.currentTime;
+        element.src = url.url;
+        if (at > 0) element.currentTime = at;
+      },
       () => {},
     );
-  // A signed URL lasts minutes; a paused player that seeks later needs a fresh one.
+  // A signed URL lasts minutes, and a player asks for more bytes (a Range request) as it
+  // plays or seeks: when one fails after the URL's time, get a fresh URL and go on from
+  // where it was. A failure before that is a real one and stays.
   element.addEventListener("error", () => {
-    if (!refreshed) {
-      refreshed = true;
-      void load();
-    }
+    if (Date.now() >= expiresAt) void load();
   });
   void load();
   return element;
@@ -123,10 +129,12 @@ function player(app: App, kind: "audio" | "video", media: MediaView): HTMLElemen
 
 function file(app: App, media: MediaView): HTMLElement {
   const link = h("a", { href: "#", class: "file", title: media.mime }, `📎 File · ${bytes(media.size)}`);
-  link.addEventListener("click", async (event) => {
+  link.addEventListener("click", (event) => {
     event.preventDefault();
-    const url = await app.client.request("media_url", { media: media.media });
-    window.location.assign(url.url);
+    app.client.request("media_url", { media: media.media }).then(
+      (url) => window.location.assign(url.url),
+      (error: unknown) => app.toast(errorText(error)),
+    );
   });
   return link;
 }

@@ -70,7 +70,8 @@ export interface ClientEvents {
   groups: GroupSummary[];
   /** Groups the user turned out to be no longer in, found at a resync. */
   gone: GroupId[];
-  /** An error the node sent for a frame it could not read at all (`id: null`). */
+  /** An error no pending request claims: `id: null` (a frame the node could not read at
+   * all), or a late answer to a send attempt the client already gave up on. */
   server_error: ErrorEvent;
 }
 
@@ -151,6 +152,8 @@ export class TroupeClient {
   private readonly options: Required<ClientOptions>;
   private socket: WebSocketLike | null = null;
   private opened: Promise<void> | null = null;
+  /** Fails {@link opened} when the socket is dropped before it opened. */
+  private failOpen: ((error: TroupeError) => void) | null = null;
   private nextRequestId = 1;
   private readonly pending = new Map<number, Pending>();
   private readonly outbox = new Map<string, OutgoingSend>();
@@ -181,6 +184,7 @@ export class TroupeClient {
     this.log = new GroupLog(
       (group, after) => this.request("history", { group, after, limit: 100 }),
       (message) => this.emit("message", message),
+      (group, error) => this.retryFill(group, error),
     );
   }
 
@@ -203,6 +207,13 @@ export class TroupeClient {
   /** Logs in with a password; the connection is ready when this resolves. */
   async login(username: string, password: string): Promise<SessionResult> {
     this.closedByUser = false;
+    if (this.token !== null || this.state === "ready" || this.state === "signed_out") {
+      // Another session's link (or its reconnect timer) would `auth` first; start afresh.
+      this.clearTimers();
+      this.dropSocket();
+      this.token = null;
+      this.setState("offline");
+    }
     const result = await this.request("login", { username, password });
     this.token = result.token ?? null;
     this.authenticated(result);
@@ -212,8 +223,19 @@ export class TroupeClient {
   /** Resumes a session with a token from an earlier {@link login}, e.g. after a page reload. */
   async resume(token: string): Promise<SessionResult> {
     this.closedByUser = false;
+    if (this.state === "ready" || this.state === "signed_out") {
+      this.clearTimers();
+      this.dropSocket();
+      this.setState("offline");
+    }
     this.token = token;
-    await this.connect();
+    const socket = this.socket;
+    if (socket !== null && socket.readyState === 1) {
+      // Open but unauthenticated (after `register` or `ping`): its `onopen` has passed.
+      void this.resumeSession(socket);
+    } else {
+      await this.connect();
+    }
     if (this.state !== "ready") await this.whenReady();
     // The summaries came with the `auth` reply; hand them back for the caller's first render.
     return this.lastSession as SessionResult;
@@ -229,6 +251,8 @@ export class TroupeClient {
       (async () => {
         if (BEFORE_AUTH.has(op)) await this.connect();
         else if (this.state !== "ready") await this.whenReady();
+        // The caller heard `timeout` already: sending now would run what they may retry.
+        if (Date.now() >= deadline) throw new TroupeError("timeout", `${op}: no reply in time`);
         const result = (await this.transmit(op, fields)) as Results[K];
         // A group the user just made or joined is followed from here, so that what is sent
         // to it while the link is down comes back at the resync (not only once a first
@@ -252,6 +276,9 @@ export class TroupeClient {
   send(fields: SendFields): Promise<SendAck> {
     const clientMsgId = fields.client_msg_id ?? randomId();
     const request = { ...fields, client_msg_id: clientMsgId } as SendRequest;
+    if (this.closedByUser || this.state === "signed_out" || (this.token === null && this.state !== "ready")) {
+      return Promise.reject(new TroupeError("closed", "not logged in"));
+    }
     return new Promise((resolve, reject) => {
       const outgoing: OutgoingSend = { request, resolve, reject, attemptId: null, attemptTimer: null };
       this.outbox.set(clientMsgId, outgoing);
@@ -295,6 +322,18 @@ export class TroupeClient {
 
   private lastSession: SessionResult | null = null;
 
+  /**
+   * A gap fill failed. A quiet group would otherwise keep its gap until its next message, so
+   * try again after a pause; a reconnect's resync fills it anyway if the link is down.
+   */
+  private retryFill(group: GroupId, error: unknown): void {
+    const transient = error instanceof TroupeError && TRANSIENT.has(error.code);
+    if (!transient || this.closedByUser) return;
+    setTimeout(() => {
+      if (this.state === "ready") this.log.fetchMore(group);
+    }, backoffDelay(2, this.options.backoff, this.options.random));
+  }
+
   /** Skips the rest of a backoff wait: the network is back. */
   private reconnectSoon(): void {
     if (this.reconnectTimer === null) return;
@@ -310,7 +349,9 @@ export class TroupeClient {
     const socket = this.options.createSocket(this.options.url);
     this.socket = socket;
     this.opened = new Promise<void>((resolve, reject) => {
+      this.failOpen = reject;
       socket.onopen = () => {
+        this.failOpen = null;
         resolve();
         if (this.token !== null) void this.resumeSession(socket);
       };
@@ -333,11 +374,12 @@ export class TroupeClient {
     this.setState("syncing");
     try {
       const token = this.token ?? "";
-      const session = await this.transmit("auth", { token });
+      const timeout = this.options.requestTimeoutMs;
+      const session = await withTimeout(this.transmit("auth", { token }), timeout, "auth");
       const cursors = this.log.cursorsForSync();
       this.log.pause();
       if (cursors.length > 0) {
-        const sync = await this.transmit("sync", { groups: cursors, limit: 100 });
+        const sync = await withTimeout(this.transmit("sync", { groups: cursors, limit: 100 }), timeout, "sync");
         for (const group of sync.groups) {
           if (this.log.last(group.group) === undefined) this.log.follow(group.group, group.last_seq);
           for (const message of group.messages) this.log.accept(message);
@@ -376,6 +418,7 @@ export class TroupeClient {
   }
 
   private whenReady(): Promise<void> {
+    if (this.closedByUser) return Promise.reject(new TroupeError("closed", "client closed"));
     if (this.state === "signed_out" || (this.token === null && this.state !== "ready")) {
       return Promise.reject(new TroupeError("unauthenticated", "log in first"));
     }
@@ -531,6 +574,8 @@ export class TroupeClient {
     const socket = this.socket;
     this.socket = null;
     this.opened = null;
+    this.failOpen?.(new TroupeError(this.closedByUser ? "closed" : "disconnected", "the connection was dropped"));
+    this.failOpen = null;
     if (socket !== null) {
       socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
       try {

@@ -19,6 +19,8 @@ interface Cursor {
   waiting: Map<Seq, Message>;
   /** Whether a `history` walk is filling this group's gap now. */
   filling: boolean;
+  /** A walk was asked for while one ran (`has_more` again): walk once more after it. */
+  again: boolean;
 }
 
 /** Seq cursors of every group the client follows, and the gap filling between them. */
@@ -30,8 +32,8 @@ export class GroupLog {
   /**
    * @param fetchAfter reads history after a seq; called when a gap needs filling.
    * @param deliver receives every message once, in seq order within its group.
-   * @param onFillError hears about a failed gap fill (the gap is retried on the next message
-   *   or resync).
+   * @param onFillError hears about a failed gap fill; the caller retries with
+   *   {@link fetchMore} (the next message or resync would also retry it).
    */
   constructor(
     private readonly fetchAfter: FetchAfter,
@@ -56,7 +58,7 @@ export class GroupLog {
    */
   follow(group: GroupId, lastSeq: Seq): void {
     if (!this.cursors.has(group)) {
-      this.cursors.set(group, { last: lastSeq, waiting: new Map(), filling: false });
+      this.cursors.set(group, { last: lastSeq, waiting: new Map(), filling: false, again: false });
     }
   }
 
@@ -116,8 +118,14 @@ export class GroupLog {
 
   /** Walks `history` after the cursor until the gap is closed and nothing more is there. */
   private fill(group: GroupId, cursor: Cursor, force = false): void {
-    if (cursor.filling || (!force && cursor.waiting.size === 0)) return;
+    if (!force && cursor.waiting.size === 0) return;
+    if (cursor.filling) {
+      // The running walk may have read its last page already; make sure it looks again.
+      if (force) cursor.again = true;
+      return;
+    }
     cursor.filling = true;
+    cursor.again = false;
     const walk = async (): Promise<void> => {
       for (;;) {
         if (this.cursors.get(group) !== cursor) return;
@@ -142,10 +150,16 @@ export class GroupLog {
         }
       }
     };
-    walk()
-      .catch((error: unknown) => this.onFillError(group, error))
-      .finally(() => {
+    walk().then(
+      () => {
         cursor.filling = false;
-      });
+        if (cursor.again && this.cursors.get(group) === cursor) this.fill(group, cursor, true);
+      },
+      (error: unknown) => {
+        cursor.filling = false;
+        cursor.again = false;
+        this.onFillError(group, error);
+      },
+    );
   }
 }

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import type { Browser, Page } from "playwright-core";
 import { TroupeClient } from "../../client/index.ts";
 import { startNode, type TestNode } from "../support/node.ts";
-import { launchBrowser, person, registerAndLogIn, horizontalOverflow, DESKTOP, PHONE } from "../support/browser.ts";
+import { launchBrowser, person, registerAndLogIn, horizontalOverflow, createGroup, joinGroup, say, DESKTOP, PHONE } from "../support/browser.ts";
 import { expect } from "../support/expect.ts";
 
 let node: TestNode;
@@ -44,22 +44,13 @@ test("two people chat, one goes offline and catches up, badges count and clear",
   await registerAndLogIn(bob.page, "bob", "builder42", "Bob");
 
   // Alice makes an open group; its id is on the header for others to join with.
-  await alice.page.getByTestId("new-group").click();
-  await alice.page.locator("[data-testid=create-group-dialog] input[name=name]").fill("lobby");
-  await alice.page.locator("[data-testid=create-group-dialog] button[type=submit]").click();
-  await expect(() => alice.page.getByTestId("group-title").textContent(), "lobby");
-  const group = await alice.page.locator("[data-testid=group-item].current").getAttribute("data-group");
-  assert.ok(group !== null && /^\d+$/.test(group), `a group id, not ${group}`);
+  const group = await createGroup(alice.page, "lobby");
 
   // Bob joins it by id, from the phone.
-  await bob.page.getByTestId("join-group").click();
-  await bob.page.locator("[data-testid=join-group-dialog] input[name=group]").fill(group);
-  await bob.page.locator("[data-testid=join-group-dialog] button[type=submit]").click();
-  await expect(() => bob.page.getByTestId("group-title").textContent(), "lobby");
+  await joinGroup(bob.page, group, "lobby");
 
   // They exchange messages; each sees both, in order, live.
-  await alice.page.getByTestId("composer").fill("hi Bob");
-  await alice.page.getByTestId("composer").press("Enter");
+  await say(alice.page, "hi Bob");
   await expect(() => shownTexts(bob.page), ["hi Bob"]);
   await bob.page.getByTestId("composer").fill("hello Alice");
   await bob.page.getByTestId("send").click();
@@ -81,8 +72,7 @@ test("two people chat, one goes offline and catches up, badges count and clear",
   // Alice writes while he is away: 3 from the page, then 120 more through the client library
   // (the badge caps at 99+).
   for (const text of ["are you there?", "we moved the meeting", "see you at 5"]) {
-    await alice.page.getByTestId("composer").fill(text);
-    await alice.page.getByTestId("composer").press("Enter");
+    await say(alice.page, text);
   }
   await expect(async () => (await shownTexts(alice.page)).length, 5);
 
@@ -126,8 +116,7 @@ test("two people chat, one goes offline and catches up, badges count and clear",
   await expect(() => badge(bob.page, group), "");
 
   // A long unbroken line must wrap on the phone, not push the page sideways.
-  await alice.page.getByTestId("composer").fill("https://example.com/" + "a".repeat(300));
-  await alice.page.getByTestId("composer").press("Enter");
+  await say(alice.page, "https://example.com/" + "a".repeat(300));
   await bob.page.locator(`[data-testid=group-item][data-group="${group}"]`).click();
   await expect(async () => (await shownTexts(bob.page)).at(-1)?.length, 320);
   assert.deepEqual(await horizontalOverflow(bob.page), [], "nothing overflows at 390x844 (chat)");
@@ -162,4 +151,37 @@ test("a reload resumes the session from the saved token; logging out forgets it"
   await carol.page.getByTestId("login").click();
   await expect(() => carol.page.getByTestId("login-error").textContent(), "Wrong username or password.");
   await carol.context.close();
+});
+
+test("the page rides out a node crash: kill -9, restart, and the chat goes on without loss", async () => {
+  const hana = await person(browser, node.http, DESKTOP);
+  const ivan = await person(browser, node.http, DESKTOP);
+  await registerAndLogIn(hana.page, "hana", "hana-secret");
+  await registerAndLogIn(ivan.page, "ivan", "ivan-secret");
+  const group = await createGroup(hana.page, "ops");
+  await joinGroup(ivan.page, group, "ops");
+  await say(hana.page, "before the crash");
+  await expect(() => shownTexts(ivan.page), ["before the crash"]);
+
+  // The node dies without a word and comes back on the same port and data.
+  await node.kill9();
+  for (const page of [hana.page, ivan.page]) {
+    await expect(async () => ["offline", "connecting"].includes((await page.getByTestId("connection").getAttribute("data-state")) ?? ""), true);
+  }
+  await node.restart();
+  // Hana types while her page is still reconnecting: the send waits in the outbox and goes
+  // out once, after the resync.
+  await say(hana.page, "after the crash");
+  for (const page of [hana.page, ivan.page]) {
+    await expect(() => page.getByTestId("connection").getAttribute("data-state"), "ready", 20_000);
+  }
+  await expect(() => shownTexts(ivan.page), ["before the crash", "after the crash"], 20_000);
+  await expect(() => shownTexts(hana.page), ["before the crash", "after the crash"]);
+  assert.equal(await hana.page.getByTestId("pending-message").count(), 0, "nothing left pending");
+  // A WebSocket that cannot connect logs an error in the console; nothing else may.
+  for (const errors of [hana.errors, ivan.errors]) {
+    assert.deepEqual(errors.filter((text) => !text.includes("WebSocket connection")), []);
+  }
+  await hana.context.close();
+  await ivan.context.close();
 });

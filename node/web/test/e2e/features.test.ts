@@ -9,7 +9,7 @@ import { join } from "node:path";
 import type { Browser, Page } from "playwright-core";
 import { TroupeClient } from "../../client/index.ts";
 import { startNode, repoRoot, type TestNode } from "../support/node.ts";
-import { launchBrowser, person, registerAndLogIn, horizontalOverflow, DESKTOP, PHONE } from "../support/browser.ts";
+import { launchBrowser, person, registerAndLogIn, horizontalOverflow, say, DESKTOP, PHONE } from "../support/browser.ts";
 import { expect, eventually } from "../support/expect.ts";
 import { gradientPng } from "../support/png.ts";
 
@@ -30,11 +30,6 @@ after(async () => {
 const CAFE = { latitude: 31.2304, longitude: 121.4737 };
 /** About 30 m north-east of the café's table. */
 const NEAR_CAFE = { latitude: 31.23058, longitude: 121.47391 };
-
-async function send(page: Page, text: string): Promise<void> {
-  await page.getByTestId("composer").fill(text);
-  await page.getByTestId("composer").press("Enter");
-}
 
 function lastBubble(page: Page) {
   return page.locator("[data-testid=message] .bubble").last();
@@ -61,9 +56,9 @@ test("face-to-face, pictures, files and red packets in the browser", async () =>
   await bob.page.getByTestId("confirm-face").click();
   await expect(() => bob.page.getByTestId("group-title").textContent(), `Face-to-face ${code}`);
   await expect(() => alice.page.getByTestId("group-title").textContent(), `Face-to-face ${code}`);
-  await send(alice.page, "Welcome to the weekend trip group!");
+  await say(alice.page, "Welcome to the weekend trip group!");
   await expect(() => lastBubble(bob.page).textContent(), "Welcome to the weekend trip group!");
-  await send(bob.page, "Thanks! Here is the view from the café");
+  await say(bob.page, "Thanks! Here is the view from the café");
 
   // A picture: uploaded over HTTP, sent by id, shown to the other through a signed URL.
   await bob.page.getByTestId("attach-input").setInputFiles({ name: "sunset.png", mimeType: "image/png", buffer: gradientPng(640, 400) });
@@ -112,7 +107,7 @@ test("face-to-face, pictures, files and red packets in the browser", async () =>
   await expect(() => bob.page.locator("[data-testid=packet-dialog] .grabs li").count(), 4);
   await bob.page.keyboard.press("Escape");
 
-  await send(bob.page, "Next round is mine 🎉");
+  await say(bob.page, "Next round is mine 🎉");
   await expect(() => lastBubble(alice.page).textContent(), "Next round is mine 🎉");
   assert.deepEqual(await horizontalOverflow(bob.page), [], "pictures and red packets fit a 390 px screen");
 

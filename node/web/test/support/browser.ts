@@ -58,3 +58,28 @@ export function horizontalOverflow(page: Page): Promise<string[]> {
     return wide;
   });
 }
+
+/** Creates a group through the "New group" dialog; returns its id as the page shows it. */
+export async function createGroup(page: Page, name: string): Promise<string> {
+  await page.getByTestId("new-group").click();
+  await page.locator("[data-testid=create-group-dialog] input[name=name]").fill(name);
+  await page.locator("[data-testid=create-group-dialog] button[type=submit]").click();
+  await expect(() => page.getByTestId("group-title").textContent(), name);
+  const group = await page.locator("[data-testid=group-item].current").getAttribute("data-group");
+  if (group === null || !/^\d+$/.test(group)) throw new Error(`the open group has no id: ${group}`);
+  return group;
+}
+
+/** Joins a group by id through the "Join" dialog and waits until it is open. */
+export async function joinGroup(page: Page, group: string, name: string): Promise<void> {
+  await page.getByTestId("join-group").click();
+  await page.locator("[data-testid=join-group-dialog] input[name=group]").fill(group);
+  await page.locator("[data-testid=join-group-dialog] button[type=submit]").click();
+  await expect(() => page.getByTestId("group-title").textContent(), name);
+}
+
+/** Types a message into the open group and sends it with Enter. */
+export async function say(page: Page, text: string): Promise<void> {
+  await page.getByTestId("composer").fill(text);
+  await page.getByTestId("composer").press("Enter");
+}
