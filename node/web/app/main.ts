@@ -41,12 +41,20 @@ function boot(): void {
     return;
   }
   replaceChildren(root, h("p", { class: "boot", "data-testid": "connecting" }, "Connecting…"));
-  // resume() waits through reconnects while the node is unreachable; an invalid token
-  // ends in signed_out, which forgets it and reloads into the login form.
+  // An invalid token ends in signed_out, which forgets it and reloads into the login form.
+  // An unreachable node does not: the client keeps reconnecting, and the chat starts when
+  // it is through.
   const client = newClient();
   client.resume(token).then(
     (session) => start(root, client, session),
-    () => {},
+    () => {
+      const stop = client.on("state", (state) => {
+        if (state === "ready" && client.session !== null) {
+          stop();
+          start(root, client, client.session);
+        }
+      });
+    },
   );
 }
 

@@ -212,6 +212,8 @@ export class TroupeClient {
       this.clearTimers();
       this.dropSocket();
       this.token = null;
+      // What the old session queued must not go out as whoever logs in now.
+      this.failAll(new TroupeError("closed", "another session started"));
       this.setState("offline");
     }
     const result = await this.request("login", { username, password });
@@ -220,7 +222,11 @@ export class TroupeClient {
     return result;
   }
 
-  /** Resumes a session with a token from an earlier {@link login}, e.g. after a page reload. */
+  /**
+   * Resumes a session with a token from an earlier {@link login}, e.g. after a page reload.
+   * Rejects with `disconnected` when the node cannot be reached (the client keeps trying in
+   * the background: watch for the `ready` state), `closed` when the token is no good.
+   */
   async resume(token: string): Promise<SessionResult> {
     this.closedByUser = false;
     if (this.state === "ready" || this.state === "signed_out") {
@@ -246,6 +252,9 @@ export class TroupeClient {
    * Requests that need a session wait (within the timeout) until the connection is ready.
    */
   async request<K extends Op>(op: K, fields: Requests[K]): Promise<Results[K]> {
+    // Only login() and resume() reopen a closed client: `ping` or `register` would otherwise
+    // open a socket nobody closes, and fail only at the timeout.
+    if (this.closedByUser) throw new TroupeError("closed", "client closed");
     const deadline = Date.now() + this.options.requestTimeoutMs;
     return withTimeout(
       (async () => {
@@ -284,6 +293,11 @@ export class TroupeClient {
       this.outbox.set(clientMsgId, outgoing);
       if (this.state === "ready") this.attemptSend(outgoing);
     });
+  }
+
+  /** The latest session summary (from `login`, `auth` or a resync), once authenticated. */
+  get session(): SessionResult | null {
+    return this.lastSession;
   }
 
   /** The node's WebSocket address this client connects to. */
