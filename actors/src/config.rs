@@ -12,6 +12,10 @@ pub struct ActorsConfig {
     pub node_id: u16,
     /// The most members a group may have; a group may choose a lower cap.
     pub max_group_members: u32,
+    /// The most authenticated connections one user may hold on one node (phones, tabs,
+    /// desktops); the next `auth` or `login` gets `too_many_connections`. Bounds what one
+    /// account can take of a node's sockets and memory.
+    pub max_connections_per_user: usize,
     /// The longest text body, in UTF-8 bytes.
     pub max_text_bytes: usize,
     /// Events queued for one connection before it counts as a slow consumer and is closed.
@@ -54,6 +58,7 @@ impl Default for ActorsConfig {
         ActorsConfig {
             node_id: 0,
             max_group_members: 500,
+            max_connections_per_user: 32,
             max_text_bytes: 4096,
             outbox_max_events: 8192,
             group_idle_after: Duration::from_secs(300),

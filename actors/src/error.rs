@@ -62,6 +62,12 @@ pub enum ApiError {
         /// What the operation needs.
         needed: i64,
     },
+    /// The user has `limit` connections open on this node already.
+    #[error("{limit} connections are open for this user on this node; close one first")]
+    TooManyConnections {
+        /// The node's cap (`actors.max_connections_per_user`).
+        limit: usize,
+    },
     /// The group actor that took the request has been deposed (another claimed the group);
     /// the retry reaches the new one.
     #[error("temporarily unavailable: the group moved; retry")]
@@ -93,6 +99,7 @@ impl ApiError {
             ApiError::TooFar => ErrorCode::TooFar,
             ApiError::Expired(_) => ErrorCode::Expired,
             ApiError::InsufficientFunds { .. } => ErrorCode::InsufficientFunds,
+            ApiError::TooManyConnections { .. } => ErrorCode::TooManyConnections,
             ApiError::Unavailable(_) | ApiError::GroupMoved => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
         }

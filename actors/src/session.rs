@@ -246,7 +246,8 @@ impl Session {
         let attach = UserMsg::Attach { outbox: self.outbox.clone(), token: signed_in.token_hash, done };
         let result = match self.system.to_user(user, attach).await {
             Ok(()) => match attached.await {
-                Ok(()) => self.summaries(user, Freshness::Store).await,
+                Ok(Ok(())) => self.summaries(user, Freshness::Store).await,
+                Ok(Err(limit)) => Err(ApiError::TooManyConnections { limit }),
                 Err(_) => Err(ApiError::Unavailable("the user actor stopped; retry".into())),
             },
             Err(error) => Err(error),

@@ -28,8 +28,9 @@ pub enum UserMsg {
         outbox: Arc<Outbox>,
         /// The session it authenticated with.
         token: TokenHash,
-        /// Answered once the fan-out step can reach the connection.
-        done: oneshot::Sender<()>,
+        /// Answered `Ok` once the fan-out step can reach the connection, or with the cap
+        /// when the user holds as many connections here as the node allows.
+        done: oneshot::Sender<Result<(), usize>>,
     },
     /// A connection closed.
     Detach {
@@ -116,9 +117,14 @@ impl Actor for UserActor {
         state.gauge.leave();
         match message {
             UserMsg::Attach { outbox, token, done } => {
-                state.connections.push((outbox, token));
-                state.publish();
-                let _ = done.send(());
+                let limit = state.system.config.max_connections_per_user;
+                if state.connections.len() >= limit {
+                    let _ = done.send(Err(limit));
+                } else {
+                    state.connections.push((outbox, token));
+                    state.publish();
+                    let _ = done.send(Ok(()));
+                }
             }
             UserMsg::Detach { conn } => {
                 state.connections.retain(|(o, _)| o.conn() != conn);

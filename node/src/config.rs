@@ -314,6 +314,10 @@ pub struct GatewayConfig {
     /// tungstenite's per-connection read buffer. Small, because most connections are idle
     /// and tungstenite zero-fills the free part on every read; bigger frames still work.
     pub read_buffer_bytes: usize,
+    /// Web pages that may open WebSockets besides the node's own: a comma-separated list
+    /// of origins (`https://chat.example.com`), or `*` for any. Clients that send no
+    /// `Origin` (not browsers) always may.
+    pub allowed_origins: String,
 }
 
 impl Default for GatewayConfig {
@@ -325,6 +329,7 @@ impl Default for GatewayConfig {
             heartbeat_timeout: Duration::from_secs(75),
             max_events_per_frame: 256,
             read_buffer_bytes: 1024,
+            allowed_origins: String::new(),
         }
     }
 }

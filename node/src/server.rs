@@ -64,7 +64,11 @@ pub async fn run(
         }
         None => None,
     };
-    let gateway = Gateway { system: system.clone(), config: Arc::new(config.gateway.clone()) };
+    let gateway = Gateway {
+        system: system.clone(),
+        config: Arc::new(config.gateway.clone()),
+        origins: Arc::new(crate::gateway::origin::OriginPolicy::parse(&config.gateway.allowed_origins)),
+    };
     let console_task = tokio::spawn(console::serve(console_listener, system.clone(), cluster.clone()));
     let heartbeats = gateway::spawn_heartbeats(system.clone(), config.gateway.heartbeat_interval);
     system.use_media_secret(crate::media::Media::url_secret(&config.media, &config.cluster.secret));

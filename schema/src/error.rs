@@ -61,6 +61,8 @@ pub enum ErrorCode {
     InvalidMedia,
     /// The node cannot do this as it is configured (presigned uploads on a folder store).
     NotSupported,
+    /// The user has as many connections open on this node as the node allows.
+    TooManyConnections,
     /// A transient failure (storage, a restarting actor); retrying the same request is safe.
     Unavailable,
     /// A bug in troupe. The request may or may not have taken effect.
@@ -94,6 +96,7 @@ impl ErrorCode {
         ErrorCode::KindMismatch,
         ErrorCode::InvalidMedia,
         ErrorCode::NotSupported,
+        ErrorCode::TooManyConnections,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -125,6 +128,7 @@ impl ErrorCode {
             ErrorCode::KindMismatch => "kind_mismatch",
             ErrorCode::InvalidMedia => "invalid_media",
             ErrorCode::NotSupported => "not_supported",
+            ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

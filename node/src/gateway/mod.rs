@@ -6,6 +6,7 @@
 
 pub mod conn;
 pub mod frame;
+pub mod origin;
 
 use crate::config::GatewayConfig;
 use actors::System;
@@ -30,6 +31,8 @@ pub struct Gateway {
     pub system: Arc<System>,
     /// Limits and timings.
     pub config: Arc<GatewayConfig>,
+    /// Which pages may connect (from `config.allowed_origins`).
+    pub origins: Arc<origin::OriginPolicy>,
 }
 
 impl Gateway {
@@ -50,6 +53,12 @@ pub async fn upgrade(State(gateway): State<Gateway>, mut request: Request) -> Re
         Ok(key) => key,
         Err(response) => return *response,
     };
+    if !gateway.origins.allows(request.headers()) {
+        let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("?");
+        tracing::info!(origin, "websocket refused: origin not allowed");
+        return (StatusCode::FORBIDDEN, "this page's origin may not connect (gateway.allowed_origins)\n")
+            .into_response();
+    }
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {

@@ -46,6 +46,7 @@ const FRIENDLY: Partial<Record<string, string>> = {
   media_too_large: "The file is too large.",
   quota_exceeded: "Your media quota is used up.",
   kind_mismatch: "The file's content does not match its type.",
+  too_many_connections: "You are connected from too many places: close another tab or device.",
   disconnected: "The connection dropped; try again.",
   timeout: "No answer from the server; try again.",
   unavailable: "The server is busy; try again.",

@@ -96,6 +96,7 @@ export const ERROR_CODES = [
   "kind_mismatch",
   "invalid_media",
   "not_supported",
+  "too_many_connections",
   "unavailable",
   "internal",
 ] as const;
