@@ -36,6 +36,8 @@ pub struct SignedIn {
     pub user: UserRecord,
     /// Their session's token hash (to revoke it, or to find the sockets that use it).
     pub token_hash: TokenHash,
+    /// When the session ends, in milliseconds since the Unix epoch: its sockets close then.
+    pub expires_at: u64,
 }
 
 impl Accounts {
@@ -101,7 +103,7 @@ impl Accounts {
             expires_at: now.saturating_add(self.session_ttl.as_millis() as u64),
         };
         self.store.insert_session(&token_hash, &session).await?;
-        Ok((token, SignedIn { user, token_hash }))
+        Ok((token, SignedIn { user, token_hash, expires_at: session.expires_at }))
     }
 
     /// Resolves a token to its user, if the session is live.
@@ -120,7 +122,7 @@ impl Accounts {
         let Some(user) = self.store.user(session.user).await? else {
             return Err(ApiError::InvalidToken);
         };
-        Ok(SignedIn { user, token_hash })
+        Ok(SignedIn { user, token_hash, expires_at: session.expires_at })
     }
 
     /// Revokes a session.

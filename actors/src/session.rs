@@ -243,7 +243,12 @@ impl Session {
     ) -> Result<(), ApiError> {
         let user = signed_in.user.id;
         let (done, attached) = oneshot::channel();
-        let attach = UserMsg::Attach { outbox: self.outbox.clone(), token: signed_in.token_hash, done };
+        let attach = UserMsg::Attach {
+            outbox: self.outbox.clone(),
+            token: signed_in.token_hash,
+            expires_at: signed_in.expires_at,
+            done,
+        };
         let result = match self.system.to_user(user, attach).await {
             Ok(()) => match attached.await {
                 Ok(Ok(())) => self.summaries(user, Freshness::Store).await,

@@ -3,22 +3,24 @@
 //! It owns the list of the user's connections here and publishes it to the fan-out step,
 //! so a group's fan-out reaches every device. It serializes what is per user: read marks
 //! (and tells the user's other devices when one moves) and closing the sockets of a
-//! revoked session. It stops when the user's last connection closes.
+//! revoked or expired session. It stops when the user's last connection closes.
 
-use crate::System;
 use crate::directory::MailboxGauge;
 use crate::error::ApiError;
 use crate::outbox::Outbox;
 use crate::store::TokenHash;
+use crate::{System, now_ms};
 use bytes::Bytes;
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, MessagingErr};
 use schema::cluster::ReplyTo;
 use schema::error::CloseReason;
 use schema::frames::server::{self as wire, Event, ReadAck};
 use schema::{ConnId, GroupId, Seq, UserId};
 use serde::Serialize;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// What a user actor handles. Everything but `Inspect` is counted in its mailbox gauge.
 pub enum UserMsg {
@@ -28,6 +30,8 @@ pub enum UserMsg {
         outbox: Arc<Outbox>,
         /// The session it authenticated with.
         token: TokenHash,
+        /// When that session ends (ms since the epoch): the connection is closed then.
+        expires_at: u64,
         /// Answered `Ok` once the fan-out step can reach the connection, or with the cap
         /// when the user holds as many connections here as the node allows.
         done: oneshot::Sender<Result<(), usize>>,
@@ -46,6 +50,9 @@ pub enum UserMsg {
         /// The new mark.
         seq: Seq,
     },
+    /// The earliest session of this user's connections has ended: close what expired.
+    /// Sent by the actor's own timer, so it does not go through the mailbox gauge.
+    Expire,
     /// Close every connection that uses this session.
     Revoke {
         /// The revoked session.
@@ -75,7 +82,16 @@ pub struct UserState {
     system: Arc<System>,
     gauge: Arc<MailboxGauge>,
     user: UserId,
-    connections: Vec<(Arc<Outbox>, TokenHash)>,
+    connections: Vec<Connection>,
+    /// The timer that sends [`UserMsg::Expire`] when the earliest session here ends.
+    expiry: Option<(u64, JoinHandle<Result<(), MessagingErr<UserMsg>>>)>,
+}
+
+/// One of the user's connections on this node.
+struct Connection {
+    outbox: Arc<Outbox>,
+    token: TokenHash,
+    expires_at: u64,
 }
 
 /// Starts the actor for a user who just connected.
@@ -86,7 +102,7 @@ pub async fn activate(
     supervisor: Option<ActorCell>,
 ) -> Result<ActorRef<UserMsg>, ApiError> {
     gauge.touch();
-    let state = UserState { system, gauge, user, connections: Vec::new() };
+    let state = UserState { system, gauge, user, connections: Vec::new(), expiry: None };
     let spawned = match supervisor {
         Some(supervisor) => Actor::spawn_linked(None, UserActor, state, supervisor).await,
         None => Actor::spawn(None, UserActor, state).await,
@@ -103,6 +119,13 @@ impl Actor for UserActor {
         Ok(state)
     }
 
+    async fn post_stop(&self, _: ActorRef<UserMsg>, state: &mut UserState) -> Result<(), ActorProcessingErr> {
+        if let Some((_, timer)) = state.expiry.take() {
+            timer.abort();
+        }
+        Ok(())
+    }
+
     async fn handle(
         &self,
         myself: ActorRef<UserMsg>,
@@ -110,25 +133,36 @@ impl Actor for UserActor {
         state: &mut UserState,
     ) -> Result<(), ActorProcessingErr> {
         if let UserMsg::Inspect(reply) = message {
-            let connections = state.connections.iter().map(|(o, _)| o.conn()).collect();
+            let connections = state.connections.iter().map(|c| c.outbox.conn()).collect();
             let _ = reply.send(UserSnapshot { user: state.user, connections });
+            return Ok(());
+        }
+        if let UserMsg::Expire = message {
+            state.expiry = None;
+            let now = now_ms();
+            for connection in state.connections.iter().filter(|c| c.expires_at <= now) {
+                connection.outbox.close(CloseReason::SessionExpired);
+            }
+            state.arm_expiry(&myself);
             return Ok(());
         }
         state.gauge.leave();
         match message {
-            UserMsg::Attach { outbox, token, done } => {
+            UserMsg::Attach { outbox, token, expires_at, done } => {
                 let limit = state.system.config.max_connections_per_user;
                 if state.connections.len() >= limit {
                     let _ = done.send(Err(limit));
                 } else {
-                    state.connections.push((outbox, token));
+                    state.connections.push(Connection { outbox, token, expires_at });
                     state.publish();
+                    state.arm_expiry(&myself);
                     let _ = done.send(Ok(()));
                 }
             }
             UserMsg::Detach { conn } => {
-                state.connections.retain(|(o, _)| o.conn() != conn);
+                state.connections.retain(|c| c.outbox.conn() != conn);
                 state.publish();
+                state.arm_expiry(&myself);
             }
             UserMsg::Read { to, group, seq } => {
                 if let Err(error) = state.read(to, group, seq).await {
@@ -137,11 +171,11 @@ impl Actor for UserActor {
                 }
             }
             UserMsg::Revoke { token } => {
-                for (outbox, _) in state.connections.iter().filter(|(_, t)| *t == token) {
-                    outbox.close(CloseReason::SessionRevoked);
+                for connection in state.connections.iter().filter(|c| c.token == token) {
+                    connection.outbox.close(CloseReason::SessionRevoked);
                 }
             }
-            UserMsg::Inspect(_) => {}
+            UserMsg::Inspect(_) | UserMsg::Expire => {}
         }
         // With no connection left the actor goes, unless a message for it is on the way
         // (then it retries after handling that one).
@@ -153,14 +187,30 @@ impl Actor for UserActor {
 }
 
 impl UserState {
+    /// Keeps one timer, for the earliest session end among the connections here: a user
+    /// costs one timer however many connections they hold, and none once they have none.
+    fn arm_expiry(&mut self, myself: &ActorRef<UserMsg>) {
+        let earliest = self.connections.iter().map(|c| c.expires_at).min();
+        if self.expiry.as_ref().map(|(at, _)| *at) == earliest {
+            return;
+        }
+        if let Some((_, timer)) = self.expiry.take() {
+            timer.abort();
+        }
+        if let Some(at) = earliest {
+            let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+            self.expiry = Some((at, myself.send_after(wait, || UserMsg::Expire)));
+        }
+    }
+
     fn publish(&self) {
-        let outboxes = self.connections.iter().map(|(o, _)| o.clone()).collect();
+        let outboxes = self.connections.iter().map(|c| c.outbox.clone()).collect();
         self.system.fanout.set_connections(self.user, outboxes);
     }
 
     fn send_to(&self, conn: ConnId, event: Bytes) {
-        if let Some((outbox, _)) = self.connections.iter().find(|(o, _)| o.conn() == conn) {
-            outbox.push(event);
+        if let Some(connection) = self.connections.iter().find(|c| c.outbox.conn() == conn) {
+            connection.outbox.push(event);
         }
     }
 
@@ -174,7 +224,8 @@ impl UserState {
         let ack = ReadAck { group, read_seq: mark, unread: wire::unread(last_seq, mark) };
         self.send_to(to.conn, Bytes::from(wire::encode_reply(to.request, "read", &ack)));
         let event = Bytes::from(wire::encode_event(&Event::ReadMark(ack)));
-        for (outbox, _) in self.connections.iter().filter(|(o, _)| o.conn() != to.conn) {
+        for connection in self.connections.iter().filter(|c| c.outbox.conn() != to.conn) {
+            let outbox = &connection.outbox;
             outbox.push(event.clone());
         }
         Ok(())

@@ -122,3 +122,33 @@ async fn profiles_are_visible_and_editable() {
     assert_eq!(code(bad), "invalid_field");
     assert_eq!(code(bob.request("profile", json!({ "user": 12345 })).await), "not_found");
 }
+
+/// A session that ends while its sockets are open closes them within a second of its end
+/// (not at the next heartbeat), and its token stops working.
+#[tokio::test]
+async fn sockets_close_when_their_session_expires() {
+    let node = TestNode::start_with_env(&[("TROUPE_ACTORS__SESSION_TTL", "2")]).await;
+    let name = unique_name("erin");
+    let before = std::time::Instant::now();
+    let (first, session) = Client::login(&node.url, &name, "password123", true).await.unwrap();
+    let after = std::time::Instant::now();
+    let token = session["token"].as_str().unwrap().to_owned();
+    let second = node.connect().await;
+    second.request("auth", json!({ "token": token })).await.unwrap();
+    // A session opened a second later ends a second later.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (later, _) = Client::login(&node.url, &name, "password123", false).await.unwrap();
+
+    for client in [&first, &second] {
+        let closed = client.closed(Duration::from_secs(5)).await.expect("closed");
+        let at = std::time::Instant::now();
+        assert_eq!((closed.code, closed.reason.as_str()), (Some(1008), "session_expired"));
+        assert!(at >= before + Duration::from_secs(2), "not before the session ended");
+        assert!(at <= after + Duration::from_secs(3), "within a second of its end: {:?}", at - after);
+    }
+    later.request("ping", json!({})).await.expect("the later session is still open");
+    let fresh = node.connect().await;
+    assert_eq!(code(fresh.request("auth", json!({ "token": token })).await), "invalid_token");
+    let closed = later.closed(Duration::from_secs(5)).await.expect("the later one ends too");
+    assert_eq!(closed.reason, "session_expired");
+}

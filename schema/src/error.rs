@@ -151,6 +151,8 @@ pub enum CloseReason {
     AuthTimeout,
     /// The session token was revoked (`logout` elsewhere) (1008).
     SessionRevoked,
+    /// The session token reached the end of its lifetime while connected (1008).
+    SessionExpired,
     /// The client stopped reading and its outgoing queue overflowed (1008).
     SlowConsumer,
     /// Nothing arrived from the client within the heartbeat timeout (1001).
@@ -167,6 +169,7 @@ impl CloseReason {
         CloseReason::GoingAway,
         CloseReason::AuthTimeout,
         CloseReason::SessionRevoked,
+        CloseReason::SessionExpired,
         CloseReason::SlowConsumer,
         CloseReason::HeartbeatTimeout,
         CloseReason::FrameTooLarge,
@@ -178,7 +181,10 @@ impl CloseReason {
         match self {
             CloseReason::GoingAway | CloseReason::HeartbeatTimeout => 1001,
             CloseReason::ProtocolError => 1002,
-            CloseReason::AuthTimeout | CloseReason::SessionRevoked | CloseReason::SlowConsumer => 1008,
+            CloseReason::AuthTimeout
+            | CloseReason::SessionRevoked
+            | CloseReason::SessionExpired
+            | CloseReason::SlowConsumer => 1008,
             CloseReason::FrameTooLarge => 1009,
         }
     }
@@ -189,6 +195,7 @@ impl CloseReason {
             CloseReason::GoingAway => "going_away",
             CloseReason::AuthTimeout => "auth_timeout",
             CloseReason::SessionRevoked => "session_revoked",
+            CloseReason::SessionExpired => "session_expired",
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::HeartbeatTimeout => "heartbeat_timeout",
             CloseReason::FrameTooLarge => "frame_too_large",

@@ -551,7 +551,9 @@ export class TroupeClient {
   private socketClosed(reason: string): void {
     this.socket = null;
     this.opened = null;
-    if (reason === "session_revoked") {
+    // The session is over (logout elsewhere, or its lifetime ran out): reconnecting with its
+    // token could only fail, so the client signs out and the user logs in again.
+    if (reason === "session_revoked" || reason === "session_expired") {
       this.signOut();
       return;
     }

@@ -539,6 +539,14 @@ test("session_revoked signs out with no reconnect; so does invalid_token for aut
   await rejectsWith(h.client.request("profile", {}), "unauthenticated", 50);
   await rejectsWith(h.client.send({ group: 81, type: "text", body: "hi" }), "closed", 50);
 
+  // A session that ran out of time while connected ends the same way.
+  const e = harness();
+  const expiring = await loggedIn(e);
+  expiring.serverClose(1008, "session_expired");
+  assert.equal(e.client.state, "signed_out");
+  await sleep(60);
+  assert.equal(e.sockets.length, 1, "no reconnect after session_expired");
+
   // A token the node no longer takes, found at a reconnect.
   const r = harness();
   const first = await loggedIn(r);
