@@ -84,8 +84,11 @@ pub struct UserState {
     user: UserId,
     connections: Vec<Connection>,
     /// The timer that sends [`UserMsg::Expire`] when the earliest session here ends.
-    expiry: Option<(u64, JoinHandle<Result<(), MessagingErr<UserMsg>>>)>,
+    expiry: Option<(u64, ExpiryTimer)>,
 }
+
+/// The task behind `send_after`, kept to cancel it when an earlier session arrives.
+type ExpiryTimer = JoinHandle<Result<(), MessagingErr<UserMsg>>>;
 
 /// One of the user's connections on this node.
 struct Connection {
