@@ -17,6 +17,11 @@ out=bench/results/$name
 mkdir -p "$out"
 cargo build --release -q -p troupe -p troupe-bench
 node_bin=target/release/troupe
+# A load generator sends far faster than a person: lift the per-connection and per-user send
+# limits (actors.rate_limits) for the nodes measured here.
+for limit in CONNECTION_SENDS USER_SENDS; do
+  export TROUPE_ACTORS__RATE_LIMITS__${limit}__PER_SECOND=1000000.0 TROUPE_ACTORS__RATE_LIMITS__${limit}__BURST=1000000.0
+done
 bench_bin=target/release/bench
 data=$(mktemp -d)
 node_pid=

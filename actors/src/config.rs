@@ -16,6 +16,9 @@ pub struct ActorsConfig {
     /// desktops); the next `auth` or `login` gets `too_many_connections`. Bounds what one
     /// account can take of a node's sockets and memory.
     pub max_connections_per_user: usize,
+    /// How often a client may send, join and log in (per connection, per user, per
+    /// username); over a limit, requests get `rate_limited` with how long to wait.
+    pub rate_limits: crate::limits::RateLimits,
     /// The longest text body, in UTF-8 bytes.
     pub max_text_bytes: usize,
     /// Events queued for one connection before it counts as a slow consumer and is closed.
@@ -59,6 +62,7 @@ impl Default for ActorsConfig {
             node_id: 0,
             max_group_members: 500,
             max_connections_per_user: 32,
+            rate_limits: crate::limits::RateLimits::default(),
             max_text_bytes: 4096,
             outbox_max_events: 8192,
             group_idle_after: Duration::from_secs(300),

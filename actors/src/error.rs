@@ -62,6 +62,14 @@ pub enum ApiError {
         /// What the operation needs.
         needed: i64,
     },
+    /// Too many `what` requests too fast; try again after `retry_after`.
+    #[error("too many {what} requests; retry in {} ms", retry_after.as_millis())]
+    RateLimited {
+        /// Which limit (`send`, `join`, `login`).
+        what: &'static str,
+        /// How long until the next request of this kind can pass.
+        retry_after: std::time::Duration,
+    },
     /// The user has `limit` connections open on this node already.
     #[error("{limit} connections are open for this user on this node; close one first")]
     TooManyConnections {
@@ -100,6 +108,7 @@ impl ApiError {
             ApiError::Expired(_) => ErrorCode::Expired,
             ApiError::InsufficientFunds { .. } => ErrorCode::InsufficientFunds,
             ApiError::TooManyConnections { .. } => ErrorCode::TooManyConnections,
+            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
             ApiError::Unavailable(_) | ApiError::GroupMoved => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
         }

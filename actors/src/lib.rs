@@ -30,6 +30,7 @@ pub mod facetoface;
 pub mod fanout;
 pub mod geo;
 pub mod group;
+pub mod limits;
 pub mod media;
 pub mod outbox;
 pub mod redpacket;

@@ -12,6 +12,7 @@ use crate::cache::CachedGroup;
 use crate::error::ApiError;
 use crate::facetoface::{self, START_ATTEMPTS, code::participant, code::point};
 use crate::group::create::create_group;
+use crate::limits::ConnectionLimits;
 use crate::outbox::Outbox;
 use crate::user::UserMsg;
 use crate::{System, now_ms, views};
@@ -25,6 +26,7 @@ use schema::{ErrorCode, GroupId, Seq, UserId};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// The most messages one `sync` reply carries across all groups; beyond it, clients page
@@ -48,11 +50,13 @@ pub struct Session {
     system: Arc<System>,
     outbox: Arc<Outbox>,
     signed_in: Option<SignedIn>,
+    limits: ConnectionLimits,
 }
 
 impl Session {
     pub(crate) fn new(system: Arc<System>, outbox: Arc<Outbox>) -> Self {
-        Session { system, outbox, signed_in: None }
+        let limits = ConnectionLimits::new(&system.config.rate_limits, Instant::now());
+        Session { system, outbox, signed_in: None, limits }
     }
 
     /// The connection's outgoing queue, which the gateway drains.
@@ -79,7 +83,12 @@ impl Session {
             if let ApiError::Internal(_) = error {
                 tracing::error!(conn = %self.outbox.conn(), %error, "request failed");
             }
-            self.push(wire::encode_error(id, error.code(), &error.to_string()));
+            let retry_after_ms = match &error {
+                // Rounded up: retrying at the very millisecond must pass.
+                ApiError::RateLimited { retry_after, .. } => Some(retry_after.as_millis() as u64 + 1),
+                _ => None,
+            };
+            self.push(wire::encode_error_retry(id, error.code(), &error.to_string(), retry_after_ms));
         }
     }
 
@@ -106,6 +115,7 @@ impl Session {
     }
 
     async fn dispatch(&mut self, id: Option<u64>, request: Request) -> Result<(), ApiError> {
+        self.check_rate(&request)?;
         // Operations allowed before authentication.
         match request {
             Request::Register(r) => {
@@ -272,6 +282,40 @@ impl Session {
         let profile = views::profile(&signed_in.user);
         self.signed_in = Some(signed_in);
         self.reply(id, op, &wire::SessionResult { token, profile, groups });
+        Ok(())
+    }
+
+    /// Refuses a send, join or login over its rate, before it costs anything else: the
+    /// connection's own bucket first, then the user's (or, for `login`, the username's),
+    /// shared by every connection on the node.
+    fn check_rate(&mut self, request: &Request) -> Result<(), ApiError> {
+        let now = Instant::now();
+        let limits = &self.system.config.rate_limits;
+        let node = &self.system.limits;
+        let user = self.user();
+        let limited = |what: &'static str| move |retry_after| ApiError::RateLimited { what, retry_after };
+        match request {
+            Request::Send(_) => {
+                self.limits.sends.take(limits.connection_sends, now).map_err(limited("send"))?;
+                if let Some(user) = user {
+                    node.user_sends.take(&user, now).map_err(limited("send"))?;
+                }
+            }
+            Request::Join(_) | Request::JoinFaceToFace(_) => {
+                self.limits.joins.take(limits.connection_joins, now).map_err(limited("join"))?;
+                if let Some(user) = user {
+                    node.user_joins.take(&user, now).map_err(limited("join"))?;
+                }
+            }
+            Request::Login(r) => {
+                self.limits.logins.take(limits.connection_logins, now).map_err(limited("login"))?;
+                node.username_logins.take(&r.username.to_ascii_lowercase(), now).map_err(limited("login"))?;
+            }
+            Request::Register(_) => {
+                self.limits.logins.take(limits.connection_logins, now).map_err(limited("register"))?;
+            }
+            _ => {}
+        }
         Ok(())
     }
 

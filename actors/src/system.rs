@@ -43,6 +43,8 @@ pub struct System {
     pub faces: Arc<Directory<u16, FaceCodeMsg>>,
     /// Registration and login.
     pub accounts: Accounts,
+    /// Rate limits shared by the node's connections (per user, per username).
+    pub limits: NodeLimits,
     /// Where group actors run. A group actor's mailbox must not wait behind the thousands of
     /// connection tasks its own fan-outs wake, so group actors get a runtime (a thread) of
     /// their own when the node provides one.
@@ -107,6 +109,7 @@ impl System {
             users: Directory::start("user").await?,
             faces: Directory::start("face_to_face_code").await?,
             accounts,
+            limits: NodeLimits::new(&config.rate_limits),
             group_runtime,
             cluster: OnceLock::new(),
             cache: OnceLock::new(),
@@ -525,4 +528,24 @@ fn spawn_red_packet_sweeper(system: Weak<System>, every: Duration) {
             }
         }
     });
+}
+
+/// The node-wide rate limits (the per-connection ones live in each session).
+pub struct NodeLimits {
+    /// `send` per user.
+    pub user_sends: crate::limits::Limiter<UserId>,
+    /// `join` and `join_face_to_face` per user.
+    pub user_joins: crate::limits::Limiter<UserId>,
+    /// `login` per username.
+    pub username_logins: crate::limits::Limiter<String>,
+}
+
+impl NodeLimits {
+    fn new(limits: &crate::limits::RateLimits) -> NodeLimits {
+        NodeLimits {
+            user_sends: crate::limits::Limiter::new(limits.user_sends),
+            user_joins: crate::limits::Limiter::new(limits.user_joins),
+            username_logins: crate::limits::Limiter::new(limits.username_logins),
+        }
+    }
 }

@@ -29,6 +29,8 @@ pub enum ClientError {
         code: String,
         /// The human explanation.
         message: String,
+        /// With `rate_limited`: how long to wait, in milliseconds.
+        retry_after_ms: Option<u64>,
     },
     /// The connection failed or closed.
     #[error("connection: {0}")]
@@ -252,6 +254,7 @@ async fn read_loop(
                     let _ = waiter.send(Err(ClientError::Server {
                         code: event["code"].as_str().unwrap_or("").to_owned(),
                         message: event["message"].as_str().unwrap_or("").to_owned(),
+                        retry_after_ms: event["retry_after_ms"].as_u64(),
                     }));
                 }
                 _ => {

@@ -106,8 +106,12 @@ async fn user(system: &Arc<System>, name: &str) -> (Conn, u64) {
     (conn, id)
 }
 
+/// Test settings: cheap hashing, and no send limit (the tests send in bulk, like a bench).
 fn config() -> ActorsConfig {
-    ActorsConfig { password_cost: PasswordCost::Test, ..ActorsConfig::default() }
+    let unlimited = actors::limits::Rate { per_second: 1e6, burst: 1e6 };
+    let rate_limits =
+        actors::limits::RateLimits { connection_sends: unlimited, user_sends: unlimited, ..Default::default() };
+    ActorsConfig { password_cost: PasswordCost::Test, rate_limits, ..ActorsConfig::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,6 +63,8 @@ pub enum ErrorCode {
     NotSupported,
     /// The user has as many connections open on this node as the node allows.
     TooManyConnections,
+    /// Too many requests of this kind too fast; the error says when to try again.
+    RateLimited,
     /// A transient failure (storage, a restarting actor); retrying the same request is safe.
     Unavailable,
     /// A bug in troupe. The request may or may not have taken effect.
@@ -97,6 +99,7 @@ impl ErrorCode {
         ErrorCode::InvalidMedia,
         ErrorCode::NotSupported,
         ErrorCode::TooManyConnections,
+        ErrorCode::RateLimited,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -129,6 +132,7 @@ impl ErrorCode {
             ErrorCode::InvalidMedia => "invalid_media",
             ErrorCode::NotSupported => "not_supported",
             ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

@@ -76,6 +76,7 @@ impl TestNode {
             .arg(data)
             .args(&args)
             .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .envs(bulk_sends(&env))
             .envs(env.iter().cloned())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -308,4 +309,20 @@ pub async fn http_get(http: SocketAddr, path: &str, headers: &[(&str, &str)]) ->
 /// A header's value.
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Tests drive nodes like load generators (thousands of sends from one connection), which
+/// the default send limits are there to stop: lift those, unless the test sets its own
+/// rate limits (`node/tests/limits.rs` does, to test them).
+fn bulk_sends(env: &[(String, String)]) -> Vec<(String, String)> {
+    if env.iter().any(|(key, _)| key.contains("RATE_LIMITS")) {
+        return Vec::new();
+    }
+    ["CONNECTION_SENDS", "USER_SENDS"]
+        .iter()
+        .flat_map(|limit| {
+            ["PER_SECOND", "BURST"]
+                .map(|field| (format!("TROUPE_ACTORS__RATE_LIMITS__{limit}__{field}"), "1000000.0".to_owned()))
+        })
+        .collect()
 }

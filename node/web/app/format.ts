@@ -47,6 +47,7 @@ const FRIENDLY: Partial<Record<string, string>> = {
   quota_exceeded: "Your media quota is used up.",
   kind_mismatch: "The file's content does not match its type.",
   too_many_connections: "You are connected from too many places: close another tab or device.",
+  rate_limited: "Slow down a little, then try again.",
   disconnected: "The connection dropped; try again.",
   timeout: "No answer from the server; try again.",
   unavailable: "The server is busy; try again.",

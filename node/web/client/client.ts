@@ -52,6 +52,8 @@ export class TroupeError extends Error {
   constructor(
     readonly code: ClientErrorCode,
     message: string,
+    /** With `rate_limited`: how long to wait before the same request can pass. */
+    readonly retryAfterMs?: number,
   ) {
     super(message);
     this.name = "TroupeError";
@@ -132,7 +134,7 @@ interface Pending {
 /** Ops that work on a connection that has not authenticated (PROTOCOL.md §3). */
 const BEFORE_AUTH: ReadonlySet<Op> = new Set<Op>(["register", "login", "auth", "ping"]);
 /** Error codes after which a resend of the same send can succeed. */
-const TRANSIENT: ReadonlySet<ClientErrorCode> = new Set<ClientErrorCode>(["unavailable", "disconnected", "timeout"]);
+const TRANSIENT: ReadonlySet<ClientErrorCode> = new Set<ClientErrorCode>(["unavailable", "rate_limited", "disconnected", "timeout"]);
 
 /**
  * One user's connection to a node. Create it, call {@link login} or {@link resume}, listen
@@ -475,12 +477,14 @@ export class TroupeClient {
         if (!TRANSIENT.has(error.code)) {
           this.outbox.delete(outgoing.request.client_msg_id);
           outgoing.reject(error);
-        } else if (error.code === "unavailable" && this.socket === socket) {
-          // The node is busy or moving the group: the same request again, shortly.
+        } else if ((error.code === "unavailable" || error.code === "rate_limited") && this.socket === socket) {
+          // The node is busy or moving the group, or this client sends too fast: the same
+          // request again, shortly (when the node says, if it says).
+          const delay = error.retryAfterMs ?? backoffDelay(0, this.options.backoff, this.options.random);
           outgoing.attemptTimer = setTimeout(() => {
             outgoing.attemptTimer = null;
             if (this.state === "ready") this.attemptSend(outgoing);
-          }, backoffDelay(0, this.options.backoff, this.options.random));
+          }, delay);
         }
         // disconnected: resent after the resync.
       },
@@ -514,7 +518,7 @@ export class TroupeClient {
         const pending = event.id === null ? undefined : this.pending.get(event.id);
         if (pending !== undefined && event.id !== null) {
           this.pending.delete(event.id);
-          pending.reject(new TroupeError(event.code, event.message));
+          pending.reject(new TroupeError(event.code, event.message, event.retry_after_ms));
         } else {
           this.emit("server_error", event);
         }

@@ -97,6 +97,7 @@ export const ERROR_CODES = [
   "invalid_media",
   "not_supported",
   "too_many_connections",
+  "rate_limited",
   "unavailable",
   "internal",
 ] as const;
@@ -915,6 +916,8 @@ export interface ErrorEvent {
   code: ErrorCode;
   /** For humans; may change. */
   message: string;
+  /** With `rate_limited`: milliseconds to wait before trying again. */
+  retry_after_ms?: number;
 }
 
 /** A message was stored in one of the receiver's groups (theirs too). */

@@ -138,6 +138,9 @@ pub struct ErrorFrame {
     pub code: ErrorCode,
     /// A human-readable explanation; not stable.
     pub message: String,
+    /// For `rate_limited`: milliseconds to wait before trying again.
+    #[serde(default)]
+    pub retry_after_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -154,6 +157,8 @@ struct ErrorOut<'a> {
     id: Option<u64>,
     code: ErrorCode,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
 }
 
 /// Encodes a reply event.
@@ -164,7 +169,12 @@ pub fn encode_reply<T: Serialize>(id: Option<u64>, op: &str, result: &T) -> Vec<
 
 /// Encodes an error event.
 pub fn encode_error(id: Option<u64>, code: ErrorCode, message: &str) -> Vec<u8> {
-    let out = ErrorOut { event: "error", id, code, message };
+    encode_error_retry(id, code, message, None)
+}
+
+/// Encodes an error that says when to try again (`rate_limited`): `retry_after_ms`.
+pub fn encode_error_retry(id: Option<u64>, code: ErrorCode, message: &str, retry_after_ms: Option<u64>) -> Vec<u8> {
+    let out = ErrorOut { event: "error", id, code, message, retry_after_ms };
     // Serialising a struct of plain strings and integers cannot fail.
     serde_json::to_vec(&out).unwrap_or_default()
 }
