@@ -32,6 +32,7 @@ pub mod geo;
 pub mod group;
 pub mod limits;
 pub mod media;
+pub mod metrics;
 pub mod outbox;
 pub mod redpacket;
 pub mod session;

@@ -74,6 +74,7 @@ impl Session {
         let frame = match parse_client_frame(text) {
             Ok(frame) => frame,
             Err(error) => {
+                self.system.metrics.error(error.code());
                 self.push(wire::encode_error(error.request_id(), error.code(), &error.to_string()));
                 return;
             }
@@ -83,6 +84,7 @@ impl Session {
             if let ApiError::Internal(_) = error {
                 tracing::error!(conn = %self.outbox.conn(), %error, "request failed");
             }
+            self.system.metrics.error(error.code());
             let retry_after_ms = match &error {
                 // Rounded up: retrying at the very millisecond must pass.
                 ApiError::RateLimited { retry_after, .. } => Some(retry_after.as_millis() as u64 + 1),

@@ -45,6 +45,8 @@ pub struct System {
     pub accounts: Accounts,
     /// Rate limits shared by the node's connections (per user, per username).
     pub limits: NodeLimits,
+    /// What the node counts for operators (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Where group actors run. A group actor's mailbox must not wait behind the thousands of
     /// connection tasks its own fan-outs wake, so group actors get a runtime (a thread) of
     /// their own when the node provides one.
@@ -110,6 +112,7 @@ impl System {
             faces: Directory::start("face_to_face_code").await?,
             accounts,
             limits: NodeLimits::new(&config.rate_limits),
+            metrics: Arc::default(),
             group_runtime,
             cluster: OnceLock::new(),
             cache: OnceLock::new(),
@@ -262,7 +265,8 @@ impl System {
         events: &[Bytes],
         unwanted: &HashSet<NodeId>,
     ) {
-        self.fanout.deliver(recipients, events);
+        let handed = self.fanout.deliver(recipients, events);
+        self.metrics.deliveries.add(handed as u64);
         if let Some(cluster) = self.cluster.get() {
             let mut peers = cluster.peers();
             peers.retain(|node| !unwanted.contains(node));
@@ -295,7 +299,9 @@ impl System {
         // Marked before delivering: a member who connects meanwhile finds the mark and
         // asks again, so the "unwanted" can never overtake their arrival.
         self.lock_unwanted().insert(group, from);
-        if self.fanout.apply(delivery) > 0 {
+        let handed = self.fanout.apply(delivery);
+        self.metrics.deliveries.add(handed as u64);
+        if handed > 0 {
             self.lock_unwanted().remove(&group);
         } else if let Some(cluster) = self.cluster.get() {
             cluster.send(from, NodeMessage::Interest { group, node: self.node, wanted: false, ack: None, stamp });
@@ -380,6 +386,7 @@ impl System {
 
     /// Answers a request with an error, wherever the asking connection is.
     pub fn answer_error(&self, to: &ReplyTo, error: &ApiError) {
+        self.metrics.error(error.code());
         self.reply(to, Bytes::from(wire::encode_error(to.request, error.code(), &error.to_string())));
     }
 

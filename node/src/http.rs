@@ -21,6 +21,7 @@ pub fn router(gateway: Gateway, media: Arc<Media>) -> Router {
     Router::new()
         .route(gateway::PATH, get(gateway::upgrade))
         .route("/health", get(health))
+        .route("/metrics", get(crate::metrics::scrape).with_state(gateway.system.clone()))
         .route("/", get(web::index))
         .route("/app.js", get(web::script))
         .route("/style.css", get(web::stylesheet))

@@ -7,6 +7,7 @@
 //! * [`store`]: storage backends.
 //! * [`media`]: media bytes in object storage (opendal), and the upload endpoint.
 //! * [`cache`]: the Redis cache.
+//! * [`metrics`]: `GET /metrics` for Prometheus.
 //! * [`cluster`]: joining other nodes with `ractor_cluster`; who is up; routing.
 //! * [`console`]: the debug console and its client.
 //! * [`web`]: the web client's files, served at `/`.
@@ -18,6 +19,7 @@ pub mod console;
 pub mod gateway;
 pub mod http;
 pub mod media;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod web;

@@ -738,7 +738,9 @@ impl GroupState {
         });
         self.system.store.advance_read_marks_then(group, marks.into_iter().collect(), marks_done);
         let myself = myself.clone();
+        let (metrics, started) = (self.system.metrics.clone(), std::time::Instant::now());
         let done: WriteDone = Box::new(move |result| {
+            metrics.store_commit_latency.observe(started.elapsed());
             // If the actor is gone, nobody was acked; the senders retry.
             let _ = myself.send_message(GroupMsg::Committed(result));
         });
@@ -795,6 +797,13 @@ impl GroupState {
         // whatever membership events happened meanwhile.
         let recipients = self.batch_recipients.clone();
         self.deliver(&recipients, &events);
+        let metrics = &self.system.metrics;
+        metrics.messages_stored.add(batch.len() as u64);
+        let now = crate::now_ms();
+        for pending in &batch {
+            // `ts` is set when the send reaches this actor, in milliseconds.
+            metrics.fanout_latency.observe(std::time::Duration::from_millis(now.saturating_sub(pending.record.ts)));
+        }
         self.release_deferred();
         match self.leaving {
             None => self.flush(myself),

@@ -1,0 +1,93 @@
+//! `GET /metrics`: the node's numbers in Prometheus' text format, for a scraper. Counters and
+//! histograms come from [`actors::metrics::Metrics`]; gauges are read at scrape time from
+//! what the node already tracks, so an unscraped node pays nothing for them.
+
+use crate::console::process;
+use actors::System;
+use actors::metrics::{Histogram, LATENCY_BUCKETS};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use std::fmt::Write;
+use std::sync::Arc;
+
+/// `GET /metrics`.
+pub async fn scrape(State(system): State<Arc<System>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&system))
+}
+
+/// The exposition text. Metric names are `troupe_` + the concept's name in the code.
+pub fn render(system: &System) -> String {
+    let metrics = &system.metrics;
+    let mut out = String::new();
+    let (online_users, connections) = system.fanout.counts();
+    let process = process::current();
+    gauge(&mut out, "troupe_connections", "Authenticated WebSocket connections on this node.", connections as f64);
+    gauge(&mut out, "troupe_online_users", "Users with at least one connection on this node.", online_users as f64);
+    header_line(&mut out, "troupe_actors", "gauge", "Live actors on this node, by kind.");
+    for (kind, count) in
+        [("group", system.groups.len()), ("user", system.users.len()), ("face_to_face_code", system.faces.len())]
+    {
+        let _ = writeln!(out, "troupe_actors{{kind=\"{kind}\"}} {count}");
+    }
+    counter(
+        &mut out,
+        "troupe_messages_stored_total",
+        "Messages made durable (duplicates not counted).",
+        metrics.messages_stored.get(),
+    );
+    counter(&mut out, "troupe_deliveries_total", "Events handed to this node's connections.", metrics.deliveries.get());
+    histogram(
+        &mut out,
+        "troupe_fanout_latency_seconds",
+        "From a send reaching its group actor to its event handed to this node's connections.",
+        &metrics.fanout_latency,
+    );
+    histogram(
+        &mut out,
+        "troupe_store_commit_latency_seconds",
+        "One durable append of a group's batch.",
+        &metrics.store_commit_latency,
+    );
+    header_line(&mut out, "troupe_errors_total", "counter", "Error replies to clients, by code.");
+    for (code, count) in metrics.errors() {
+        let _ = writeln!(out, "troupe_errors_total{{code=\"{code}\"}} {count}");
+    }
+    gauge(
+        &mut out,
+        "troupe_process_resident_memory_bytes",
+        "Resident memory of the node process.",
+        process.rss_bytes as f64,
+    );
+    counter_f(&mut out, "troupe_process_cpu_seconds_total", "CPU time of the node process.", process.cpu_seconds);
+    gauge(&mut out, "troupe_process_open_fds", "Open file descriptors (sockets included).", process.open_files as f64);
+    out
+}
+
+fn header_line(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
+    header_line(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    header_line(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn counter_f(out: &mut String, name: &str, help: &str, value: f64) {
+    header_line(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, histogram: &Histogram) {
+    header_line(out, name, "histogram", help);
+    let (cumulative, count, sum) = histogram.snapshot();
+    for (bound, total) in LATENCY_BUCKETS.iter().zip(cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {total}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}");
+}

@@ -1,0 +1,60 @@
+//! `GET /metrics`: what an operator's Prometheus scrapes, checked against what the test
+//! did to the node.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+/// The value of one sample line (`name{labels} value`).
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let node = TestNode::start().await;
+    let (alice, _) = node.user("alice").await;
+    let (bob, _) = node.user("bob").await;
+    let group = create_group(&alice, "metrics", true).await;
+    bob.request("join", json!({ "group": group })).await.unwrap();
+    for i in 0..3 {
+        send_text(&alice, group, &format!("m{i}"), "hello").await.unwrap();
+    }
+    send_text(&alice, group, "m0", "hello").await.unwrap(); // a retry: stored once
+    assert_eq!(code(bob.request("group_info", json!({ "group": 12345 })).await), "not_found");
+    assert_eq!(code(bob.request("no_such_op", json!({})).await), "unknown_op");
+    // Both members receive the three messages (the sender too).
+    for client in [&alice, &bob] {
+        for _ in 0..3 {
+            client.next_event_named("message", WAIT).await.expect("a message");
+        }
+    }
+
+    let (status, headers, body) = http_get(node.http, "/metrics", &[]).await;
+    assert_eq!(status, 200);
+    assert!(header(&headers, "content-type").is_some_and(|t| t.starts_with("text/plain; version=0.0.4")));
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(sample(&text, "troupe_messages_stored_total"), 3.0);
+    assert!(sample(&text, "troupe_deliveries_total") >= 6.0, "3 messages to 2 connections");
+    assert_eq!(sample(&text, "troupe_connections"), 2.0);
+    assert_eq!(sample(&text, "troupe_online_users"), 2.0);
+    assert!(sample(&text, "troupe_actors{kind=\"group\"}") >= 1.0);
+    assert_eq!(sample(&text, "troupe_actors{kind=\"user\"}"), 2.0);
+    assert_eq!(sample(&text, "troupe_errors_total{code=\"not_found\"}"), 1.0);
+    assert_eq!(sample(&text, "troupe_errors_total{code=\"unknown_op\"}"), 1.0);
+    assert_eq!(sample(&text, "troupe_errors_total{code=\"internal\"}"), 0.0);
+    assert_eq!(sample(&text, "troupe_fanout_latency_seconds_count"), 3.0);
+    assert_eq!(sample(&text, "troupe_fanout_latency_seconds_bucket{le=\"+Inf\"}"), 3.0);
+    assert!(sample(&text, "troupe_store_commit_latency_seconds_count") >= 1.0);
+    assert!(sample(&text, "troupe_process_resident_memory_bytes") > 1e6);
+    // Every sample line belongs to a metric with HELP and TYPE.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        let family = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
+        assert!(text.contains(&format!("# TYPE {family} ")) || text.contains(&format!("# TYPE {name} ")), "{line}");
+    }
+}
