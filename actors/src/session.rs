@@ -28,6 +28,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// The most messages one `sync` reply carries across all groups; beyond it, clients page
 /// with `history`.
@@ -80,9 +81,16 @@ impl Session {
             }
         };
         let id = frame.id;
-        if let Err(error) = self.dispatch(id, frame.request).await {
-            if let ApiError::Internal(_) = error {
-                tracing::error!(conn = %self.outbox.conn(), %error, "request failed");
+        // Every log line a request causes carries its connection, user, request id and op
+        // (a disabled span costs one check of the filter).
+        let span = tracing::debug_span!("request", conn = %self.outbox.conn(), user = ?self.user(), id, op = frame.request.op());
+        let result = self.dispatch(id, frame.request).instrument(span.clone()).await;
+        if let Err(error) = result {
+            let _entered = span.enter();
+            match &error {
+                ApiError::Internal(_) => tracing::error!(%error, "request failed"),
+                ApiError::Unavailable(_) | ApiError::GroupMoved => tracing::debug!(%error, "request refused for now"),
+                _ => {}
             }
             self.system.metrics.error(error.code());
             let retry_after_ms = match &error {

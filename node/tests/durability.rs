@@ -152,3 +152,29 @@ async fn read_log(client: &Client, group: u64) -> Vec<Value> {
         }
     }
 }
+
+/// SIGTERM (what a service manager sends) drains: every client gets a `going_away` close,
+/// the process exits by itself and cleanly, and what was acked is there after a restart.
+#[tokio::test]
+async fn sigterm_closes_connections_with_going_away_and_exits_cleanly() {
+    let mut node = TestNode::start().await;
+    let (alice, _, token) = node.user_with_token("alice").await;
+    let (bob, _) = node.user("bob").await;
+    let group = create_group(&alice, "drain", true).await;
+    bob.request("join", json!({ "group": group })).await.unwrap();
+    for i in 0..20 {
+        send_text(&alice, group, &format!("m{i}"), "before the stop").await.unwrap();
+    }
+    node.signal("TERM");
+    for client in [&alice, &bob] {
+        let closed = client.closed(Duration::from_secs(5)).await.expect("closed by the node");
+        assert_eq!((closed.code, closed.reason.as_str()), (Some(1001), "going_away"));
+    }
+    let status = node.wait_exit(Duration::from_secs(10)).await.expect("the node exits by itself after SIGTERM");
+    assert!(status.success(), "a clean exit, not {status:?}");
+
+    node.restart().await;
+    let (alice, _) = node.auth(&token).await;
+    let history = alice.request("history", json!({ "group": group, "limit": 100 })).await.unwrap();
+    assert_eq!(history["messages"].as_array().map(Vec::len), Some(20), "every acked message survived");
+}

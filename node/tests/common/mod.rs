@@ -124,6 +124,11 @@ impl TestNode {
         assert!(status.success(), "kill -{name} failed");
     }
 
+    /// Waits for the process to exit by itself; None if it is still running after `wait`.
+    pub async fn wait_exit(&mut self, wait: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(wait, self.child.wait()).await.ok().and_then(Result::ok)
+    }
+
     /// Kills the process with SIGKILL: no shutdown code runs.
     pub async fn kill9(&mut self) {
         self.child.start_kill().expect("kill");
