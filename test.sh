@@ -19,7 +19,9 @@ if [ "${SKIP_WEB_TESTS:-}" != "1" ]; then
   echo "== web: client library and browser tests (node/web)"
   # The browser tests start the binary the Rust tests just built.
   cargo build -p troupe --quiet
-  export TEST_TROUPE_BINARY="$PWD/${CARGO_TARGET_DIR:-target}/debug/troupe"
+  target_dir=${CARGO_TARGET_DIR:-target}
+  case $target_dir in /*) ;; *) target_dir=$PWD/$target_dir ;; esac
+  export TEST_TROUPE_BINARY="$target_dir/debug/troupe"
   (cd node/web && npm ci --no-audit --no-fund --loglevel=error && npm test) || status=$?
 fi
 exit "$status"
