@@ -272,9 +272,13 @@ async fn store_upload(
     let unsent_until = record.created_at + media.config.unsent_ttl.as_millis() as u64;
     let recorded = store.insert_media(&record, unsent_until).await.map_err(ApiError::from);
     if !matches!(recorded, Ok(true)) {
-        // A record failed (or, once in 2^53, the id was taken): the object must not stay.
-        let _ = media.operator.delete(&MediaRecord::object_key(id)).await;
-        let _ = media.operator.delete(&MediaRecord::thumbnail_key(id)).await;
+        // A record failed: the object must not stay. But when the id is taken, the objects
+        // under it are the record's (a second completion of the same presigned upload wrote
+        // the same bytes there; or, once in 2^53, another upload): they stay.
+        if recorded.is_err() {
+            let _ = media.operator.delete(&MediaRecord::object_key(id)).await;
+            let _ = media.operator.delete(&MediaRecord::thumbnail_key(id)).await;
+        }
         release(media, user, reserved).await;
         return Err(match recorded {
             Err(error) => error.into(),
@@ -559,21 +563,30 @@ async fn sweep_unsent(media: &Media) -> Result<(), actors::store::StoreError> {
         if system.owner(schema::GroupId(id.0)) != Some(system.node) {
             continue;
         }
-        if store.media_groups(id).await?.is_empty()
-            && let Some(record) = store.media(id).await?
-        {
-            // The objects first (deleting a missing one succeeds); if storage fails, the
-            // media stays whole and the next sweep tries again.
-            for key in [MediaRecord::object_key(id), MediaRecord::thumbnail_key(id)] {
-                media.operator.delete(&key).await.map_err(|e| actors::store::StoreError::Unavailable(e.to_string()))?;
-            }
-            store.delete_media(id).await?;
-            store.release_media_bytes(record.uploader, record.size).await?;
-            tracing::debug!(media = %id, "deleted media that was never sent");
+        // One entry that fails (storage, a record that will not read) must not stop the
+        // sweep: the index is read oldest first, so it would block every later one for good.
+        if let Err(error) = sweep_one_unsent(media, due_at, id).await {
+            tracing::warn!(media = %id, %error, "could not sweep an unsent media; the next sweep tries again");
         }
-        store.forget_unsent_media(due_at, id).await?;
     }
     Ok(())
+}
+
+async fn sweep_one_unsent(media: &Media, due_at: u64, id: MediaId) -> Result<(), actors::store::StoreError> {
+    let store = &media.system.store;
+    if store.media_groups(id).await?.is_empty()
+        && let Some(record) = store.media(id).await?
+    {
+        // The objects first (deleting a missing one succeeds); if storage fails, the
+        // media stays whole and the next sweep tries again.
+        for key in [MediaRecord::object_key(id), MediaRecord::thumbnail_key(id)] {
+            media.operator.delete(&key).await.map_err(|e| actors::store::StoreError::Unavailable(e.to_string()))?;
+        }
+        store.delete_media(id).await?;
+        store.release_media_bytes(record.uploader, record.size).await?;
+        tracing::debug!(media = %id, "deleted media that was never sent");
+    }
+    store.forget_unsent_media(due_at, id).await
 }
 
 /// Why a download was refused.

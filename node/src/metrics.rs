@@ -22,21 +22,28 @@ pub fn render(system: &System) -> String {
     let mut out = String::new();
     let (online_users, connections) = system.fanout.counts();
     let process = process::current();
-    gauge(&mut out, "troupe_connections", "Authenticated WebSocket connections on this node.", connections as f64);
-    gauge(&mut out, "troupe_online_users", "Users with at least one connection on this node.", online_users as f64);
+    single(&mut out, "gauge", "troupe_connections", "Authenticated WebSocket connections on this node.", connections);
+    single(&mut out, "gauge", "troupe_online_users", "Users with at least one connection on this node.", online_users);
     header_line(&mut out, "troupe_actors", "gauge", "Live actors on this node, by kind.");
     for (kind, count) in
         [("group", system.groups.len()), ("user", system.users.len()), ("face_to_face_code", system.faces.len())]
     {
         let _ = writeln!(out, "troupe_actors{{kind=\"{kind}\"}} {count}");
     }
-    counter(
+    single(
         &mut out,
+        "counter",
         "troupe_messages_stored_total",
         "Messages made durable (duplicates not counted).",
         metrics.messages_stored.get(),
     );
-    counter(&mut out, "troupe_deliveries_total", "Events handed to this node's connections.", metrics.deliveries.get());
+    single(
+        &mut out,
+        "counter",
+        "troupe_deliveries_total",
+        "Events handed to this node's connections.",
+        metrics.deliveries.get(),
+    );
     histogram(
         &mut out,
         "troupe_fanout_latency_seconds",
@@ -53,14 +60,27 @@ pub fn render(system: &System) -> String {
     for (code, count) in metrics.errors() {
         let _ = writeln!(out, "troupe_errors_total{{code=\"{code}\"}} {count}");
     }
-    gauge(
+    single(
         &mut out,
+        "gauge",
         "troupe_process_resident_memory_bytes",
         "Resident memory of the node process.",
-        process.rss_bytes as f64,
+        process.rss_bytes,
     );
-    counter_f(&mut out, "troupe_process_cpu_seconds_total", "CPU time of the node process.", process.cpu_seconds);
-    gauge(&mut out, "troupe_process_open_fds", "Open file descriptors (sockets included).", process.open_files as f64);
+    single(
+        &mut out,
+        "counter",
+        "troupe_process_cpu_seconds_total",
+        "CPU time of the node process.",
+        process.cpu_seconds,
+    );
+    single(
+        &mut out,
+        "gauge",
+        "troupe_process_open_fds",
+        "Open file descriptors (sockets included).",
+        process.open_files,
+    );
     out
 }
 
@@ -68,18 +88,9 @@ fn header_line(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
-    header_line(out, name, "gauge", help);
-    let _ = writeln!(out, "{name} {value}");
-}
-
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
-    header_line(out, name, "counter", help);
-    let _ = writeln!(out, "{name} {value}");
-}
-
-fn counter_f(out: &mut String, name: &str, help: &str, value: f64) {
-    header_line(out, name, "counter", help);
+/// One sample with its HELP and TYPE lines.
+fn single(out: &mut String, kind: &str, name: &str, help: &str, value: impl std::fmt::Display) {
+    header_line(out, name, kind, help);
     let _ = writeln!(out, "{name} {value}");
 }
 

@@ -124,7 +124,6 @@ export class App {
       const summary: GroupSummary = { group: info.group, name: info.name, role, last_seq: info.last_seq, read_seq: info.last_seq, unread: 0 };
       this.groups.set(info.group, emptyState(summary));
       this.order.unshift(info.group);
-      this.client.log.follow(info.group, info.last_seq);
     }
     const state = this.groups.get(info.group);
     if (state !== undefined) state.info = info;

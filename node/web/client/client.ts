@@ -8,7 +8,9 @@ import { GroupLog } from "./grouplog.ts";
 import type {
   ErrorCode,
   ErrorEvent,
+  FaceToFaceView,
   GroupId,
+  GroupInfo,
   GroupSummary,
   Message,
   Op,
@@ -265,13 +267,11 @@ export class TroupeClient {
         // The caller heard `timeout` already: sending now would run what they may retry.
         if (Date.now() >= deadline) throw new TroupeError("timeout", `${op}: no reply in time`);
         const result = (await this.transmit(op, fields)) as Results[K];
-        // A group the user just made or joined is followed from here, so that what is sent
-        // to it while the link is down comes back at the resync (not only once a first
-        // message has arrived live). Following keeps a cursor already there.
-        if (op === "create_group" || op === "join") {
-          const info = result as Results["create_group"];
-          this.log.follow(info.group, info.last_seq);
-        }
+        // A group the reply puts the user in is followed from here, so that what is sent to
+        // it while the link is down comes back at the resync (not only once a first message
+        // has arrived live). Following keeps a cursor already there.
+        const joined = groupJoinedBy(op, result);
+        if (joined !== null) this.log.follow(joined.group, joined.last_seq);
         return result;
       })(),
       deadline - Date.now(),
@@ -659,6 +659,20 @@ export class TroupeClient {
         console.error(`troupe client: a ${name} listener threw`, error);
       }
     }
+  }
+}
+
+/** The group a successful reply makes the caller a member of, if the op does that. */
+function groupJoinedBy(op: Op, result: unknown): GroupInfo | null {
+  switch (op) {
+    case "create_group":
+    case "join":
+      return result as GroupInfo;
+    case "join_face_to_face":
+    case "confirm_face_to_face":
+      return (result as FaceToFaceView).group;
+    default:
+      return null;
   }
 }
 

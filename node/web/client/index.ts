@@ -9,4 +9,4 @@ export type { FetchAfter } from "./grouplog.ts";
 export { backoffDelay, DEFAULT_BACKOFF } from "./backoff.ts";
 export type { BackoffOptions } from "./backoff.ts";
 export { httpOrigin, mediaKindOf, uploadMedia } from "./media.ts";
-export { unreadLabel, UNREAD_CAP } from "./unread.ts";
+export { unreadLabel } from "./unread.ts";
