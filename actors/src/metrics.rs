@@ -4,6 +4,7 @@
 //! by more than the work it measures.
 
 use schema::ErrorCode;
+use schema::error::CloseReason;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -76,9 +77,12 @@ pub struct Metrics {
     pub store_commit_latency: Histogram,
     /// Error replies, by code (indexed like [`ErrorCode::ALL`]).
     errors: [Counter; ERROR_CODES],
+    /// Connections the node closed, by reason (indexed like [`CloseReason::ALL`]).
+    closes: [Counter; CLOSE_REASONS],
 }
 
 const ERROR_CODES: usize = ErrorCode::ALL.len();
+const CLOSE_REASONS: usize = CloseReason::ALL.len();
 
 impl Metrics {
     /// Counts one error reply.
@@ -86,6 +90,18 @@ impl Metrics {
         if let Some(index) = ErrorCode::ALL.iter().position(|&c| c == code) {
             self.errors[index].add(1);
         }
+    }
+
+    /// Counts one connection the node closed.
+    pub fn close(&self, reason: CloseReason) {
+        if let Some(index) = CloseReason::ALL.iter().position(|&r| r == reason) {
+            self.closes[index].add(1);
+        }
+    }
+
+    /// Connections closed so far, by reason (every reason, zeros included).
+    pub fn closes(&self) -> impl Iterator<Item = (CloseReason, u64)> + '_ {
+        CloseReason::ALL.iter().zip(&self.closes).map(|(&reason, counter)| (reason, counter.get()))
     }
 
     /// Error replies so far, by code (every code, zeros included).

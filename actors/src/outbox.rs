@@ -27,6 +27,8 @@ pub struct Outbox {
     writer: AtomicWaker,
     /// Set by producers, cleared by the writer when it looks: a wake-up is pending.
     scheduled: AtomicBool,
+    /// Set once the queue overflowed: a write blocked on the stalled socket gives up.
+    overflowed: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +56,7 @@ impl Outbox {
             state: Mutex::new(State::default()),
             writer: AtomicWaker::new(),
             scheduled: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
         }
     }
 
@@ -79,7 +82,11 @@ impl Outbox {
                 state.events = VecDeque::new();
                 state.close = Some(CloseReason::SlowConsumer);
                 drop(state);
-                self.wake();
+                self.overflowed.store(true, Ordering::Release);
+                // Always wake, even if a wake-up is pending: the writer is most likely
+                // parked in a write to the stalled socket and must learn to give up.
+                self.scheduled.store(true, Ordering::Release);
+                self.writer.wake();
                 return false;
             }
             state.events.extend(events.iter().cloned());
@@ -137,6 +144,14 @@ impl Outbox {
         if self.scheduled.swap(false, Ordering::AcqRel) { Poll::Ready(()) } else { Poll::Pending }
     }
 
+    /// Ready once the queue has overflowed. A writer stuck on a socket the client no longer
+    /// reads polls this beside its write, so a slow consumer is dropped at once instead of
+    /// holding its socket and task until the client reads again.
+    pub fn poll_overflowed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.writer.register(cx.waker());
+        if self.overflowed.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
+    }
+
     /// [`Outbox::poll_ready`] as a future.
     pub async fn ready(&self) {
         std::future::poll_fn(|cx| self.poll_ready(cx)).await
@@ -185,6 +200,30 @@ mod tests {
         assert_eq!(taken, Taken { close: Some(CloseReason::SessionRevoked), heartbeat: true });
         assert_eq!(out, vec![Bytes::from_static(b"1"), Bytes::from_static(b"2")]);
         assert!(!outbox.take(10, &mut out).heartbeat, "a heartbeat is taken once");
+    }
+
+    #[test]
+    fn overflow_wakes_a_writer_even_with_a_wake_up_pending() {
+        use std::sync::atomic::AtomicUsize;
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = std::sync::Arc::new(Count(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let outbox = Outbox::new(ConnId(1), 2);
+        assert!(outbox.poll_overflowed(&mut cx).is_pending());
+        outbox.push(Bytes::from_static(b"1"));
+        // The writer is now busy writing (it does not take); it re-registers as it polls.
+        assert!(outbox.poll_overflowed(&mut cx).is_pending());
+        outbox.push(Bytes::from_static(b"2"));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "one wake-up while one is pending");
+        assert!(!outbox.push(Bytes::from_static(b"3")));
+        assert_eq!(count.0.load(Ordering::SeqCst), 2, "the overflow wakes regardless");
+        assert!(outbox.poll_overflowed(&mut cx).is_ready());
     }
 
     #[tokio::test]

@@ -60,6 +60,10 @@ pub fn render(system: &System) -> String {
     for (code, count) in metrics.errors() {
         let _ = writeln!(out, "troupe_errors_total{{code=\"{code}\"}} {count}");
     }
+    header_line(&mut out, "troupe_connections_closed_total", "counter", "Connections the node closed, by close reason.");
+    for (reason, count) in metrics.closes() {
+        let _ = writeln!(out, "troupe_connections_closed_total{{reason=\"{}\"}} {count}", reason.as_str());
+    }
     single(
         &mut out,
         "gauge",

@@ -6,14 +6,6 @@ mod common;
 use common::*;
 use serde_json::json;
 
-/// The value of one sample line (`name{labels} value`).
-fn sample(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
-}
-
 #[tokio::test]
 async fn metrics_count_what_happened() {
     let node = TestNode::start().await;
@@ -38,19 +30,19 @@ async fn metrics_count_what_happened() {
     assert_eq!(status, 200);
     assert!(header(&headers, "content-type").is_some_and(|t| t.starts_with("text/plain; version=0.0.4")));
     let text = String::from_utf8(body).unwrap();
-    assert_eq!(sample(&text, "troupe_messages_stored_total"), 3.0);
-    assert!(sample(&text, "troupe_deliveries_total") >= 6.0, "3 messages to 2 connections");
-    assert_eq!(sample(&text, "troupe_connections"), 2.0);
-    assert_eq!(sample(&text, "troupe_online_users"), 2.0);
-    assert!(sample(&text, "troupe_actors{kind=\"group\"}") >= 1.0);
-    assert_eq!(sample(&text, "troupe_actors{kind=\"user\"}"), 2.0);
-    assert_eq!(sample(&text, "troupe_errors_total{code=\"not_found\"}"), 1.0);
-    assert_eq!(sample(&text, "troupe_errors_total{code=\"unknown_op\"}"), 1.0);
-    assert_eq!(sample(&text, "troupe_errors_total{code=\"internal\"}"), 0.0);
-    assert_eq!(sample(&text, "troupe_fanout_latency_seconds_count"), 3.0);
-    assert_eq!(sample(&text, "troupe_fanout_latency_seconds_bucket{le=\"+Inf\"}"), 3.0);
-    assert!(sample(&text, "troupe_store_commit_latency_seconds_count") >= 1.0);
-    assert!(sample(&text, "troupe_process_resident_memory_bytes") > 1e6);
+    assert_eq!(metric_sample(&text, "troupe_messages_stored_total"), 3.0);
+    assert!(metric_sample(&text, "troupe_deliveries_total") >= 6.0, "3 messages to 2 connections");
+    assert_eq!(metric_sample(&text, "troupe_connections"), 2.0);
+    assert_eq!(metric_sample(&text, "troupe_online_users"), 2.0);
+    assert!(metric_sample(&text, "troupe_actors{kind=\"group\"}") >= 1.0);
+    assert_eq!(metric_sample(&text, "troupe_actors{kind=\"user\"}"), 2.0);
+    assert_eq!(metric_sample(&text, "troupe_errors_total{code=\"not_found\"}"), 1.0);
+    assert_eq!(metric_sample(&text, "troupe_errors_total{code=\"unknown_op\"}"), 1.0);
+    assert_eq!(metric_sample(&text, "troupe_errors_total{code=\"internal\"}"), 0.0);
+    assert_eq!(metric_sample(&text, "troupe_fanout_latency_seconds_count"), 3.0);
+    assert_eq!(metric_sample(&text, "troupe_fanout_latency_seconds_bucket{le=\"+Inf\"}"), 3.0);
+    assert!(metric_sample(&text, "troupe_store_commit_latency_seconds_count") >= 1.0);
+    assert!(metric_sample(&text, "troupe_process_resident_memory_bytes") > 1e6);
     // Every sample line belongs to a metric with HELP and TYPE.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let name = line.split(['{', ' ']).next().unwrap();

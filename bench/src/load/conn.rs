@@ -58,8 +58,22 @@ impl Target {
 
 /// Opens a WebSocket from `source` (an address on this machine, port chosen by the kernel).
 pub async fn connect(target: &Target, source: Option<IpAddr>) -> Result<Socket, LoadError> {
+    connect_with_receive_buffer(target, source, None).await
+}
+
+/// [`connect`] with the socket's kernel receive buffer set to `bytes`: a client that stops
+/// reading then fills it (and the node's send buffer) within kilobytes, the way a phone on a
+/// stalled link does, instead of after the megabytes loopback would take.
+pub async fn connect_with_receive_buffer(
+    target: &Target,
+    source: Option<IpAddr>,
+    bytes: Option<u32>,
+) -> Result<Socket, LoadError> {
     let error = |e: std::io::Error| LoadError::Connection(e.to_string());
     let socket = if target.addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(error)?;
+    if let Some(bytes) = bytes {
+        socket.set_recv_buffer_size(bytes).map_err(error)?;
+    }
     if let Some(ip) = source {
         socket.bind(SocketAddr::new(ip, 0)).map_err(error)?;
     }

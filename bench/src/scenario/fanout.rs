@@ -7,7 +7,7 @@
 //! missing messages, for example after a `slow_consumer` close, fetches them with `history`
 //! and they count as resynced, not live), done.
 
-use crate::load::conn::{LoadError, Socket, Target, connect, loopback_sources, request};
+use crate::load::conn::{LoadError, Socket, Target, connect, connect_with_receive_buffer, loopback_sources, request};
 use crate::load::report::{self, Report, histogram, latency_summary};
 use crate::load::sequence::SeqTracker;
 use crate::load::wire::{body_time, decode_frame, fast_messages, now_micros, timed_body};
@@ -61,10 +61,19 @@ pub struct FanoutArgs {
     /// Spread connections over 127.0.0.1 ... 127.0.0.N.
     #[arg(long, default_value_t = 4)]
     pub sources: u8,
+    /// Members of the first group (never senders) that stop reading for the whole measured
+    /// window, on sockets with a small receive buffer: the slow consumers the node must drop
+    /// without slowing the others. They read again once sending stops, reconnect and resync;
+    /// their deliveries are not in the latency figures.
+    #[arg(long, default_value_t = 0)]
+    pub stalled: usize,
     /// Write `<out>.json` and pictures next to it.
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
+
+/// The kernel receive buffer of a stalled member's socket (the kernel doubles it).
+const STALLED_RECEIVE_BUFFER: u32 = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Phase {
@@ -103,6 +112,8 @@ struct Member {
     target: Target,
     /// Seconds between sends, and the first send's offset, for senders.
     send_every: Option<(Duration, Duration)>,
+    /// Stops reading while the window is measured.
+    stalled: bool,
 }
 
 #[derive(Default)]
@@ -117,6 +128,7 @@ struct MemberResult {
     resynced: u64,
     missing: u64,
     close_reasons: Vec<String>,
+    stalled: bool,
 }
 
 #[derive(Deserialize)]
@@ -210,10 +222,19 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
     let (phase_tx, phase_rx) = watch::channel(Phase::Warmup);
     let period = Duration::from_secs_f64(1.0 / args.rate.max(0.001));
     let mut tasks = tokio::task::JoinSet::new();
+    let stalled = args.stalled.min(args.members.saturating_sub(senders));
     for (i, socket) in ready.into_iter().enumerate() {
-        let Some(socket) = socket else { continue };
+        let Some(mut socket) = socket else { continue };
         let group_index = i / args.members;
         let rank = i % args.members;
+        let is_stalled = group_index == 0 && rank >= args.members - stalled;
+        if is_stalled {
+            // A fresh socket with a small receive buffer; the setup one is dropped.
+            let source = sources.get(i % sources.len()).copied();
+            let target = &targets[i % targets.len()];
+            socket = connect_with_receive_buffer(target, source, Some(STALLED_RECEIVE_BUFFER)).await?;
+            request(&mut socket, 1, "auth", json!({ "token": tokens[i] })).await?;
+        }
         let send_every = (rank < senders).then(|| {
             // Spread senders evenly over one period so they do not fire together.
             let slot = (group_index * senders + rank) as f64 / (args.groups * senders) as f64;
@@ -227,6 +248,7 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
             source: sources.get(i % sources.len()).copied(),
             target: targets[i % targets.len()].clone(),
             send_every,
+            stalled: is_stalled,
         };
         tasks.spawn(member_task(member, socket, shared.clone(), phase_rx.clone()));
     }
@@ -235,6 +257,8 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
     let mut timeline = Vec::new();
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     let stats_start = node::stats_all(&args.console).await;
+    let rss_start = node::rss_bytes(&stats_start);
+    let mut rss_peak = rss_start;
     shared.measure_start.store(now_micros(), Ordering::SeqCst);
     let _ = phase_tx.send(Phase::Measure);
     let started = Instant::now();
@@ -245,6 +269,11 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
         tokio::time::sleep_until(next.min(started + Duration::from_secs_f64(args.duration))).await;
         let now = shared.delivered.load(Ordering::Relaxed);
         let sent = shared.sent.load(Ordering::Relaxed);
+        if stalled > 0 {
+            // Only with stalled members: the console round trip is not free.
+            let rss = node::rss_bytes(&node::stats_all(&args.console).await);
+            rss_peak = rss_peak.max(rss);
+        }
         timeline.push((now - last) as f64);
         eprintln!(
             "  t={:>3}s deliveries/s={:>9} sent/s={:>6} closes={}",
@@ -259,6 +288,7 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
     shared.measure_end.store(now_micros(), Ordering::SeqCst);
     let window = started.elapsed().as_secs_f64();
     let stats_end = node::stats_all(&args.console).await;
+    rss_peak = rss_peak.max(node::rss_bytes(&stats_end));
 
     // Stop sending; wait for acks, then for every receiver to reach its group's last seq.
     let _ = phase_tx.send(Phase::Stop);
@@ -286,8 +316,14 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
     let mut from_accept = histogram();
     let (mut duplicates, mut out_of_order, mut missing, mut resynced, mut received) = (0, 0, 0, 0, 0);
     let mut close_reasons: HashMap<String, u64> = HashMap::new();
+    let (mut stalled_closes, mut stalled_resynced, mut stalled_missing) = (0, 0, 0);
     while let Some(result) = tasks.join_next().await {
         let Ok(result) = result else { continue };
+        if result.stalled {
+            stalled_closes += result.close_reasons.len() as u64;
+            stalled_resynced += result.resynced;
+            stalled_missing += result.missing;
+        }
         if let Some(h) = &result.latency {
             let _ = latency.add(h);
         }
@@ -339,12 +375,21 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
         "deliveries_per_node_cpu_second": per_cpu_second.map(f64::round),
         "node_rss_bytes": node::rss_bytes(&stats_end),
         "closes": close_reasons,
+        "stalled": {
+            "members": stalled,
+            "closes": stalled_closes,
+            "resynced": stalled_resynced,
+            "lost": stalled_missing,
+            "node_rss_at_start_bytes": rss_start,
+            "node_rss_peak_bytes": rss_peak,
+            "node_rss_growth_bytes": rss_peak.zip(rss_start).map(|(peak, start)| peak.saturating_sub(start)),
+        },
         "throughput_per_second": &timeline,
     });
     let parameters = json!({
         "url": args.url, "groups": args.groups, "members": args.members, "senders_per_group": senders,
         "rate_per_sender": args.rate, "body_bytes": args.body_bytes, "warmup_s": args.warmup,
-        "duration_s": args.duration, "sources": args.sources,
+        "duration_s": args.duration, "sources": args.sources, "stalled": stalled,
         "offered_deliveries_per_second": args.groups as f64 * senders as f64 * args.rate * args.members as f64,
     });
     let summary_lines = vec![
@@ -371,6 +416,14 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
         ),
         format!("node CPU {:.2} s over {:.1} s; RSS {:?}", cpu.unwrap_or(0.0), window, node::rss_bytes(&stats_end)),
     ];
+    let mut summary_lines = summary_lines;
+    if stalled > 0 {
+        summary_lines.push(format!(
+            "stalled members {stalled}: closes {stalled_closes}, resynced {stalled_resynced}, lost {stalled_missing}; \
+             node RSS grew {} KiB while they stalled (latency figures are the others')",
+            results["stalled"]["node_rss_growth_bytes"].as_u64().map_or("?".into(), |b| (b / 1024).to_string())
+        ));
+    }
     let pictures = vec![
         (
             "latency",
@@ -402,11 +455,14 @@ async fn member_task(
     shared: Arc<Shared>,
     mut phase: watch::Receiver<Phase>,
 ) -> MemberResult {
+    // A stalled member's latency is its own stall, not the node's.
+    let timed = !member.stalled;
     let mut result = MemberResult {
-        latency: Some(histogram()),
-        to_accept: Some(histogram()),
-        from_accept: Some(histogram()),
+        latency: timed.then(histogram),
+        to_accept: timed.then(histogram),
+        from_accept: timed.then(histogram),
         ack_latency: member.send_every.map(|_| histogram()),
+        stalled: member.stalled,
         ..MemberResult::default()
     };
     let mut in_flight: HashMap<u64, u64> = HashMap::new();
@@ -424,8 +480,9 @@ async fn member_task(
             break;
         }
         let sending = sender && current <= Phase::Measure;
+        let reading = !(member.stalled && current == Phase::Measure);
         tokio::select! {
-            frame = ws.next() => {
+            frame = ws.next(), if reading => {
                 let text = match frame {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Close(close))) => {
@@ -433,7 +490,7 @@ async fn member_task(
                         result.close_reasons.push(reason);
                         shared.closes.fetch_add(1, Ordering::Relaxed);
                         match reconnect(&member.target, member.source, &member.token).await {
-                            Some(fresh) => { ws = fresh; continue; }
+                            Some(fresh) => { ws = fresh; resync_after_reconnect(&mut ws, &mut next_id, &mut history_request, &member, &result, &phase, group_last).await; continue; }
                             None => break,
                         }
                     }
@@ -442,7 +499,7 @@ async fn member_task(
                         result.close_reasons.push("connection lost".into());
                         shared.closes.fetch_add(1, Ordering::Relaxed);
                         match reconnect(&member.target, member.source, &member.token).await {
-                            Some(fresh) => { ws = fresh; continue; }
+                            Some(fresh) => { ws = fresh; resync_after_reconnect(&mut ws, &mut next_id, &mut history_request, &member, &result, &phase, group_last).await; continue; }
                             None => break,
                         }
                     }
@@ -554,6 +611,23 @@ async fn member_task(
     }
     result.missing = result.tracker.missing(group_last.load(Ordering::SeqCst));
     result
+}
+
+/// Once sending has stopped, a member that reconnects fetches what it missed at once, as
+/// a real client would, rather than waiting for the resync phase.
+async fn resync_after_reconnect(
+    ws: &mut Socket,
+    next_id: &mut u64,
+    history_request: &mut Option<u64>,
+    member: &Member,
+    result: &MemberResult,
+    phase: &watch::Receiver<Phase>,
+    group_last: &AtomicU64,
+) {
+    let stopped = *phase.borrow() >= Phase::Stop;
+    if stopped && result.tracker.contiguous < group_last.load(Ordering::SeqCst) {
+        *history_request = send_history(ws, next_id, member.group, result.tracker.contiguous).await;
+    }
 }
 
 async fn send_history(ws: &mut Socket, next_id: &mut u64, group: u64, after: u64) -> Option<u64> {

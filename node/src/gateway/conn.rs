@@ -12,6 +12,7 @@
 //! see [`super::spawn_heartbeats`]), so an idle connection holds no timer.
 
 use crate::config::GatewayConfig;
+use actors::metrics::Metrics;
 use actors::outbox::Outbox;
 use actors::session::Session;
 use futures_util::task::AtomicWaker;
@@ -56,7 +57,7 @@ enum Turn {
 }
 
 /// Serves one connection until it closes.
-pub async fn run<S>(mut ws: WebSocketStream<S>, mut session: Session, config: Arc<GatewayConfig>)
+pub async fn run<S>(mut ws: WebSocketStream<S>, mut session: Session, config: Arc<GatewayConfig>, metrics: Arc<Metrics>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -67,7 +68,7 @@ where
     let mut auth_deadline = Some(Box::pin(tokio::time::sleep(config.auth_timeout)));
     let mut last_heard = Instant::now();
 
-    let close: Option<CloseReason> = loop {
+    let ending: Ending = loop {
         let turn = poll_fn(|cx| {
             gate.task.register(cx.waker());
             if outbox.poll_ready(cx).is_ready() {
@@ -95,18 +96,19 @@ where
             Turn::Outbox => match write_queued(&mut ws, &outbox, config.max_events_per_frame).await {
                 Ok(taken) => {
                     if let Some(reason) = taken.close {
-                        break Some(reason);
+                        break Ending::Close(reason);
                     }
                     if taken.heartbeat {
                         if last_heard.elapsed() >= config.heartbeat_timeout {
-                            break Some(CloseReason::HeartbeatTimeout);
+                            break Ending::Close(CloseReason::HeartbeatTimeout);
                         }
                         if ws.get_mut().write_all(&super::frame::ping_frame()).await.is_err() {
-                            break None;
+                            break Ending::Quiet;
                         }
                     }
                 }
-                Err(_) => break None,
+                Err(WriteStop::Overflowed) => break Ending::Drop(CloseReason::SlowConsumer),
+                Err(WriteStop::Io) => break Ending::Quiet,
             },
             Turn::Frame(frame) => {
                 last_heard = Instant::now();
@@ -118,25 +120,55 @@ where
                     // tungstenite answers pings itself; the flush sends the pong now.
                     Some(Ok(Message::Ping(_))) => {
                         if ws.flush().await.is_err() {
-                            break None;
+                            break Ending::Quiet;
                         }
                     }
                     Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break None,
-                    Some(Err(WsError::Capacity(_))) => break Some(CloseReason::FrameTooLarge),
-                    Some(Err(WsError::Protocol(_) | WsError::Utf8(_))) => break Some(CloseReason::ProtocolError),
-                    Some(Err(_)) => break None,
+                    Some(Ok(Message::Close(_))) | None => break Ending::Quiet,
+                    Some(Err(WsError::Capacity(_))) => break Ending::Close(CloseReason::FrameTooLarge),
+                    Some(Err(WsError::Protocol(_) | WsError::Utf8(_))) => {
+                        break Ending::Close(CloseReason::ProtocolError);
+                    }
+                    Some(Err(_)) => break Ending::Quiet,
                 }
             }
-            Turn::AuthDeadline => break Some(CloseReason::AuthTimeout),
+            Turn::AuthDeadline => break Ending::Close(CloseReason::AuthTimeout),
         }
     };
 
-    if let Some(reason) = close {
-        // Boxed: the close path is long and runs once, so it should not size the task.
-        Box::pin(close_with(ws, &outbox, reason, config.max_events_per_frame)).await;
+    match ending {
+        Ending::Quiet => {}
+        Ending::Close(reason) => {
+            metrics.close(reason);
+            // Boxed: the close path is long and runs once, so it should not size the task.
+            Box::pin(close_with(ws, &outbox, reason, config.max_events_per_frame)).await;
+        }
+        Ending::Drop(reason) => {
+            metrics.close(reason);
+            tracing::debug!(conn = %outbox.conn(), reason = reason.as_str(), "dropped connection mid-write");
+            drop(ws);
+        }
     }
     session.close().await;
+}
+
+/// How a connection's loop ended.
+enum Ending {
+    /// The client closed, or the socket failed: nothing more to say.
+    Quiet,
+    /// The node closes, with a close frame that says why.
+    Close(CloseReason),
+    /// The node drops the socket without a close frame: a frame is half written to a client
+    /// that does not read, so no well-formed frame can follow it.
+    Drop(CloseReason),
+}
+
+/// Why [`write_queued`] stopped before writing everything.
+enum WriteStop {
+    /// The socket failed.
+    Io,
+    /// The outbox overflowed while a write waited on the socket: a slow consumer.
+    Overflowed,
 }
 
 /// Writes what is still queued (replies to the last requests), sends the close frame, and
@@ -145,7 +177,8 @@ async fn close_with<S>(mut ws: WebSocketStream<S>, outbox: &Outbox, reason: Clos
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let _ = write_queued(&mut ws, outbox, max_events).await;
+    // Bounded: a client that stopped reading must not hold the close path forever.
+    let _ = tokio::time::timeout(LINGER, write_queued(&mut ws, outbox, max_events)).await;
     let frame = CloseFrame { code: CloseCode::from(reason.code()), reason: reason.as_str().into() };
     if let Ok(Ok(())) = tokio::time::timeout(LINGER, ws.close(Some(frame))).await {
         linger(ws.get_mut()).await;
@@ -171,12 +204,13 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut S) {
 
 /// Writes everything queued, in frames of at most `max_events` events, each frame in one
 /// write straight to the socket (see [`super::frame`]). Returns what else the outbox asked
-/// for (a close, a heartbeat).
+/// for (a close, a heartbeat). A write still waiting on the socket when the outbox
+/// overflows gives up: the client has stopped reading.
 async fn write_queued<S>(
     ws: &mut WebSocketStream<S>,
     outbox: &Outbox,
     max_events: usize,
-) -> std::io::Result<actors::outbox::Taken>
+) -> Result<actors::outbox::Taken, WriteStop>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -187,7 +221,15 @@ where
         batch.clear();
         let taken = outbox.take(max_events, &mut batch);
         if !batch.is_empty() {
-            ws.get_mut().write_all(&super::frame::text_frame_of_events(&batch)).await?;
+            let frame = super::frame::text_frame_of_events(&batch);
+            let mut write = std::pin::pin!(ws.get_mut().write_all(&frame));
+            poll_fn(|cx| {
+                if let Poll::Ready(done) = write.as_mut().poll(cx) {
+                    return Poll::Ready(done.map_err(|_| WriteStop::Io));
+                }
+                outbox.poll_overflowed(cx).map(|()| Err(WriteStop::Overflowed))
+            })
+            .await?;
         }
         if batch.len() < max_events || taken.close.is_some() {
             return Ok(taken);

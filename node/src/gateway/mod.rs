@@ -73,7 +73,7 @@ pub async fn upgrade(State(gateway): State<Gateway>, mut request: Request) -> Re
         let session = gateway.system.open_session();
         // A task of its own, so the connection's long-lived task holds only what serving
         // needs, not the handshake's state.
-        tokio::spawn(conn::run(ws, session, gateway.config.clone()));
+        tokio::spawn(conn::run(ws, session, gateway.config.clone(), gateway.system.metrics.clone()));
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -192,8 +192,17 @@ pub fn small_fanout(urls: Vec<String>, consoles: Vec<SocketAddr>, out: &Path) ->
         warmup: 0.5,
         duration: 1.5,
         sources: 2,
+        stalled: 0,
         out: Some(out.join("fanout")),
     }
+}
+
+/// The value of one sample line (`name{labels} value`) of a `/metrics` text.
+pub fn metric_sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
 }
 
 /// A username nobody else in this test process has.
