@@ -5,7 +5,8 @@
 #
 #   bench/run-all.sh <name> [scenario...]     e.g. bench/run-all.sh 2026-11-30 fanout overload
 #
-# Scenarios: connections fanout overload send joins sync (all when none are named), and
+# Scenarios: connections fanout overload send joins sync redpacket media (all when none are
+# named); slow-consumer and admission (issue 8's hardening runs); and
 # cluster-fanout (two nodes on a fresh PostgreSQL database, members spread over both; needs
 # PostgreSQL on 127.0.0.1:5432; not in the default set).
 set -euo pipefail
@@ -28,9 +29,9 @@ node_pid=
 cluster_pids=
 trap 'kill $node_pid $cluster_pids 2>/dev/null || true; rm -rf "$data" "$data.log" "$data".n*' EXIT
 
-start_node() { # fresh unless "keep" is given
-  [ "${1:-}" = keep ] || { rm -rf "$data"; mkdir -p "$data"; }
-  "$node_bin" serve --listen 127.0.0.1:7878 --console-listen 127.0.0.1:7879 \
+start_node() { # fresh unless "keep" is given; then extra settings, NAME=value ...
+  if [ "${1:-}" = keep ]; then shift; else rm -rf "$data"; mkdir -p "$data"; fi
+  env "$@" "$node_bin" serve --listen 127.0.0.1:7878 --console-listen 127.0.0.1:7879 \
     --password-cost test --data "$data" > "$data.log" 2>&1 &
   node_pid=$!
   for _ in $(seq 100); do grep -q "troupe ready" "$data.log" && return; sleep 0.1; done
@@ -71,6 +72,14 @@ for scenario in $scenarios; do
     fanout)   start_node; "$bench_bin" fanout --warmup 3 --duration 30 --out "$out/fanout-100k" ;;
     overload) start_node; "$bench_bin" fanout --rate 100 --warmup 3 --duration 30 --out "$out/fanout-overload" ;;
     send)     start_node; "$bench_bin" send --duration 20 --out "$out/send" ;;
+    slow-consumer)
+      # The 100k/s fan-out with one member that stops reading; a small outbox bound so the
+      # node drops it within the run (the default, 8192 events, takes minutes at 200/s).
+      start_node TROUPE_ACTORS__OUTBOX_MAX_EVENTS=1024
+      "$bench_bin" fanout --warmup 3 --duration 60 --stalled 1 --out "$out/fanout-100k-stalled" ;;
+    admission)
+      # Open-loop sends: 20k/s, then 2x what `send` measured (~52k/s), then 20k/s again.
+      start_node; "$bench_bin" admission --base-rate 20000 --rate 105000 --phase 15 --out "$out/admission" ;;
     joins)    start_node; "$bench_bin" joins --out "$out/joins" ;;
     sync)     start_node; "$bench_bin" sync --clients 2000 --groups 20 --missed 500 --out "$out/sync" ;;
     redpacket) start_node; "$bench_bin" redpacket --members 500 --shares 100 --packets 10 --out "$out/redpacket" ;;

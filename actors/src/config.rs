@@ -23,6 +23,14 @@ pub struct ActorsConfig {
     pub max_text_bytes: usize,
     /// Events queued for one connection before it counts as a slow consumer and is closed.
     pub outbox_max_events: usize,
+    /// Sends the node holds at once (in group mailboxes, queues and commits under way);
+    /// past it, sends are refused with `overloaded` instead of growing memory and latency.
+    pub max_pending_sends: usize,
+    /// Sends one group holds at once, so one hot group cannot take the whole node.
+    pub max_pending_sends_per_group: usize,
+    /// The wait an `overloaded` error tells the client.
+    #[serde(with = "seconds")]
+    pub overload_retry_after: Duration,
     /// A group actor with no request for this long stops; it restarts from the store on use.
     #[serde(with = "seconds")]
     pub group_idle_after: Duration,
@@ -65,6 +73,9 @@ impl Default for ActorsConfig {
             rate_limits: crate::limits::RateLimits::default(),
             max_text_bytes: 4096,
             outbox_max_events: 8192,
+            max_pending_sends: 20_000,
+            max_pending_sends_per_group: 2_000,
+            overload_retry_after: Duration::from_millis(200),
             group_idle_after: Duration::from_secs(300),
             dedupe_cache_per_group: 4096,
             password_cost: PasswordCost::Default,

@@ -31,6 +31,7 @@ pub struct MailboxGauge {
     peak: AtomicUsize,
     handled: AtomicU64,
     last_active_ms: AtomicU64,
+    held: AtomicUsize,
 }
 
 impl MailboxGauge {
@@ -59,6 +60,17 @@ impl MailboxGauge {
     /// Messages sent to the actor and not yet handled.
     pub fn depth(&self) -> usize {
         self.depth.load(Ordering::Acquire)
+    }
+
+    /// Records what the actor holds beyond its mailbox (a group: sends waiting for their
+    /// commit), for admission control.
+    pub fn set_held(&self, held: usize) {
+        self.held.store(held, Ordering::Release);
+    }
+
+    /// Messages waiting in the mailbox plus what the actor holds beyond it.
+    pub fn load(&self) -> usize {
+        self.depth() + self.held.load(Ordering::Acquire)
     }
 
     /// The highest depth seen since the actor started.

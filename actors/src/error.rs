@@ -70,6 +70,15 @@ pub enum ApiError {
         /// How long until the next request of this kind can pass.
         retry_after: std::time::Duration,
     },
+    /// The node (or the group) holds as many sends as it admits; try again after
+    /// `retry_after` (see [`crate::admission`]).
+    #[error("{what} is overloaded; retry in {} ms", retry_after.as_millis())]
+    Overloaded {
+        /// What is full: `the node` or `its group`.
+        what: &'static str,
+        /// How long the client should wait.
+        retry_after: std::time::Duration,
+    },
     /// The user has `limit` connections open on this node already.
     #[error("{limit} connections are open for this user on this node; close one first")]
     TooManyConnections {
@@ -109,8 +118,20 @@ impl ApiError {
             ApiError::InsufficientFunds { .. } => ErrorCode::InsufficientFunds,
             ApiError::TooManyConnections { .. } => ErrorCode::TooManyConnections,
             ApiError::RateLimited { .. } => ErrorCode::RateLimited,
+            ApiError::Overloaded { .. } => ErrorCode::Overloaded,
             ApiError::Unavailable(_) | ApiError::GroupMoved => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// How long the client should wait before retrying, for the errors that say
+    /// (`rate_limited`, `overloaded`): rounded up, so a retry at that very millisecond passes.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after, .. } | ApiError::Overloaded { retry_after, .. } => {
+                Some(retry_after.as_millis() as u64 + 1)
+            }
+            _ => None,
         }
     }
 

@@ -21,6 +21,7 @@
 //! * [`system`]: wires the above together for one node.
 
 pub mod accounts;
+pub mod admission;
 pub mod cache;
 pub mod cluster;
 pub mod config;

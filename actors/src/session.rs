@@ -93,12 +93,7 @@ impl Session {
                 _ => {}
             }
             self.system.metrics.error(error.code());
-            let retry_after_ms = match &error {
-                // Rounded up: retrying at the very millisecond must pass.
-                ApiError::RateLimited { retry_after, .. } => Some(retry_after.as_millis() as u64 + 1),
-                _ => None,
-            };
-            self.push(wire::encode_error_retry(id, error.code(), &error.to_string(), retry_after_ms));
+            self.push(wire::encode_error_retry(id, error.code(), &error.to_string(), error.retry_after_ms()));
         }
     }
 

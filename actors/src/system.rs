@@ -47,6 +47,8 @@ pub struct System {
     pub limits: NodeLimits,
     /// What the node counts for operators (`GET /metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// How many sends the node holds at once (see [`crate::admission`]).
+    pub admission: Arc<crate::admission::Admission>,
     /// Where group actors run. A group actor's mailbox must not wait behind the thousands of
     /// connection tasks its own fan-outs wake, so group actors get a runtime (a thread) of
     /// their own when the node provides one.
@@ -113,6 +115,11 @@ impl System {
             accounts,
             limits: NodeLimits::new(&config.rate_limits),
             metrics: Arc::default(),
+            admission: Arc::new(crate::admission::Admission::new(
+                config.max_pending_sends,
+                config.max_pending_sends_per_group,
+                config.overload_retry_after,
+            )),
             group_runtime,
             cluster: OnceLock::new(),
             cache: OnceLock::new(),
@@ -205,9 +212,16 @@ impl System {
     /// at most once even while two nodes disagree about the owner).
     pub async fn to_local_group(self: &Arc<Self>, envelope: GroupEnvelope) -> Result<(), ApiError> {
         let group = envelope.group;
+        let admitted = match envelope.command {
+            schema::cluster::GroupCommand::Send { .. } => {
+                let held = self.groups.get(&group).map_or(0, |entry| entry.gauge.load());
+                Some(self.admission.admit(held)?)
+            }
+            _ => None,
+        };
         let system = self.clone();
         self.groups
-            .send(group, GroupMsg::Command(envelope), move |gauge, supervisor| async move {
+            .send(group, GroupMsg::Command(envelope, admitted), move |gauge, supervisor| async move {
                 match system.group_runtime.clone() {
                     Some(runtime) => runtime
                         .spawn(group::activate(system, group, gauge, supervisor))
@@ -387,7 +401,8 @@ impl System {
     /// Answers a request with an error, wherever the asking connection is.
     pub fn answer_error(&self, to: &ReplyTo, error: &ApiError) {
         self.metrics.error(error.code());
-        self.reply(to, Bytes::from(wire::encode_error(to.request, error.code(), &error.to_string())));
+        let event = wire::encode_error_retry(to.request, error.code(), &error.to_string(), error.retry_after_ms());
+        self.reply(to, Bytes::from(event));
     }
 
     /// Asks every group actor on this node whose group the placement now gives to another

@@ -60,7 +60,26 @@ pub fn render(system: &System) -> String {
     for (code, count) in metrics.errors() {
         let _ = writeln!(out, "troupe_errors_total{{code=\"{code}\"}} {count}");
     }
-    header_line(&mut out, "troupe_connections_closed_total", "counter", "Connections the node closed, by close reason.");
+    single(
+        &mut out,
+        "gauge",
+        "troupe_sends_pending",
+        "Sends held by this node's group actors, not yet answered (admission control).",
+        system.admission.pending() as u64,
+    );
+    single(
+        &mut out,
+        "counter",
+        "troupe_sends_refused_overloaded_total",
+        "Sends refused with `overloaded` by admission control.",
+        system.admission.refused(),
+    );
+    header_line(
+        &mut out,
+        "troupe_connections_closed_total",
+        "counter",
+        "Connections the node closed, by close reason.",
+    );
     for (reason, count) in metrics.closes() {
         let _ = writeln!(out, "troupe_connections_closed_total{{reason=\"{}\"}} {count}", reason.as_str());
     }

@@ -65,6 +65,9 @@ pub enum ErrorCode {
     TooManyConnections,
     /// Too many requests of this kind too fast; the error says when to try again.
     RateLimited,
+    /// The node holds as many sends as it admits (more load than it can commit); the
+    /// error says when to try again.
+    Overloaded,
     /// A transient failure (storage, a restarting actor); retrying the same request is safe.
     Unavailable,
     /// A bug in troupe. The request may or may not have taken effect.
@@ -100,6 +103,7 @@ impl ErrorCode {
         ErrorCode::NotSupported,
         ErrorCode::TooManyConnections,
         ErrorCode::RateLimited,
+        ErrorCode::Overloaded,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -133,6 +137,7 @@ impl ErrorCode {
             ErrorCode::NotSupported => "not_supported",
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Overloaded => "overloaded",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

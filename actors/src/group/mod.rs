@@ -15,6 +15,7 @@ pub mod create;
 pub mod dedupe;
 pub mod rules;
 
+use crate::admission::Admitted;
 use crate::directory::MailboxGauge;
 use crate::error::ApiError;
 use crate::redpacket::actor::{NewPacket, RedPacketMsg, Start as PacketStart};
@@ -38,8 +39,9 @@ use tokio::sync::oneshot;
 
 /// What a group actor handles.
 pub enum GroupMsg {
-    /// A request from a member (counted in the mailbox gauge).
-    Command(GroupEnvelope),
+    /// A request from a member (counted in the mailbox gauge), with its admission if it is
+    /// a send (held until the send is answered).
+    Command(GroupEnvelope, Option<Admitted>),
     /// The outcome of the commit started for the in-flight batch.
     Committed(Result<(), StoreError>),
     /// The idle sweeper asks the actor to stop if it has nothing to do.
@@ -179,6 +181,8 @@ struct Pending {
     reply_to: ReplyTo,
     /// Resends of the same message that arrived while it was uncommitted.
     waiters: Vec<ReplyTo>,
+    /// The send's place in the node's admission count, given back when this is dropped.
+    _admitted: Option<Admitted>,
 }
 
 /// The most red packet actors one group keeps at once (each packet in use has one; idle
@@ -286,7 +290,7 @@ impl Actor for GroupActor {
         state: &mut GroupState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            GroupMsg::Command(envelope) => {
+            GroupMsg::Command(envelope, admitted) => {
                 state.gauge.leave();
                 let reply_to = envelope.reply_to;
                 // Whoever asks from a node has a connection there: it gets deliveries again.
@@ -308,7 +312,7 @@ impl Actor for GroupActor {
                     None => {}
                 }
                 let op = envelope.command.op();
-                if let Err(error) = state.command(&myself, envelope).await {
+                if let Err(error) = state.command(&myself, envelope, admitted).await {
                     state.reply_error(&reply_to, &error);
                     match error {
                         ApiError::GroupMoved => {
@@ -451,11 +455,18 @@ impl GroupState {
         }
     }
 
-    async fn command(&mut self, myself: &ActorRef<GroupMsg>, envelope: GroupEnvelope) -> Result<(), ApiError> {
+    async fn command(
+        &mut self,
+        myself: &ActorRef<GroupMsg>,
+        envelope: GroupEnvelope,
+        admitted: Option<Admitted>,
+    ) -> Result<(), ApiError> {
         let to = envelope.reply_to;
         let from = to.user;
         match envelope.command {
-            GroupCommand::Send { client_msg_id, kind, body } => self.send(myself, to, client_msg_id, kind, body).await,
+            GroupCommand::Send { client_msg_id, kind, body } => {
+                self.send(myself, to, client_msg_id, kind, body, admitted).await
+            }
             GroupCommand::Info => {
                 self.role_of(from)?;
                 self.reply(&to, "group_info", &self.info());
@@ -553,6 +564,7 @@ impl GroupState {
         client_msg_id: String,
         kind: MessageKind,
         body: String,
+        admitted: Option<Admitted>,
     ) -> Result<(), ApiError> {
         let sender = to.user;
         self.role_of(sender)?;
@@ -563,7 +575,7 @@ impl GroupState {
             return self.start_red_packet(myself, to, client_msg_id, &body).await;
         }
         let record = MessageRecord { group: self.record.id, seq: 0, sender, client_msg_id, kind, body, ts: now_ms() };
-        self.enqueue(myself, record, to);
+        self.enqueue(myself, record, to, admitted);
         Ok(())
     }
 
@@ -597,10 +609,11 @@ impl GroupState {
     }
 
     /// Queues a new message for the next commit.
-    fn enqueue(&mut self, myself: &ActorRef<GroupMsg>, record: MessageRecord, to: ReplyTo) {
+    fn enqueue(&mut self, myself: &ActorRef<GroupMsg>, record: MessageRecord, to: ReplyTo, admitted: Option<Admitted>) {
         self.pending_ids.insert((record.sender, record.client_msg_id.clone()));
-        self.queued.push(Pending { record, reply_to: to, waiters: Vec::new() });
+        self.queued.push(Pending { record, reply_to: to, waiters: Vec::new(), _admitted: admitted });
         self.flush(myself);
+        self.gauge.set_held(self.queued.len() + self.in_flight.len());
     }
 
     // ---- red packets -----------------------------------------------------------------
@@ -646,7 +659,7 @@ impl GroupState {
         if self.answered_duplicate(&to, &record.client_msg_id).await? {
             return Ok(());
         }
-        self.enqueue(myself, MessageRecord { ts: now_ms(), ..record }, to);
+        self.enqueue(myself, MessageRecord { ts: now_ms(), ..record }, to, None);
         Ok(())
     }
 
@@ -749,6 +762,7 @@ impl GroupState {
 
     fn committed(&mut self, myself: &ActorRef<GroupMsg>, result: Result<(), StoreError>) {
         let batch = std::mem::take(&mut self.in_flight);
+        self.gauge.set_held(self.queued.len());
         if let Err(error) = result {
             self.release_deferred();
             // The log may or may not hold the batch (a timeout is ambiguous). Fail every

@@ -27,6 +27,9 @@ enum Scenario {
     Connections(scenario::connections::ConnectionsArgs),
     /// Durable sends with acks: S senders each keeping a window in flight.
     Send(scenario::send::SendArgs),
+    /// Admission control: sends offered open-loop at a base rate, an overload rate, and the
+    /// base rate again; refusals retried as the node says; everything acked once.
+    Admission(scenario::admission::AdmissionArgs),
     /// K concurrent joins against one capped group; the cap must hold.
     Joins(scenario::joins::JoinsArgs),
     /// A reconnect storm: N clients sync what they missed, all at once.
@@ -51,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Accounts(args) => scenario::connections::accounts(args).await,
             Scenario::Connections(args) => scenario::connections::connections(args).await,
             Scenario::Send(args) => scenario::send::run(args).await,
+            Scenario::Admission(args) => scenario::admission::run(args).await,
             Scenario::Joins(args) => scenario::joins::run(args).await,
             Scenario::Sync(args) => scenario::sync::run(args).await,
             Scenario::Redpacket(args) => scenario::redpacket::run(args).await,

@@ -44,6 +44,11 @@ impl SeqTracker {
         true
     }
 
+    /// True if `seq` was received.
+    pub fn has(&self, seq: u64) -> bool {
+        seq <= self.contiguous || self.ahead.contains(&seq)
+    }
+
     /// Seqs up to `last` never received.
     pub fn missing(&self, last: u64) -> u64 {
         let ahead = self.ahead.range(..=last).count() as u64;

@@ -29,6 +29,9 @@ pub struct Event<'a> {
     /// An error's code.
     #[serde(default, borrow)]
     pub code: Option<Cow<'a, str>>,
+    /// With `rate_limited` and `overloaded`: how long to wait before retrying.
+    #[serde(default)]
+    pub retry_after_ms: Option<u64>,
     /// A reply's result, undecoded.
     #[serde(default, borrow)]
     pub result: Option<&'a RawValue>,

@@ -221,20 +221,22 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Warmup);
     let period = Duration::from_secs_f64(1.0 / args.rate.max(0.001));
-    let mut tasks = tokio::task::JoinSet::new();
     let stalled = args.stalled.min(args.members.saturating_sub(senders));
+    let is_stalled = |i: usize| i / args.members == 0 && i % args.members >= args.members - stalled;
+    for (i, socket) in ready.iter_mut().enumerate().filter(|(i, _)| is_stalled(*i)) {
+        // A fresh socket with a small receive buffer, before anyone sends; the setup one is
+        // dropped.
+        let source = sources.get(i % sources.len()).copied();
+        let mut fresh =
+            connect_with_receive_buffer(&targets[i % targets.len()], source, Some(STALLED_RECEIVE_BUFFER)).await?;
+        request(&mut fresh, 1, "auth", json!({ "token": tokens[i] })).await?;
+        *socket = Some(fresh);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
     for (i, socket) in ready.into_iter().enumerate() {
-        let Some(mut socket) = socket else { continue };
+        let Some(socket) = socket else { continue };
         let group_index = i / args.members;
         let rank = i % args.members;
-        let is_stalled = group_index == 0 && rank >= args.members - stalled;
-        if is_stalled {
-            // A fresh socket with a small receive buffer; the setup one is dropped.
-            let source = sources.get(i % sources.len()).copied();
-            let target = &targets[i % targets.len()];
-            socket = connect_with_receive_buffer(target, source, Some(STALLED_RECEIVE_BUFFER)).await?;
-            request(&mut socket, 1, "auth", json!({ "token": tokens[i] })).await?;
-        }
         let send_every = (rank < senders).then(|| {
             // Spread senders evenly over one period so they do not fire together.
             let slot = (group_index * senders + rank) as f64 / (args.groups * senders) as f64;
@@ -248,7 +250,7 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
             source: sources.get(i % sources.len()).copied(),
             target: targets[i % targets.len()].clone(),
             send_every,
-            stalled: is_stalled,
+            stalled: is_stalled(i),
         };
         tasks.spawn(member_task(member, socket, shared.clone(), phase_rx.clone()));
     }
@@ -316,13 +318,14 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
     let mut from_accept = histogram();
     let (mut duplicates, mut out_of_order, mut missing, mut resynced, mut received) = (0, 0, 0, 0, 0);
     let mut close_reasons: HashMap<String, u64> = HashMap::new();
-    let (mut stalled_closes, mut stalled_resynced, mut stalled_missing) = (0, 0, 0);
+    let (mut stalled_closes, mut stalled_resynced, mut stalled_missing, mut stalled_duplicates) = (0, 0, 0, 0);
     while let Some(result) = tasks.join_next().await {
         let Ok(result) = result else { continue };
         if result.stalled {
             stalled_closes += result.close_reasons.len() as u64;
             stalled_resynced += result.resynced;
             stalled_missing += result.missing;
+            stalled_duplicates += result.tracker.duplicates;
         }
         if let Some(h) = &result.latency {
             let _ = latency.add(h);
@@ -380,6 +383,7 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
             "closes": stalled_closes,
             "resynced": stalled_resynced,
             "lost": stalled_missing,
+            "duplicated": stalled_duplicates,
             "node_rss_at_start_bytes": rss_start,
             "node_rss_peak_bytes": rss_peak,
             "node_rss_growth_bytes": rss_peak.zip(rss_start).map(|(peak, start)| peak.saturating_sub(start)),
@@ -419,7 +423,7 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
     let mut summary_lines = summary_lines;
     if stalled > 0 {
         summary_lines.push(format!(
-            "stalled members {stalled}: closes {stalled_closes}, resynced {stalled_resynced}, lost {stalled_missing}; \
+            "stalled members {stalled}: closes {stalled_closes}, resynced {stalled_resynced}, lost {stalled_missing}, duplicated {stalled_duplicates}; \
              node RSS grew {} KiB while they stalled (latency figures are the others')",
             results["stalled"]["node_rss_growth_bytes"].as_u64().map_or("?".into(), |b| (b / 1024).to_string())
         ));
@@ -547,8 +551,10 @@ async fn member_task(
                                 if Some(id) == history_request {
                                     history_request = None;
                                     if let Some(page) = event.result.and_then(|r| serde_json::from_str::<HistoryResult>(r.get()).ok()) {
+                                        // A page from the first hole may hold seqs received
+                                            // live beyond it: those are not duplicates.
                                         for m in &page.messages {
-                                            if result.tracker.record(m.seq) {
+                                            if !result.tracker.has(m.seq) && result.tracker.record(m.seq) {
                                                 result.resynced += 1;
                                             }
                                         }

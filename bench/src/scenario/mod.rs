@@ -1,5 +1,6 @@
 //! One module per `bench` scenario, and the setup they share.
 
+pub mod admission;
 pub mod connections;
 pub mod fanout;
 pub mod joins;

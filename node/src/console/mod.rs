@@ -169,6 +169,7 @@ fn stats(system: &Arc<System>) -> Value {
         "connections": connections,
         "online_users": online_users,
         "counts": { "group": system.groups.len(), "user": system.users.len() },
+        "sends": { "pending": system.admission.pending(), "refused_overloaded": system.admission.refused() },
     })
 }
 

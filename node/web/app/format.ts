@@ -48,6 +48,7 @@ const FRIENDLY: Partial<Record<string, string>> = {
   kind_mismatch: "The file's content does not match its type.",
   too_many_connections: "You are connected from too many places: close another tab or device.",
   rate_limited: "Slow down a little, then try again.",
+  overloaded: "The server is very busy; try again in a moment.",
   disconnected: "The connection dropped; try again.",
   timeout: "No answer from the server; try again.",
   unavailable: "The server is busy; try again.",

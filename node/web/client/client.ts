@@ -54,7 +54,7 @@ export class TroupeError extends Error {
   constructor(
     readonly code: ClientErrorCode,
     message: string,
-    /** With `rate_limited`: how long to wait before the same request can pass. */
+    /** With `rate_limited` and `overloaded`: how long to wait before the same request can pass. */
     readonly retryAfterMs?: number,
   ) {
     super(message);
@@ -136,7 +136,7 @@ interface Pending {
 /** Ops that work on a connection that has not authenticated (PROTOCOL.md §3). */
 const BEFORE_AUTH: ReadonlySet<Op> = new Set<Op>(["register", "login", "auth", "ping"]);
 /** Error codes after which a resend of the same send can succeed. */
-const TRANSIENT: ReadonlySet<ClientErrorCode> = new Set<ClientErrorCode>(["unavailable", "rate_limited", "disconnected", "timeout"]);
+const TRANSIENT: ReadonlySet<ClientErrorCode> = new Set<ClientErrorCode>(["unavailable", "rate_limited", "overloaded", "disconnected", "timeout"]);
 
 /**
  * One user's connection to a node. Create it, call {@link login} or {@link resume}, listen
@@ -477,9 +477,9 @@ export class TroupeClient {
         if (!TRANSIENT.has(error.code)) {
           this.outbox.delete(outgoing.request.client_msg_id);
           outgoing.reject(error);
-        } else if ((error.code === "unavailable" || error.code === "rate_limited") && this.socket === socket) {
-          // The node is busy or moving the group, or this client sends too fast: the same
-          // request again, shortly (when the node says, if it says).
+        } else if (error.code !== "disconnected" && error.code !== "timeout" && this.socket === socket) {
+          // The node is busy, overloaded or moving the group, or this client sends too fast:
+          // the same request again, shortly (when the node says, if it says).
           const delay = error.retryAfterMs ?? backoffDelay(0, this.options.backoff, this.options.random);
           outgoing.attemptTimer = setTimeout(() => {
             outgoing.attemptTimer = null;

@@ -98,6 +98,7 @@ export const ERROR_CODES = [
   "not_supported",
   "too_many_connections",
   "rate_limited",
+  "overloaded",
   "unavailable",
   "internal",
 ] as const;
@@ -916,7 +917,7 @@ export interface ErrorEvent {
   code: ErrorCode;
   /** For humans; may change. */
   message: string;
-  /** With `rate_limited`: milliseconds to wait before trying again. */
+  /** With `rate_limited` and `overloaded`: milliseconds to wait before trying again. */
   retry_after_ms?: number;
 }
 

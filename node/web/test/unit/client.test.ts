@@ -431,13 +431,13 @@ test("a send answered unavailable is retried shortly with the same client_msg_id
   assert.equal(h.client.unacknowledgedSends, 0);
 });
 
-test("a send answered rate_limited waits retry_after_ms, then goes again with the same client_msg_id", { timeout: 5000 }, async () => {
+for (const code of ["rate_limited", "overloaded"] as const) test(`a send answered ${code} waits retry_after_ms, then goes again with the same client_msg_id`, { timeout: 5000 }, async () => {
   const h = harness();
   const socket = await loggedIn(h);
   const sending = h.client.send({ group: 81, type: "text", body: "hi" });
   const a1 = await socket.request("send");
   const refused = Date.now();
-  socket.deliver({ event: "error", id: a1.id, code: "rate_limited", message: "too many send requests", retry_after_ms: 80 });
+  socket.deliver({ event: "error", id: a1.id, code, message: "too many send requests", retry_after_ms: 80 });
   const a2 = await socket.request("send", 1);
   const waited = Date.now() - refused;
   assert.ok(waited >= 75, `waited what the node said, not less (${waited} ms)`);
