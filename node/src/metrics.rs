@@ -13,11 +13,13 @@ use std::sync::Arc;
 
 /// `GET /metrics`.
 pub async fn scrape(State(system): State<Arc<System>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&system))
+    // A store that cannot say (or fails to) leaves the sample out rather than failing the scrape.
+    let disk = system.store.disk_usage_bytes().await.ok().flatten();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&system, disk))
 }
 
 /// The exposition text. Metric names are `troupe_` + the concept's name in the code.
-pub fn render(system: &System) -> String {
+pub fn render(system: &System, store_disk_bytes: Option<u64>) -> String {
     let metrics = &system.metrics;
     let mut out = String::new();
     let (online_users, connections) = system.fanout.counts();
@@ -59,6 +61,15 @@ pub fn render(system: &System) -> String {
     header_line(&mut out, "troupe_errors_total", "counter", "Error replies to clients, by code.");
     for (code, count) in metrics.errors() {
         let _ = writeln!(out, "troupe_errors_total{{code=\"{code}\"}} {count}");
+    }
+    if let Some(bytes) = store_disk_bytes {
+        single(
+            &mut out,
+            "gauge",
+            "troupe_store_disk_bytes",
+            "Bytes the message store takes on disk (embedded file or PostgreSQL database).",
+            bytes,
+        );
     }
     single(
         &mut out,

@@ -601,9 +601,13 @@ impl MediaStore for Faulty {
     }
 }
 
+#[async_trait]
 impl Store for Faulty {
     fn backend(&self) -> &'static str {
         "faulty-embedded"
+    }
+    async fn disk_usage_bytes(&self) -> StoreResult<Option<u64>> {
+        self.inner.disk_usage_bytes().await
     }
 }
 

@@ -43,6 +43,19 @@ async fn metrics_count_what_happened() {
     assert_eq!(metric_sample(&text, "troupe_fanout_latency_seconds_bucket{le=\"+Inf\"}"), 3.0);
     assert!(metric_sample(&text, "troupe_store_commit_latency_seconds_count") >= 1.0);
     assert!(metric_sample(&text, "troupe_process_resident_memory_bytes") > 1e6);
+    assert_eq!(metric_sample(&text, "troupe_sends_pending"), 0.0);
+    assert_eq!(metric_sample(&text, "troupe_connections_closed_total{reason=\"slow_consumer\"}"), 0.0);
+
+    // The store's size on disk grows with what is stored: 1,000 texts of 4 KB.
+    let before = metric_sample(&text, "troupe_store_disk_bytes");
+    assert!(before > 0.0);
+    let body = "x".repeat(4000);
+    for i in 0..1000 {
+        send_text(&alice, group, &format!("big{i}"), &body).await.unwrap();
+    }
+    let (_, _, later) = http_get(node.http, "/metrics", &[]).await;
+    let after = metric_sample(&String::from_utf8(later).unwrap(), "troupe_store_disk_bytes");
+    assert!(after >= before + 4e6, "disk use grew from {before} to {after} bytes");
     // Every sample line belongs to a metric with HELP and TYPE.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let name = line.split(['{', ' ']).next().unwrap();

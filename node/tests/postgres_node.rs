@@ -25,6 +25,9 @@ async fn a_node_on_postgres_serves_and_keeps_its_data() {
     assert!(stats["process"]["pid"].as_u64().is_some());
     let actors = node.console("actors").await;
     assert_eq!(actors["store"], "postgres");
+    let (_, _, metrics) = http_get(node.http, "/metrics", &[]).await;
+    let disk = metric_sample(&String::from_utf8(metrics).unwrap(), "troupe_store_disk_bytes");
+    assert!(disk > 1e6, "the database's size on disk: {disk}");
 
     node.restart().await;
     let (alice, session) = node.auth(&token).await;

@@ -348,9 +348,15 @@ pub trait MediaStore: Send + Sync {
 }
 
 /// Everything a node needs from its store.
+#[async_trait]
 pub trait Store:
     AccountStore + GroupStore + UserGroupStore + MessageStore + WalletStore + RedPacketStore + MediaStore
 {
     /// A short name for logs and the console ("redb", "postgres", "scylla").
     fn backend(&self) -> &'static str;
+
+    /// Bytes the store takes on disk, so an operator sees it grow (`troupe_store_disk_bytes`):
+    /// the embedded file, the PostgreSQL database. None where the store is a cluster that
+    /// reports its own disk use (ScyllaDB's metrics) and one node cannot see it all.
+    async fn disk_usage_bytes(&self) -> StoreResult<Option<u64>>;
 }

@@ -111,6 +111,7 @@ pub enum OpenError {
 pub struct EmbeddedStore {
     db: Arc<Database>,
     jobs: mpsc::UnboundedSender<BoxedJob>,
+    path: std::path::PathBuf,
 }
 
 impl EmbeddedStore {
@@ -131,7 +132,7 @@ impl EmbeddedStore {
             .name("troupe-store-writer".into())
             .spawn(move || run_writer(writer_db, queue))
             .map_err(|e| OpenError::Database(shown, e.to_string()))?;
-        Ok(Arc::new(EmbeddedStore { db, jobs }))
+        Ok(Arc::new(EmbeddedStore { db, jobs, path }))
     }
 
     /// Runs `apply` in the next group commit and returns its result once durable.
@@ -727,8 +728,16 @@ impl MessageStore for EmbeddedStore {
     }
 }
 
+#[async_trait]
 impl Store for EmbeddedStore {
     fn backend(&self) -> &'static str {
         "embedded"
+    }
+
+    async fn disk_usage_bytes(&self) -> StoreResult<Option<u64>> {
+        use std::os::unix::fs::MetadataExt;
+        // Blocks allocated, not the length: the file may be sparse.
+        let metadata = std::fs::metadata(&self.path).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Some(metadata.blocks() * 512))
     }
 }

@@ -733,8 +733,15 @@ impl MessageStore for PostgresStore {
     }
 }
 
+#[async_trait]
 impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    async fn disk_usage_bytes(&self) -> StoreResult<Option<u64>> {
+        let client = self.client().await?;
+        let row = client.query_one("SELECT pg_database_size(current_database())", &[]).await.map_err(db)?;
+        Ok(Some(unsigned(row.get(0))))
     }
 }

@@ -339,9 +339,14 @@ fn unset<T>(value: Option<T>) -> MaybeUnset<T> {
     value.map_or(MaybeUnset::Unset, MaybeUnset::Set)
 }
 
+#[async_trait::async_trait]
 impl Store for ScyllaStore {
     fn backend(&self) -> &'static str {
         "scylla"
+    }
+
+    async fn disk_usage_bytes(&self) -> StoreResult<Option<u64>> {
+        Ok(None)
     }
 }
 
