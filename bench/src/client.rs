@@ -181,6 +181,10 @@ impl Client {
 
     /// Waits until the node closes the connection (or `wait` passes) and says how.
     pub async fn closed(&self, wait: Duration) -> Option<Closed> {
+        if let Some(closed) = self.closed.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            // Known already: the receiver must not be polled again once it has completed.
+            return Some(closed);
+        }
         let mut rx = self.closed_rx.lock().await;
         let _ = tokio::time::timeout(wait, &mut *rx).await;
         self.closed.lock().unwrap_or_else(|e| e.into_inner()).clone()

@@ -153,6 +153,9 @@ pub struct StoreConfig {
     /// Replicas per partition when the keyspace is created: 3 survives a node loss with
     /// LOCAL_QUORUM; an existing keyspace keeps its own.
     pub scylla_replication_factor: u32,
+    /// The embedded store's page cache, in bytes: it fills with recently written and read
+    /// pages up to this size, and is most of a busy node's memory.
+    pub embedded_page_cache_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -164,6 +167,7 @@ impl Default for StoreConfig {
             scylla_uri: vec!["127.0.0.1:9042".into()],
             scylla_keyspace: "troupe".into(),
             scylla_replication_factor: 3,
+            embedded_page_cache_bytes: crate::store::embedded::DEFAULT_PAGE_CACHE_BYTES,
         }
     }
 }
@@ -314,6 +318,13 @@ pub struct GatewayConfig {
     /// tungstenite's per-connection read buffer. Small, because most connections are idle
     /// and tungstenite zero-fills the free part on every read; bigger frames still work.
     pub read_buffer_bytes: usize,
+    /// The kernel send buffer of each client socket, in bytes; 0 leaves it to the kernel's
+    /// autotuning, which on a fast link grows it to megabytes (`net.ipv4.tcp_wmem`). That
+    /// is what a client that stops reading can hold in kernel memory before its outbox
+    /// fills, so a node with many connections may set it (65536, say); it applies to every
+    /// connection on the port, media downloads included, whose speed it caps at about
+    /// this much per round trip.
+    pub socket_send_buffer_bytes: usize,
     /// Web pages that may open WebSockets besides the node's own: a comma-separated list
     /// of origins (`https://chat.example.com`), or `*` for any. Clients that send no
     /// `Origin` (not browsers) always may.
@@ -329,6 +340,7 @@ impl Default for GatewayConfig {
             heartbeat_timeout: Duration::from_secs(75),
             max_events_per_frame: 256,
             read_buffer_bytes: 1024,
+            socket_send_buffer_bytes: 0,
             allowed_origins: String::new(),
         }
     }

@@ -78,9 +78,15 @@ pub async fn run(
     let closing = system.clone();
     // Events are small and latency-bound: without TCP_NODELAY, Nagle's algorithm holds a
     // write until the previous one is acked, and a client's delayed ACK can make that 40 ms.
-    let listener = listener.tap_io(|stream| {
+    let send_buffer = config.gateway.socket_send_buffer_bytes;
+    let listener = listener.tap_io(move |stream| {
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+        if send_buffer > 0
+            && let Err(error) = socket2::SockRef::from(&*stream).set_send_buffer_size(send_buffer)
+        {
+            tracing::debug!(%error, "could not set SO_SNDBUF");
         }
     });
     let served = axum::serve(listener, router)

@@ -7,13 +7,19 @@
 
 mod common;
 
+use bench::load::conn::{Target, connect_with_receive_buffer, request};
 use bench::scenario::fanout;
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stalled_reader_is_dropped_and_resyncs_while_the_others_keep_up() {
-    let node = TestNode::start_with_env(&[("TROUPE_ACTORS__OUTBOX_MAX_EVENTS", "64")]).await;
+    let node = TestNode::start_with_env(&[
+        ("TROUPE_ACTORS__OUTBOX_MAX_EVENTS", "64"),
+        ("TROUPE_GATEWAY__SOCKET_SEND_BUFFER_BYTES", "65536"),
+    ])
+    .await;
     let out = tempfile::tempdir().unwrap();
     let mut args = small_fanout(vec![node.url.clone()], vec![node.console], out.path());
     args.stalled = 1;
@@ -42,4 +48,47 @@ async fn a_stalled_reader_is_dropped_and_resyncs_while_the_others_keep_up() {
     let text = String::from_utf8(body).unwrap();
     let dropped = metric_sample(&text, "troupe_connections_closed_total{reason=\"slow_consumer\"}");
     assert_eq!(dropped, closes as f64, "the node counts the close under its reason");
+}
+
+/// In a quiet group the outbox never overflows, but a write can still wait forever on a
+/// client that stopped reading: the node gives up on it after the heartbeat timeout, as a
+/// slow consumer, instead of keeping its socket and task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_stuck_on_a_silent_reader_is_given_up_after_the_heartbeat_timeout() {
+    let node = TestNode::start_with_env(&[
+        ("TROUPE_GATEWAY__SOCKET_SEND_BUFFER_BYTES", "65536"),
+        ("TROUPE_GATEWAY__HEARTBEAT_TIMEOUT", "2"),
+        ("TROUPE_GATEWAY__HEARTBEAT_INTERVAL", "60"),
+    ])
+    .await;
+    let (alice, _) = node.user("alice").await;
+    let (_, bob_id, bob_token) = node.user_with_token("bob").await;
+    let group = create_group(&alice, "quiet", true).await;
+    alice.request("add_members", json!({ "group": group, "users": [bob_id] })).await.unwrap();
+    // Bob reconnects on a socket with a tiny receive buffer, and never reads again.
+    let target = Target::parse(&node.url).unwrap();
+    let mut bob = connect_with_receive_buffer(&target, None, Some(4096)).await.unwrap();
+    request(&mut bob, 1, "auth", json!({ "token": bob_token })).await.unwrap();
+
+    // About 600 KB: more than the kernel holds for him, far fewer events than the outbox.
+    let body = "y".repeat(3000);
+    let started = Instant::now();
+    for i in 0..200 {
+        send_text(&alice, group, &format!("q{i}"), &body).await.unwrap();
+    }
+    let slow = loop {
+        let (_, _, text) = http_get(node.http, "/metrics", &[]).await;
+        let text = String::from_utf8(text).unwrap();
+        let slow = metric_sample(&text, "troupe_connections_closed_total{reason=\"slow_consumer\"}");
+        if slow > 0.0 || started.elapsed() > Duration::from_secs(15) {
+            break slow;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(slow, 1.0, "the stuck write was given up");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(2), "not before the timeout: {waited:?}");
+    // Alice, who reads, is still served.
+    send_text(&alice, group, "after", "still here").await.unwrap();
+    drop(bob);
 }

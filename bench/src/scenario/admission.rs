@@ -374,6 +374,8 @@ struct Outgoing {
     first_sent: u64,
     phase: usize,
     seq: Option<u64>,
+    /// `overloaded` answers so far: each doubles the wait, as PROTOCOL.md asks.
+    refusals: u32,
 }
 
 /// Sends open-loop at its phase's rate, retries refusals when told, and checks its acks.
@@ -427,6 +429,7 @@ async fn sender(
                         first_sent: now_micros(),
                         phase: phase_index,
                         seq: None,
+                        refusals: 0,
                     });
                     shared.phases[phase_index].offered.fetch_add(1, Ordering::Relaxed);
                     unacked += 1;
@@ -496,7 +499,9 @@ async fn sender(
                             if event.retry_after_ms.is_none() {
                                 counts.overloaded_without_retry_after.fetch_add(1, Ordering::Relaxed);
                             }
-                            event.retry_after_ms.unwrap_or(200)
+                            let m = &mut messages[n];
+                            m.refusals += 1;
+                            (event.retry_after_ms.unwrap_or(200) << (m.refusals - 1).min(6)).min(30_000)
                         }
                         "rate_limited" => {
                             counts.rate_limited.fetch_add(1, Ordering::Relaxed);

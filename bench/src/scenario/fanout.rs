@@ -271,14 +271,17 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
         tokio::time::sleep_until(next.min(started + Duration::from_secs_f64(args.duration))).await;
         let now = shared.delivered.load(Ordering::Relaxed);
         let sent = shared.sent.load(Ordering::Relaxed);
+        let mut dropped = String::new();
         if stalled > 0 {
             // Only with stalled members: the console round trip is not free.
-            let rss = node::rss_bytes(&node::stats_all(&args.console).await);
-            rss_peak = rss_peak.max(rss);
+            let stats = node::stats_all(&args.console).await;
+            rss_peak = rss_peak.max(node::rss_bytes(&stats));
+            let slow = stats.as_ref().and_then(|s| s["closes"]["slow_consumer"].as_u64()).unwrap_or(0);
+            dropped = format!(" node slow_consumer closes={slow}");
         }
         timeline.push((now - last) as f64);
         eprintln!(
-            "  t={:>3}s deliveries/s={:>9} sent/s={:>6} closes={}",
+            "  t={:>3}s deliveries/s={:>9} sent/s={:>6} closes={}{dropped}",
             timeline.len(),
             now - last,
             sent - last_sent,

@@ -170,6 +170,7 @@ fn stats(system: &Arc<System>) -> Value {
         "online_users": online_users,
         "counts": { "group": system.groups.len(), "user": system.users.len() },
         "sends": { "pending": system.admission.pending(), "refused_overloaded": system.admission.refused() },
+        "closes": system.metrics.closes().map(|(reason, n)| (reason.as_str(), n)).collect::<std::collections::BTreeMap<_, _>>(),
     })
 }
 

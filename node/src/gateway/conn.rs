@@ -93,23 +93,25 @@ where
         })
         .await;
         match turn {
-            Turn::Outbox => match write_queued(&mut ws, &outbox, config.max_events_per_frame).await {
-                Ok(taken) => {
-                    if let Some(reason) = taken.close {
-                        break Ending::Close(reason);
-                    }
-                    if taken.heartbeat {
-                        if last_heard.elapsed() >= config.heartbeat_timeout {
-                            break Ending::Close(CloseReason::HeartbeatTimeout);
+            Turn::Outbox => {
+                match write_queued(&mut ws, &outbox, config.max_events_per_frame, config.heartbeat_timeout).await {
+                    Ok(taken) => {
+                        if let Some(reason) = taken.close {
+                            break Ending::Close(reason);
                         }
-                        if ws.get_mut().write_all(&super::frame::ping_frame()).await.is_err() {
-                            break Ending::Quiet;
+                        if taken.heartbeat {
+                            if last_heard.elapsed() >= config.heartbeat_timeout {
+                                break Ending::Close(CloseReason::HeartbeatTimeout);
+                            }
+                            if ws.get_mut().write_all(&super::frame::ping_frame()).await.is_err() {
+                                break Ending::Quiet;
+                            }
                         }
                     }
+                    Err(WriteStop::Overflowed) => break Ending::Drop(CloseReason::SlowConsumer),
+                    Err(WriteStop::Io) => break Ending::Quiet,
                 }
-                Err(WriteStop::Overflowed) => break Ending::Drop(CloseReason::SlowConsumer),
-                Err(WriteStop::Io) => break Ending::Quiet,
-            },
+            }
             Turn::Frame(frame) => {
                 last_heard = Instant::now();
                 match frame {
@@ -167,7 +169,8 @@ enum Ending {
 enum WriteStop {
     /// The socket failed.
     Io,
-    /// The outbox overflowed while a write waited on the socket: a slow consumer.
+    /// The outbox overflowed while a write waited on the socket, or the write waited too
+    /// long: a slow consumer.
     Overflowed,
 }
 
@@ -178,7 +181,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     // Bounded: a client that stopped reading must not hold the close path forever.
-    let _ = tokio::time::timeout(LINGER, write_queued(&mut ws, outbox, max_events)).await;
+    if write_queued(&mut ws, outbox, max_events, LINGER).await.is_err() {
+        // Cut mid-frame, or the socket failed: no close frame can follow.
+        tracing::debug!(conn = %outbox.conn(), reason = reason.as_str(), "dropped connection while closing");
+        return;
+    }
     let frame = CloseFrame { code: CloseCode::from(reason.code()), reason: reason.as_str().into() };
     if let Ok(Ok(())) = tokio::time::timeout(LINGER, ws.close(Some(frame))).await {
         linger(ws.get_mut()).await;
@@ -205,11 +212,13 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut S) {
 /// Writes everything queued, in frames of at most `max_events` events, each frame in one
 /// write straight to the socket (see [`super::frame`]). Returns what else the outbox asked
 /// for (a close, a heartbeat). A write still waiting on the socket when the outbox
-/// overflows gives up: the client has stopped reading.
+/// overflows, or after `stall_limit` without finishing, gives up: the client has stopped
+/// reading (the second case is a quiet group, whose events never overflow the outbox).
 async fn write_queued<S>(
     ws: &mut WebSocketStream<S>,
     outbox: &Outbox,
     max_events: usize,
+    stall_limit: Duration,
 ) -> Result<actors::outbox::Taken, WriteStop>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -223,11 +232,18 @@ where
         if !batch.is_empty() {
             let frame = super::frame::text_frame_of_events(&batch);
             let mut write = std::pin::pin!(ws.get_mut().write_all(&frame));
+            // Armed only once a write waits: almost every write finishes on its first poll,
+            // and a timer per write would cost the fan-out path.
+            let mut stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
             poll_fn(|cx| {
                 if let Poll::Ready(done) = write.as_mut().poll(cx) {
                     return Poll::Ready(done.map_err(|_| WriteStop::Io));
                 }
-                outbox.poll_overflowed(cx).map(|()| Err(WriteStop::Overflowed))
+                if outbox.poll_overflowed(cx).is_ready() {
+                    return Poll::Ready(Err(WriteStop::Overflowed));
+                }
+                let deadline = stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall_limit)));
+                deadline.as_mut().poll(cx).map(|()| Err(WriteStop::Overflowed))
             })
             .await?;
         }

@@ -107,6 +107,9 @@ pub enum OpenError {
     },
 }
 
+/// redb's own default page cache, 1 GiB.
+pub const DEFAULT_PAGE_CACHE_BYTES: usize = 1024 * 1024 * 1024;
+
 /// The embedded store.
 pub struct EmbeddedStore {
     db: Arc<Database>,
@@ -115,12 +118,22 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) `troupe.redb` in `dir` and starts the writer thread.
+    /// Opens (or creates) `troupe.redb` in `dir` and starts the writer thread, with redb's
+    /// default page cache.
     pub fn open(dir: &Path) -> Result<Arc<Self>, OpenError> {
+        Self::open_with_page_cache(dir, DEFAULT_PAGE_CACHE_BYTES)
+    }
+
+    /// [`EmbeddedStore::open`] with a page cache of `bytes`: the cache is most of a busy
+    /// node's memory (it fills with recently written pages up to this size).
+    pub fn open_with_page_cache(dir: &Path, bytes: usize) -> Result<Arc<Self>, OpenError> {
         std::fs::create_dir_all(dir).map_err(|e| OpenError::Dir(dir.display().to_string(), e))?;
         let path = dir.join("troupe.redb");
         let shown = path.display().to_string();
-        let db = Database::builder().create(&path).map_err(|e| OpenError::Database(shown.clone(), e.to_string()))?;
+        let db = Database::builder()
+            .set_cache_size(bytes)
+            .create(&path)
+            .map_err(|e| OpenError::Database(shown.clone(), e.to_string()))?;
         let found = init_tables(&db).map_err(|e| OpenError::Database(shown.clone(), e.to_string()))?;
         if found > FORMAT_VERSION {
             return Err(OpenError::NewerFormat { found });

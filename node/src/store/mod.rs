@@ -32,7 +32,9 @@ pub enum OpenError {
 /// Opens the backend the configuration names.
 pub async fn open(config: &StoreConfig, data_dir: &Path) -> Result<Arc<dyn Store>, OpenError> {
     Ok(match config.backend {
-        StoreBackend::Embedded => embedded::EmbeddedStore::open(data_dir)?,
+        StoreBackend::Embedded => {
+            embedded::EmbeddedStore::open_with_page_cache(data_dir, config.embedded_page_cache_bytes)?
+        }
         StoreBackend::Postgres => postgres::PostgresStore::open(&config.postgres_url, config.postgres_pool).await?,
         StoreBackend::Scylla => {
             self::scylla::ScyllaStore::open(

@@ -125,6 +125,8 @@ interface OutgoingSend {
   /** The request id of the attempt on the wire, if one is. */
   attemptId: number | null;
   attemptTimer: ReturnType<typeof setTimeout> | null;
+  /** `overloaded` answers in a row: each doubles the wait the node asked for. */
+  refusals: number;
 }
 
 interface Pending {
@@ -291,7 +293,7 @@ export class TroupeClient {
       return Promise.reject(new TroupeError("closed", "not logged in"));
     }
     return new Promise((resolve, reject) => {
-      const outgoing: OutgoingSend = { request, resolve, reject, attemptId: null, attemptTimer: null };
+      const outgoing: OutgoingSend = { request, resolve, reject, attemptId: null, attemptTimer: null, refusals: 0 };
       this.outbox.set(clientMsgId, outgoing);
       if (this.state === "ready") this.attemptSend(outgoing);
     });
@@ -480,7 +482,11 @@ export class TroupeClient {
         } else if (error.code !== "disconnected" && error.code !== "timeout" && this.socket === socket) {
           // The node is busy, overloaded or moving the group, or this client sends too fast:
           // the same request again, shortly (when the node says, if it says).
-          const delay = error.retryAfterMs ?? backoffDelay(0, this.options.backoff, this.options.random);
+          // A node still overloaded after the wait it named is told so by waiting longer each
+          // time (PROTOCOL.md section 2), so refused clients do not keep it busy refusing.
+          outgoing.refusals = error.code === "overloaded" ? outgoing.refusals + 1 : 0;
+          const asked = error.retryAfterMs ?? backoffDelay(0, this.options.backoff, this.options.random);
+          const delay = Math.min(asked * 2 ** Math.min(Math.max(outgoing.refusals - 1, 0), 6), 30_000);
           outgoing.attemptTimer = setTimeout(() => {
             outgoing.attemptTimer = null;
             if (this.state === "ready") this.attemptSend(outgoing);

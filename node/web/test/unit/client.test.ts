@@ -447,6 +447,23 @@ for (const code of ["rate_limited", "overloaded"] as const) test(`a send answere
   assert.deepEqual(await within(sending, 100, "send"), { group: 81, seq: 1, ts: 1, duplicate: false });
 });
 
+test("a send refused overloaded twice waits twice as long the second time", { timeout: 5000 }, async () => {
+  const h = harness();
+  const socket = await loggedIn(h);
+  const sending = h.client.send({ group: 81, type: "text", body: "hi" });
+  const a1 = await socket.request("send");
+  socket.deliver({ event: "error", id: a1.id, code: "overloaded", message: "the node is overloaded", retry_after_ms: 40 });
+  const a2 = await socket.request("send", 1);
+  const refused = Date.now();
+  socket.deliver({ event: "error", id: a2.id, code: "overloaded", message: "the node is overloaded", retry_after_ms: 40 });
+  const a3 = await socket.request("send", 2);
+  const waited = Date.now() - refused;
+  assert.ok(waited >= 75, `the second refusal doubled the wait (${waited} ms)`);
+  assert.equal(a3.client_msg_id, a1.client_msg_id);
+  socket.reply(a3, { group: 81, seq: 1, ts: 1, duplicate: false });
+  assert.deepEqual(await within(sending, 100, "send"), { group: 81, seq: 1, ts: 1, duplicate: false });
+});
+
 test("a send attempt that gets no reply is sent again after the request timeout, same client_msg_id", { timeout: 5000 }, async () => {
   const h = harness();
   const socket = await loggedIn(h);
