@@ -139,3 +139,32 @@ async fn every_scenario_runs_and_checks_itself() {
     assert_eq!(held["failed"], 0);
     assert_eq!(held["node_reports_connections"], 30);
 }
+
+/// Against a node with its default send limits, the bench says which limit refused it and
+/// how to lift it, instead of reporting bare errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_bench_names_the_send_limit_that_refused_it() {
+    // Any RATE_LIMITS setting keeps the harness from lifting the send limits.
+    let node = TestNode::start_with_env(&[("TROUPE_ACTORS__RATE_LIMITS__CONNECTION_JOINS__BURST", "20.0")]).await;
+    let out = tempfile::tempdir().unwrap();
+    send::run(send::SendArgs {
+        url: node.url.clone(),
+        console: node.console,
+        groups: 1,
+        members: 2,
+        online_members: false,
+        // A window of 300 at once is past the burst of 200 a connection may send.
+        window: 300,
+        body_bytes: 50,
+        warmup: 0.2,
+        duration: 1.0,
+        sources: 1,
+        out: Some(out.path().join("send")),
+    })
+    .await
+    .unwrap();
+    let sent = results(out.path(), "send");
+    assert!(sent["rate_limited"].as_u64().unwrap() > 0, "{sent}");
+    let summary = std::fs::read_to_string(out.path().join("send.json")).unwrap();
+    assert!(summary.contains("TROUPE_ACTORS__RATE_LIMITS__CONNECTION_SENDS__PER_SECOND"), "the hint is in the summary");
+}

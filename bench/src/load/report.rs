@@ -6,6 +6,18 @@ use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::path::Path;
 
+/// What to tell the person running the bench when the node refused sends as `rate_limited`:
+/// its default send limits stop a load generator as they stop a flood.
+pub fn rate_limit_hint(rate_limited: u64) -> Option<String> {
+    (rate_limited > 0).then(|| {
+        format!(
+            "{rate_limited} sends were refused rate_limited: the node's send limits are on; start it with \
+             TROUPE_ACTORS__RATE_LIMITS__CONNECTION_SENDS__PER_SECOND and ..._BURST (and USER_SENDS) raised, \
+             as bench/run-all.sh does"
+        )
+    })
+}
+
 /// A latency histogram in microseconds, 1 µs to 10 min, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
@@ -86,6 +98,7 @@ impl Report {
             "finished_at_unix": super::wire::now_micros() / 1_000_000,
             "parameters": self.parameters,
             "results": self.results,
+            "summary": self.summary,
         });
         let text = serde_json::to_string_pretty(&document).unwrap_or_default();
         match out {

@@ -94,6 +94,9 @@ struct Shared {
     sent: AtomicU64,
     acked: AtomicU64,
     pending_acks: AtomicU64,
+    /// Sends answered with an error (not stored, not retried), and how many as `rate_limited`.
+    send_errors: AtomicU64,
+    rate_limited: AtomicU64,
     closes: AtomicU64,
     /// Per group: the highest acked seq.
     group_last: Vec<AtomicU64>,
@@ -214,6 +217,8 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
         sent: AtomicU64::new(0),
         acked: AtomicU64::new(0),
         pending_acks: AtomicU64::new(0),
+        send_errors: AtomicU64::new(0),
+        rate_limited: AtomicU64::new(0),
         closes: AtomicU64::new(0),
         group_last: (0..args.groups).map(|_| AtomicU64::new(0)).collect(),
         progress: (0..total).map(|_| AtomicU64::new(0)).collect(),
@@ -381,6 +386,8 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
         "deliveries_per_node_cpu_second": per_cpu_second.map(f64::round),
         "node_rss_bytes": node::rss_bytes(&stats_end),
         "closes": close_reasons,
+        "send_errors": shared.send_errors.load(Ordering::Relaxed),
+        "sends_rate_limited": shared.rate_limited.load(Ordering::Relaxed),
         "stalled": {
             "members": stalled,
             "closes": stalled_closes,
@@ -424,6 +431,7 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
         format!("node CPU {:.2} s over {:.1} s; RSS {:?}", cpu.unwrap_or(0.0), window, node::rss_bytes(&stats_end)),
     ];
     let mut summary_lines = summary_lines;
+    summary_lines.extend(report::rate_limit_hint(shared.rate_limited.load(Ordering::Relaxed)));
     if stalled > 0 {
         summary_lines.push(format!(
             "stalled members {stalled}: closes {stalled_closes}, resynced {stalled_resynced}, lost {stalled_missing}, duplicated {stalled_duplicates}; \
@@ -578,6 +586,11 @@ async fn member_task(
                                         && let Some(h) = result.ack_latency.as_mut()
                                     {
                                         report::record(h, now.saturating_sub(sent));
+                                    }
+                                } else {
+                                    shared.send_errors.fetch_add(1, Ordering::Relaxed);
+                                    if event.code.as_deref() == Some("rate_limited") {
+                                        shared.rate_limited.fetch_add(1, Ordering::Relaxed);
                                     }
                                 }
                             }

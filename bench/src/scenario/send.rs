@@ -69,6 +69,7 @@ struct Shared {
     acked: AtomicU64,
     acked_in_window: AtomicU64,
     errors: AtomicU64,
+    rate_limited: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -85,6 +86,7 @@ pub async fn run(args: SendArgs) -> Result<(), LoadError> {
         acked: AtomicU64::new(0),
         acked_in_window: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        rate_limited: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
     let mut senders = tokio::task::JoinSet::new();
@@ -142,6 +144,7 @@ pub async fn run(args: SendArgs) -> Result<(), LoadError> {
         "acked_in_window": in_window,
         "window_seconds": window,
         "errors": shared.errors.load(Ordering::Relaxed),
+        "rate_limited": shared.rate_limited.load(Ordering::Relaxed),
         "groups_with_gapless_acked_seqs": gapless,
         "groups_checked": checked,
         "ack_latency": summary,
@@ -161,6 +164,8 @@ pub async fn run(args: SendArgs) -> Result<(), LoadError> {
         ),
         format!("{gapless} of {checked} groups have acked seqs exactly 1..N; node CPU {:.2} s", cpu.unwrap_or(0.0)),
     ];
+    let mut lines = lines;
+    lines.extend(report::rate_limit_hint(shared.rate_limited.load(Ordering::Relaxed)));
     let pictures = vec![
         ("latency", report::latency_svg(&latency, &format!("send ack latency, {rate:.0} acked/s"))),
         ("throughput", report::timeline_svg(&timeline, "acked sends per second", "acks/s")),
@@ -232,6 +237,9 @@ async fn sender(
                 }
             } else {
                 shared.errors.fetch_add(1, Ordering::Relaxed);
+                if event.code.as_deref() == Some("rate_limited") {
+                    shared.rate_limited.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }

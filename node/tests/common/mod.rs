@@ -325,18 +325,23 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
     headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-/// Tests drive nodes like load generators (thousands of sends from one connection), which
-/// the default send limits are there to stop: lift those, unless the test sets its own
-/// rate limits (`node/tests/limits.rs` does, to test them).
+/// Tests drive nodes like load generators (thousands of sends from one connection, piled
+/// into one group), which the default send limits and admission bounds are there to stop:
+/// lift those, unless the test sets its own (`limits.rs` and `admission.rs` do, to test
+/// them).
 fn bulk_sends(env: &[(String, String)]) -> Vec<(String, String)> {
-    if env.iter().any(|(key, _)| key.contains("RATE_LIMITS")) {
-        return Vec::new();
+    let mut lifted = Vec::new();
+    if !env.iter().any(|(key, _)| key.contains("RATE_LIMITS")) {
+        for limit in ["CONNECTION_SENDS", "USER_SENDS"] {
+            for field in ["PER_SECOND", "BURST"] {
+                lifted.push((format!("TROUPE_ACTORS__RATE_LIMITS__{limit}__{field}"), "1000000.0".to_owned()));
+            }
+        }
     }
-    ["CONNECTION_SENDS", "USER_SENDS"]
-        .iter()
-        .flat_map(|limit| {
-            ["PER_SECOND", "BURST"]
-                .map(|field| (format!("TROUPE_ACTORS__RATE_LIMITS__{limit}__{field}"), "1000000.0".to_owned()))
-        })
-        .collect()
+    if !env.iter().any(|(key, _)| key.contains("MAX_PENDING_SENDS")) {
+        for bound in ["MAX_PENDING_SENDS", "MAX_PENDING_SENDS_PER_GROUP"] {
+            lifted.push((format!("TROUPE_ACTORS__{bound}"), "1000000".to_owned()));
+        }
+    }
+    lifted
 }
