@@ -13,6 +13,12 @@
 //! An admitted send carries an [`Admitted`] token to its group actor, which keeps it with the
 //! message until the message is answered; dropping the token, on whatever path (ack, error,
 //! duplicate, handoff), gives the place back.
+//!
+//! What the bounds do not count, on purpose or for now: a red packet's send gives its place
+//! back once its packet actor takes it (packet creation has its own bound, the packet
+//! actors per group), and so do sends parked while a group hands itself off (a mailbox's
+//! worth at most). The per-group bound reads the group's load and admits in two steps, so
+//! concurrent sends may pass it by a few; the node-wide bound is exact.
 
 use crate::error::ApiError;
 use std::sync::Arc;

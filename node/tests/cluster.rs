@@ -675,3 +675,39 @@ async fn red_packets_are_grabbed_from_every_node_and_survive_their_owner() {
         assert_eq!((result["status"].as_str(), result["amount"].as_i64()), (Some(expected), *amount), "user {id}");
     }
 }
+
+/// A send refused `overloaded` by the node that owns its group reaches a client on another
+/// node with its retry-after, as on a single node, and nothing refused is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overloaded_from_the_owner_carries_its_retry_after_to_other_nodes() {
+    let cluster = TestCluster::start_with_env(
+        2,
+        &[("TROUPE_ACTORS__MAX_PENDING_SENDS_PER_GROUP", "2"), ("TROUPE_ACTORS__MAX_PENDING_SENDS", "1000000")],
+    )
+    .await;
+    let (alice, _) = cluster.node(0).user("alice").await;
+    let group = create_group(&alice, "hot", true).await;
+    let owner = cluster.owner(0, group).await;
+    let elsewhere = 1 - owner;
+    let bob = Arc::new(member(&cluster, elsewhere, group, "bob").await);
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let bob = bob.clone();
+        sends.spawn(async move { send_text(&bob, group, &format!("hot{i}"), "burst").await });
+    }
+    let (mut acked, mut refused) = (0u64, 0u64);
+    while let Some(outcome) = sends.join_next().await {
+        match outcome.unwrap() {
+            Ok(_) => acked += 1,
+            Err(ClientError::Server { code, retry_after_ms, .. }) if code == "overloaded" => {
+                assert!(retry_after_ms.is_some(), "the retry-after crossed the cluster");
+                refused += 1;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(refused > 0, "a burst of 60 past a bound of 2 is refused in part ({acked} acked)");
+    assert_eq!(acked + refused, 60);
+    let stored = history(&alice, group).await;
+    assert_eq!(stored.len() as u64, acked, "what was refused was not stored");
+}

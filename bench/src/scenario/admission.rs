@@ -98,6 +98,8 @@ struct PhaseCounts {
     overloaded_without_retry_after: AtomicU64,
     /// Refusals once the backlog has drained (recovery only).
     overloaded_settled: AtomicU64,
+    /// Any refusal (`overloaded`, `rate_limited`, `unavailable`) once the backlog has drained.
+    refused_settled: AtomicU64,
 }
 
 struct Shared {
@@ -279,6 +281,7 @@ pub async fn run(args: AdmissionArgs) -> Result<(), LoadError> {
                 "overloaded_per_second": per_second(&c.overloaded),
                 "overloaded": c.overloaded.load(Ordering::Relaxed),
                 "overloaded_after_backlog_drained": c.overloaded_settled.load(Ordering::Relaxed),
+                "refused_after_backlog_drained": c.refused_settled.load(Ordering::Relaxed),
                 "overloaded_without_retry_after": c.overloaded_without_retry_after.load(Ordering::Relaxed),
                 "rate_limited": c.rate_limited.load(Ordering::Relaxed),
                 "unavailable": c.unavailable.load(Ordering::Relaxed),
@@ -306,6 +309,8 @@ pub async fn run(args: AdmissionArgs) -> Result<(), LoadError> {
         "other_errors": other_errors,
         "refused_under_overload": refused_under_overload,
         "recovered": recovered,
+        // Retries still refused while draining (counted apart from the three phases).
+        "overloaded_while_draining": shared.phases[3].overloaded.load(Ordering::Relaxed),
         "backlog_drained_after_seconds": backlog_drained_after,
         "node_rss_growth_under_overload_bytes": overload_rss.saturating_sub(normal_rss),
         "timeline": timeline,
@@ -516,6 +521,9 @@ async fn sender(
                             continue;
                         }
                     };
+                    if shared.settled.load(Ordering::Relaxed) {
+                        counts.refused_settled.fetch_add(1, Ordering::Relaxed);
+                    }
                     // Jitter up to half the wait, so refused senders do not return in step.
                     let jitter = rand::random_range(0..=wait / 2);
                     retries.push(Reverse((Instant::now() + Duration::from_millis(wait + jitter), n)));

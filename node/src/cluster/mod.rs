@@ -279,8 +279,8 @@ const REQUEST_LANES: usize = 16;
 async fn serve(system: &Arc<System>, envelope: GroupEnvelope) {
     let to = envelope.reply_to;
     if let Err(error) = system.to_local_group(envelope).await {
-        let bytes = schema::frames::server::encode_error(to.request, error.code(), &error.to_string());
-        system.reply(&to, bytes.into());
+        // With its retry-after (`overloaded`), counted like every error answer.
+        system.answer_error(&to, &error);
     }
 }
 

@@ -103,8 +103,11 @@ where
                             if last_heard.elapsed() >= config.heartbeat_timeout {
                                 break Ending::Close(CloseReason::HeartbeatTimeout);
                             }
-                            if ws.get_mut().write_all(&super::frame::ping_frame()).await.is_err() {
-                                break Ending::Quiet;
+                            let ping = super::frame::ping_frame();
+                            match guarded(ws.get_mut().write_all(&ping), &outbox, config.heartbeat_timeout).await {
+                                Ok(()) => {}
+                                Err(WriteStop::Overflowed) => break Ending::Drop(CloseReason::SlowConsumer),
+                                Err(WriteStop::Io) => break Ending::Quiet,
                             }
                         }
                     }
@@ -121,8 +124,13 @@ where
                     Some(Ok(Message::Binary(_))) => session.handle_binary(),
                     // tungstenite answers pings itself; the flush sends the pong now.
                     Some(Ok(Message::Ping(_))) => {
-                        if ws.flush().await.is_err() {
-                            break Ending::Quiet;
+                        let pong = async {
+                            ws.flush().await.map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+                        };
+                        match guarded(pong, &outbox, config.heartbeat_timeout).await {
+                            Ok(()) => {}
+                            Err(WriteStop::Overflowed) => break Ending::Drop(CloseReason::SlowConsumer),
+                            Err(WriteStop::Io) => break Ending::Quiet,
                         }
                     }
                     Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
@@ -231,24 +239,35 @@ where
         let taken = outbox.take(max_events, &mut batch);
         if !batch.is_empty() {
             let frame = super::frame::text_frame_of_events(&batch);
-            let mut write = std::pin::pin!(ws.get_mut().write_all(&frame));
-            // Armed only once a write waits: almost every write finishes on its first poll,
-            // and a timer per write would cost the fan-out path.
-            let mut stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-            poll_fn(|cx| {
-                if let Poll::Ready(done) = write.as_mut().poll(cx) {
-                    return Poll::Ready(done.map_err(|_| WriteStop::Io));
-                }
-                if outbox.poll_overflowed(cx).is_ready() {
-                    return Poll::Ready(Err(WriteStop::Overflowed));
-                }
-                let deadline = stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall_limit)));
-                deadline.as_mut().poll(cx).map(|()| Err(WriteStop::Overflowed))
-            })
-            .await?;
+            guarded(ws.get_mut().write_all(&frame), outbox, stall_limit).await?;
         }
         if batch.len() < max_events || taken.close.is_some() {
             return Ok(taken);
         }
     }
+}
+
+/// Runs one write to the client (a frame, a ping, a pong's flush) unless the client has
+/// stopped reading: it gives up when the outbox overflows meanwhile, or when the write has
+/// waited `stall_limit`. Every write to the socket goes through here, so no write can park
+/// the connection's task forever.
+async fn guarded<F>(write: F, outbox: &Outbox, stall_limit: Duration) -> Result<(), WriteStop>
+where
+    F: Future<Output = std::io::Result<()>>,
+{
+    let mut write = std::pin::pin!(write);
+    // Armed only once a write waits: almost every write finishes on its first poll, and a
+    // timer per write would cost the fan-out path.
+    let mut stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    poll_fn(|cx| {
+        if let Poll::Ready(done) = write.as_mut().poll(cx) {
+            return Poll::Ready(done.map_err(|_| WriteStop::Io));
+        }
+        if outbox.poll_overflowed(cx).is_ready() {
+            return Poll::Ready(Err(WriteStop::Overflowed));
+        }
+        let deadline = stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall_limit)));
+        deadline.as_mut().poll(cx).map(|()| Err(WriteStop::Overflowed))
+    })
+    .await
 }

@@ -486,7 +486,9 @@ export class TroupeClient {
           // time (PROTOCOL.md section 2), so refused clients do not keep it busy refusing.
           outgoing.refusals = error.code === "overloaded" ? outgoing.refusals + 1 : 0;
           const asked = error.retryAfterMs ?? backoffDelay(0, this.options.backoff, this.options.random);
-          const delay = Math.min(asked * 2 ** Math.min(Math.max(outgoing.refusals - 1, 0), 6), 30_000);
+          const doubled = asked * 2 ** Math.min(Math.max(outgoing.refusals - 1, 0), 6);
+          // Jitter, so clients refused together do not come back together.
+          const delay = Math.min(doubled + Math.floor(this.options.random() * doubled / 2), 30_000);
           outgoing.attemptTimer = setTimeout(() => {
             outgoing.attemptTimer = null;
             if (this.state === "ready") this.attemptSend(outgoing);
