@@ -17,6 +17,23 @@ fn results(dir: &Path, name: &str) -> Value {
     document["results"].clone()
 }
 
+/// A short `send` run: 3 groups of 3 online members, a window of 4.
+fn small_send(node: &TestNode, out: &Path) -> send::SendArgs {
+    send::SendArgs {
+        url: node.url.clone(),
+        console: node.console,
+        groups: 3,
+        members: 3,
+        online_members: true,
+        window: 4,
+        body_bytes: 100,
+        warmup: 0.2,
+        duration: 1.0,
+        sources: 1,
+        out: Some(out.join("send")),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_scenario_runs_and_checks_itself() {
     let node = TestNode::start().await;
@@ -30,21 +47,7 @@ async fn every_scenario_runs_and_checks_itself() {
     assert!(fan["deliveries_in_window"].as_u64().unwrap() > 0);
     assert!(fan["node_cpu_seconds"].as_f64().is_some());
 
-    send::run(send::SendArgs {
-        url: url.clone(),
-        console: node.console,
-        groups: 3,
-        members: 3,
-        online_members: true,
-        window: 4,
-        body_bytes: 100,
-        warmup: 0.2,
-        duration: 1.0,
-        sources: 1,
-        out: Some(out.path().join("send")),
-    })
-    .await
-    .unwrap();
+    send::run(small_send(&node, out.path())).await.unwrap();
     let sent = results(out.path(), "send");
     assert!(sent["acked_in_window"].as_u64().unwrap() > 0);
     assert_eq!(sent["groups_with_gapless_acked_seqs"], 3);
@@ -147,22 +150,8 @@ async fn the_bench_names_the_send_limit_that_refused_it() {
     // Any RATE_LIMITS setting keeps the harness from lifting the send limits.
     let node = TestNode::start_with_env(&[("TROUPE_ACTORS__RATE_LIMITS__CONNECTION_JOINS__BURST", "20.0")]).await;
     let out = tempfile::tempdir().unwrap();
-    send::run(send::SendArgs {
-        url: node.url.clone(),
-        console: node.console,
-        groups: 1,
-        members: 2,
-        online_members: false,
-        // A window of 300 at once is past the burst of 200 a connection may send.
-        window: 300,
-        body_bytes: 50,
-        warmup: 0.2,
-        duration: 1.0,
-        sources: 1,
-        out: Some(out.path().join("send")),
-    })
-    .await
-    .unwrap();
+    // A window of 300 at once is past the burst of 200 a connection may send.
+    send::run(send::SendArgs { groups: 1, window: 300, ..small_send(&node, out.path()) }).await.unwrap();
     let sent = results(out.path(), "send");
     assert!(sent["rate_limited"].as_u64().unwrap() > 0, "{sent}");
     let summary = std::fs::read_to_string(out.path().join("send.json")).unwrap();
