@@ -59,6 +59,9 @@ pub struct ActorsConfig {
     /// How long after a red packet is created the sweeper makes sure its send finished.
     #[serde(with = "seconds")]
     pub red_packet_check_after: Duration,
+    /// How often the node deletes the messages that groups' retention no longer keeps.
+    #[serde(with = "seconds")]
+    pub retention_sweep_interval: Duration,
     /// How long a media download URL from `media_url` works.
     #[serde(with = "seconds")]
     pub media_url_ttl: Duration,
@@ -86,6 +89,7 @@ impl Default for ActorsConfig {
             max_red_packet_total: 1_000_000,
             red_packet_sweep_interval: Duration::from_secs(5),
             red_packet_check_after: Duration::from_secs(30),
+            retention_sweep_interval: Duration::from_secs(600),
             media_url_ttl: Duration::from_secs(300),
         }
     }

@@ -36,6 +36,7 @@ pub mod media;
 pub mod metrics;
 pub mod outbox;
 pub mod redpacket;
+pub mod retention;
 pub mod session;
 pub mod store;
 pub mod system;

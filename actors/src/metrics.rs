@@ -75,6 +75,8 @@ pub struct Metrics {
     pub fanout_latency: Histogram,
     /// One durable append of a group's batch of messages.
     pub store_commit_latency: Histogram,
+    /// Messages deleted by retention (by this node's sweeper).
+    pub messages_deleted: Counter,
     /// Error replies, by code (indexed like [`ErrorCode::ALL`]).
     errors: [Counter; ERROR_CODES],
     /// Connections the node closed, by reason (indexed like [`CloseReason::ALL`]).

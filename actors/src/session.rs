@@ -178,13 +178,15 @@ impl Session {
             }
             Request::GroupInfo(r) => self.to_group(id, r.group, GroupCommand::Info).await,
             Request::UpdateGroup(r) => {
-                if r.name.is_none() && r.open.is_none() {
-                    return Err(ApiError::InvalidField("give name and/or open".into()));
+                if r.name.is_none() && r.open.is_none() && r.retention_days.is_none() {
+                    return Err(ApiError::InvalidField("give name, open and/or retention_days".into()));
                 }
                 if let Some(name) = &r.name {
                     accounts::validate_display_name("name", name)?;
                 }
-                self.to_group(id, r.group, GroupCommand::Update { name: r.name, open: r.open }).await
+                let retention_days = r.retention_days.map(validate_retention).transpose()?;
+                let command = GroupCommand::Update { name: r.name, open: r.open, retention_days };
+                self.to_group(id, r.group, command).await
             }
             Request::AddMembers(r) => {
                 let mut seen = HashSet::new();
@@ -503,8 +505,9 @@ impl Session {
         if !(2..=cap).contains(&max_members) {
             return Err(ApiError::InvalidField(format!("max_members must be 2-{cap}")));
         }
-        let record = create_group(&self.system, me, &r.name, r.open, max_members).await?;
-        self.reply(id, "create_group", &views::group_info(&record, 0));
+        let retention_days = validate_retention(r.retention_days.unwrap_or(0))?;
+        let record = create_group(&self.system, me, &r.name, r.open, max_members, retention_days).await?;
+        self.reply(id, "create_group", &views::group_info(&record, 0, retention_days));
         Ok(())
     }
 
@@ -592,24 +595,28 @@ impl Session {
     async fn history(&self, id: Option<u64>, me: UserId, r: HistoryRequest) -> Result<(), ApiError> {
         let limit = bounded_limit(r.limit, 50, 1, HISTORY_MAX_LIMIT)? as Seq;
         let last_seq = self.check_member(r.group, me).await?;
-        // Seqs are gapless, so a page is a range of seqs, known before anything is read.
+        let first_seq = self.system.store.retention(r.group).await?.first_seq();
+        // Seqs are gapless from `first_seq` on, so a page is a range of seqs, known before
+        // anything is read.
         let (from, to, has_more) = match (r.before, r.after) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::InvalidField("give before or after, not both".into()));
             }
             (None, Some(after)) => {
-                let to = after.saturating_add(limit).min(last_seq);
-                (after.saturating_add(1), to, to < last_seq)
+                let from = after.saturating_add(1).max(first_seq);
+                let to = from.saturating_add(limit - 1).min(last_seq);
+                (from, to, to < last_seq)
             }
             (before, None) => {
                 let to = before.unwrap_or(Seq::MAX).saturating_sub(1).min(last_seq);
-                let from = to.saturating_sub(limit - 1).max(1);
-                (from, to, from > 1)
+                let from = to.saturating_sub(limit - 1).max(first_seq);
+                (from, to, from > first_seq && from <= to)
             }
         };
         let records = self.messages_in(r.group, from, to).await?;
         let messages = records.iter().map(views::message_view).collect();
-        self.reply(id, "history", &wire::HistoryPage { group: r.group, messages, has_more, last_seq });
+        let page = wire::HistoryPage { group: r.group, messages, has_more, last_seq, first_seq };
+        self.reply(id, "history", &page);
         Ok(())
     }
 
@@ -622,12 +629,17 @@ impl Session {
         for (summary, from_store) in summaries {
             let mut messages = Vec::new();
             let mut has_more = false;
+            let mut first_seq = None;
             // Messages only after the store confirms membership (the listing may come from
             // the cache).
             if let Some(&after) = cursors.get(&summary.group)
                 && after < summary.last_seq
                 && (from_store || self.system.store.member(summary.group, me).await?.is_some())
             {
+                let first = self.system.store.retention(summary.group).await?.first_seq();
+                first_seq = Some(first);
+                // Past what retention deleted, the client holds everything there is.
+                let after = after.max(first - 1);
                 let take = limit.min(budget) as Seq;
                 if take > 0 {
                     let to = after.saturating_add(take).min(summary.last_seq);
@@ -638,7 +650,7 @@ impl Session {
                 let newest = messages.last().map_or(after, |m: &wire::MessageView| m.seq);
                 has_more = newest < summary.last_seq;
             }
-            groups.push(wire::SyncGroup { summary, messages, has_more });
+            groups.push(wire::SyncGroup { summary, messages, has_more, first_seq });
         }
         let known: HashSet<GroupId> = groups.iter().map(|g| g.summary.group).collect();
         let mut gone: Vec<GroupId> = cursors.keys().filter(|g| !known.contains(g)).copied().collect();
@@ -660,6 +672,18 @@ enum Freshness {
 fn face_code(text: &str) -> Result<u16, ApiError> {
     facetoface::parse_code(text)
         .ok_or_else(|| ApiError::InvalidField("code must be exactly 4 digits, as a string".into()))
+}
+
+/// A group's retention as asked: 0 (forever) or 1 up to the most there is.
+fn validate_retention(days: u32) -> Result<u32, ApiError> {
+    if days <= schema::frames::client::MAX_RETENTION_DAYS {
+        Ok(days)
+    } else {
+        Err(ApiError::InvalidField(format!(
+            "retention_days must be 0 (forever) or 1-{}",
+            schema::frames::client::MAX_RETENTION_DAYS
+        )))
+    }
 }
 
 fn bounded_limit(limit: Option<u32>, default: u32, min: u32, max: u32) -> Result<u32, ApiError> {

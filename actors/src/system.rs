@@ -134,6 +134,7 @@ impl System {
         });
         spawn_idle_sweeper(Arc::downgrade(&system), system.config.group_idle_after);
         spawn_red_packet_sweeper(Arc::downgrade(&system), system.config.red_packet_sweep_interval);
+        crate::retention::spawn_sweeper(Arc::downgrade(&system), system.config.retention_sweep_interval);
         Ok(system)
     }
 

@@ -23,7 +23,7 @@ pub fn message_view(record: &MessageRecord) -> MessageView {
 }
 
 /// A group as its members see it.
-pub fn group_info(record: &GroupRecord, last_seq: Seq) -> GroupInfo {
+pub fn group_info(record: &GroupRecord, last_seq: Seq, retention_days: u32) -> GroupInfo {
     GroupInfo {
         group: record.id,
         name: record.name.clone(),
@@ -32,6 +32,7 @@ pub fn group_info(record: &GroupRecord, last_seq: Seq) -> GroupInfo {
         member_count: record.member_count,
         max_members: record.max_members,
         last_seq,
+        retention_days,
     }
 }
 

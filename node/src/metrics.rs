@@ -46,6 +46,13 @@ pub fn render(system: &System, store_disk_bytes: Option<u64>) -> String {
         "Events handed to this node's connections.",
         metrics.deliveries.get(),
     );
+    single(
+        &mut out,
+        "counter",
+        "troupe_messages_deleted_total",
+        "Messages deleted by retention (by this node's sweeper).",
+        metrics.messages_deleted.get(),
+    );
     histogram(
         &mut out,
         "troupe_fanout_latency_seconds",

@@ -513,6 +513,22 @@ impl MessageStore for Faulty {
 }
 
 #[async_trait]
+impl RetentionStore for Faulty {
+    async fn set_retention_days(&self, fence: Fence, days: u32) -> StoreResult<bool> {
+        self.inner.set_retention_days(fence, days).await
+    }
+    async fn retention(&self, group: GroupId) -> StoreResult<Retention> {
+        self.inner.retention(group).await
+    }
+    async fn retained_groups(&self, after: Option<GroupId>, limit: usize) -> StoreResult<Vec<(GroupId, Retention)>> {
+        self.inner.retained_groups(after, limit).await
+    }
+    async fn trim_log(&self, group: GroupId, through: Seq) -> StoreResult<Seq> {
+        self.inner.trim_log(group, through).await
+    }
+}
+
+#[async_trait]
 impl WalletStore for Faulty {
     async fn apply_ledger_entry(&self, user: UserId, entry: &LedgerEntry) -> StoreResult<LedgerOutcome> {
         self.inner.apply_ledger_entry(user, entry).await

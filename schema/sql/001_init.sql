@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS groups (
 );
 -- Databases created before the fence existed.
 ALTER TABLE groups ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0;
+-- Message retention: days to keep messages (0: forever), and the seq through which the log
+-- has been deleted. Seqs are never reused, so an emptied log's last seq is trimmed_through.
+ALTER TABLE groups ADD COLUMN IF NOT EXISTS retention_days INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE groups ADD COLUMN IF NOT EXISTS trimmed_through BIGINT NOT NULL DEFAULT 0;
 
 CREATE TABLE IF NOT EXISTS members (
   group_id   BIGINT NOT NULL,

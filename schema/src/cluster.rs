@@ -82,12 +82,14 @@ pub enum GroupCommand {
         /// To whom.
         user: UserId,
     },
-    /// Change name or openness.
+    /// Change name, openness or retention.
     Update {
         /// New name.
         name: Option<String>,
         /// New openness.
         open: Option<bool>,
+        /// New retention in days (0: forever).
+        retention_days: Option<u32>,
     },
     /// Dissolve the group.
     Dissolve,

@@ -73,7 +73,7 @@ mod tests {
             GroupCommand::RemoveMember { user: UserId(9) },
             GroupCommand::SetRole { user: UserId(9), role: Role::Admin },
             GroupCommand::TransferOwnership { user: UserId(9) },
-            GroupCommand::Update { name: Some("n".into()), open: None },
+            GroupCommand::Update { name: Some("n".into()), open: None, retention_days: Some(7) },
             GroupCommand::Dissolve,
         ];
         for command in commands {

@@ -198,7 +198,8 @@ impl FaceSessionState {
         if self.group.is_none() {
             let system = &self.start.system;
             let name = format!("Face-to-face {}", super::code_text(self.start.code));
-            let record = create_group(system, self.start.owner, &name, false, system.config.max_group_members).await?;
+            let record =
+                create_group(system, self.start.owner, &name, false, system.config.max_group_members, 0).await?;
             tracing::info!(session = %self.start.id, group = %record.id, participants = self.participants.len(), "face-to-face session confirmed");
             self.group = Some(record.id);
         }

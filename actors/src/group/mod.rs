@@ -114,6 +114,8 @@ pub struct GroupState {
     /// This actor's claim on the group; every write carries it.
     fence: Fence,
     record: GroupRecord,
+    /// Days its messages are kept (0: forever); the store has it apart from `record`.
+    retention_days: u32,
     members: BTreeMap<UserId, Role>,
     /// The member list handed to the fan-out step; rebuilt only when membership changes.
     recipients: Arc<[UserId]>,
@@ -211,6 +213,7 @@ pub async fn activate(
     // A dissolved group still starts: it answers `not_found` to everyone, but its red
     // packets must still expire and refund their senders.
     let record = store.group(group).await?.ok_or_else(ApiError::group_not_found)?;
+    let retention_days = store.retention(group).await?.days;
     let mut members = BTreeMap::new();
     let mut after = None;
     loop {
@@ -237,6 +240,7 @@ pub async fn activate(
         gauge,
         fence,
         record,
+        retention_days,
         recipients: members.keys().copied().collect(),
         members,
         committed_seq,
@@ -503,7 +507,7 @@ impl GroupState {
             }
             GroupCommand::SetRole { user, role } => self.set_role(to, user, role).await,
             GroupCommand::TransferOwnership { user } => self.transfer(to, user).await,
-            GroupCommand::Update { name, open } => self.update(to, name, open).await,
+            GroupCommand::Update { name, open, retention_days } => self.update(to, name, open, retention_days).await,
             GroupCommand::Dissolve => self.dissolve(to).await,
             GroupCommand::GrabRedPacket { packet } => {
                 self.role_of(from)?;
@@ -535,7 +539,7 @@ impl GroupState {
     }
 
     fn info(&self) -> wire::GroupInfo {
-        views::group_info(&self.record, self.committed_seq)
+        views::group_info(&self.record, self.committed_seq, self.retention_days)
     }
 
     fn members_page(&self, after: Option<schema::UserId>, limit: usize) -> wire::MembersPage {
@@ -1042,14 +1046,28 @@ impl GroupState {
         Ok(())
     }
 
-    async fn update(&mut self, to: ReplyTo, name: Option<String>, open: Option<bool>) -> Result<(), ApiError> {
+    async fn update(
+        &mut self,
+        to: ReplyTo,
+        name: Option<String>,
+        open: Option<bool>,
+        retention_days: Option<u32>,
+    ) -> Result<(), ApiError> {
         if !rules::may_manage(self.role_of(to.user)?) {
             return Err(ApiError::Forbidden("only the owner and admins change the group"));
         }
         if let Some(name) = &name {
             crate::accounts::validate_display_name("name", name)?;
         }
-        let updated = self.system.store.update_group(self.fence, name.as_deref(), open).await?;
+        let store = &self.system.store;
+        // The retention first: the row update below then answers with the group as it is.
+        if let Some(days) = retention_days {
+            if !store.set_retention_days(self.fence, days).await? {
+                return Err(ApiError::group_not_found());
+            }
+            self.retention_days = days;
+        }
+        let updated = store.update_group(self.fence, name.as_deref(), open).await?;
         let Some(updated) = updated else {
             return Err(ApiError::group_not_found());
         };

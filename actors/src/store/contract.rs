@@ -34,6 +34,7 @@ macro_rules! store_contract_tests {
             claims_fence_off_earlier_owners,
             history_pages,
             client_ids_are_remembered,
+            retention_trims_the_oldest_messages,
             writes_without_waiting,
             ledger_entries_apply_once_and_never_overdraw,
             concurrent_debits_never_overdraw,
@@ -381,6 +382,65 @@ pub async fn client_ids_are_remembered(store: Arc<dyn Store>) {
         None,
         "scoped to the group"
     );
+}
+
+/// Retention: the setting is fenced and listed for the sweeper; a trim deletes a prefix of
+/// the log, never moves back, and leaves the log's last seq where it was, even when it
+/// deletes everything, so the next append goes on from there.
+pub async fn retention_trims_the_oldest_messages(store: Arc<dyn Store>) {
+    let (g, f) = new_group(&*store, 10).await;
+    assert_eq!(store.retention(g).await.unwrap(), Retention::default());
+    assert_eq!(store.retention(GroupId(random_id())).await.unwrap(), Retention::default(), "no such group");
+    assert!(store.set_retention_days(f, 3).await.unwrap());
+    let stale = Fence { group: g, epoch: f.epoch - 1 };
+    assert!(matches!(store.set_retention_days(stale, 9).await, Err(StoreError::Fenced { .. })));
+    assert!(!store.set_retention_days(Fence { group: GroupId(random_id()), epoch: 0 }, 3).await.unwrap());
+    assert_eq!(store.retention(g).await.unwrap(), Retention { days: 3, trimmed_through: 0 });
+
+    // The sweeper's list: every group with a retention, none kept forever, paged.
+    let (forever, _) = new_group(&*store, 10).await;
+    let (other, other_fence) = new_group(&*store, 10).await;
+    assert!(store.set_retention_days(other_fence, 1).await.unwrap());
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.retained_groups(after, 1).await.unwrap();
+        assert!(page.len() <= 1);
+        let Some(last) = page.last() else { break };
+        after = Some(last.0);
+        listed.extend(page);
+        assert!(listed.len() < 10_000, "paging ends");
+    }
+    assert!(listed.contains(&(g, Retention { days: 3, trimmed_through: 0 })), "{listed:?}");
+    assert!(listed.contains(&(other, Retention { days: 1, trimmed_through: 0 })));
+    assert!(!listed.iter().any(|(group, _)| *group == forever), "kept forever: not the sweeper's");
+
+    let batch: Vec<_> = (1..=10).map(|s| message(g, s, 1, &format!("r{s}"))).collect();
+    store.append_messages(f, 0, &batch).await.unwrap();
+    let seqs = |page: Vec<MessageRecord>| page.into_iter().map(|m| m.seq).collect::<Vec<_>>();
+    assert_eq!(store.trim_log(g, 4).await.unwrap(), 4);
+    assert_eq!(seqs(store.messages_after(g, 4, 100).await.unwrap()), (5..=10).collect::<Vec<_>>());
+    assert_eq!(seqs(store.messages_before(g, 6, 100).await.unwrap()), vec![5], "nothing below the trim");
+    assert_eq!(store.retention(g).await.unwrap(), Retention { days: 3, trimmed_through: 4 });
+    assert_eq!(store.retention(g).await.unwrap().first_seq(), 5);
+    assert_eq!(store.trim_log(g, 2).await.unwrap(), 4, "a trim never moves back");
+    assert_eq!(store.last_seq(g).await.unwrap(), 10);
+
+    // Everything, and past the end (taken as the end): the log keeps its last seq.
+    assert_eq!(store.trim_log(g, 99).await.unwrap(), 10);
+    assert_eq!(seqs(store.messages_after(g, 10, 100).await.unwrap()), Vec::<u64>::new());
+    assert_eq!(seqs(store.messages_before(g, u64::MAX, 100).await.unwrap()), Vec::<u64>::new());
+    assert_eq!(store.last_seq(g).await.unwrap(), 10, "seqs are never reused");
+    assert!(
+        matches!(store.append_messages(f, 0, &[message(g, 1, 1, "again")]).await, Err(StoreError::Conflict(_))),
+        "an emptied log does not start over"
+    );
+    store.append_messages(f, 10, &[message(g, 11, 1, "r11")]).await.unwrap();
+    assert_eq!(seqs(store.messages_after(g, 10, 100).await.unwrap()), vec![11]);
+    assert_eq!(store.last_seq(g).await.unwrap(), 11);
+    assert_eq!(store.retention(g).await.unwrap(), Retention { days: 3, trimmed_through: 10 }, "the setting stays");
+    // Other groups' logs are untouched.
+    assert_eq!(store.trim_log(forever, 5).await.unwrap(), 0, "an empty log has nothing to trim");
 }
 
 fn waiter() -> (WriteDone, tokio::sync::oneshot::Receiver<StoreResult<()>>) {

@@ -196,7 +196,8 @@ pub trait MessageStore: Send + Sync {
     /// runs it on its writer thread right after the commit, so acks and deliveries do not
     /// wait for a task to be scheduled. `done` must be quick and must not block.
     fn append_messages_then(&self, fence: Fence, after: Seq, messages: Vec<MessageRecord>, done: WriteDone);
-    /// The seq of the newest message, 0 for an empty log.
+    /// The seq of the newest message, 0 for an empty log. A log trimmed by retention keeps
+    /// its last seq even when no message is left ([`Retention::trimmed_through`]).
     async fn last_seq(&self, group: GroupId) -> StoreResult<Seq>;
     /// Up to `limit` messages with seq > `after`, ascending.
     async fn messages_after(&self, group: GroupId, after: Seq, limit: usize) -> StoreResult<Vec<MessageRecord>>;
@@ -209,6 +210,48 @@ pub trait MessageStore: Send + Sync {
         sender: UserId,
         client_msg_id: &str,
     ) -> StoreResult<Option<(Seq, u64)>>;
+}
+
+/// How long a group keeps its messages, and how far its log has been cut back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Messages older than this many days are deleted; 0 keeps them forever.
+    pub days: u32,
+    /// Every message with a seq up to this one has been deleted (0: none). Seqs are never
+    /// reused: the log's `last_seq` stays at least this, even if nothing is left.
+    pub trimmed_through: Seq,
+}
+
+impl Retention {
+    /// The lowest seq the group may still hold; `history` and `sync` never go below it.
+    pub fn first_seq(&self) -> Seq {
+        self.trimmed_through + 1
+    }
+}
+
+/// Message retention: a per-group setting and the deletion of a log's oldest messages.
+///
+/// A trim deletes a prefix of the log, never a message in the middle, so what is left stays
+/// gapless from `first_seq` to `last_seq`, and a reader that knows `first_seq` knows every
+/// seq below it is gone for good rather than missing.
+#[async_trait]
+pub trait RetentionStore: Send + Sync {
+    /// Sets the group's retention in days (0: forever), fenced like every write of a live
+    /// group (a new group's creator uses epoch 0); false if there is no such group.
+    async fn set_retention_days(&self, fence: Fence, days: u32) -> StoreResult<bool>;
+    /// A group's retention (the default, kept forever and never trimmed, for a group that
+    /// never had one set, or none at all).
+    async fn retention(&self, group: GroupId) -> StoreResult<Retention>;
+    /// Up to `limit` groups whose retention is not forever, after `after` in the store's own
+    /// order (pass the last group of the previous page). The retention sweeper's work list.
+    async fn retained_groups(&self, after: Option<GroupId>, limit: usize) -> StoreResult<Vec<(GroupId, Retention)>>;
+    /// Deletes the messages with seq up to `through` (at most the log's last seq; a larger
+    /// one is taken as the last seq), and the resend index rows that only they use, and
+    /// raises `trimmed_through` to it (never lowers it). Records the trim point before it
+    /// deletes, so a reader that filters by it never sees a hole. Not fenced: a trim only
+    /// deletes what is old enough whoever asks, and is idempotent. Returns `trimmed_through`
+    /// after the call.
+    async fn trim_log(&self, group: GroupId, through: Seq) -> StoreResult<Seq>;
 }
 
 /// Checks that `messages` all belong to `group` and carry the seqs `after + 1, after + 2, ...`,
@@ -350,7 +393,7 @@ pub trait MediaStore: Send + Sync {
 /// Everything a node needs from its store.
 #[async_trait]
 pub trait Store:
-    AccountStore + GroupStore + UserGroupStore + MessageStore + WalletStore + RedPacketStore + MediaStore
+    AccountStore + GroupStore + UserGroupStore + MessageStore + RetentionStore + WalletStore + RedPacketStore + MediaStore
 {
     /// A short name for logs and the console ("redb", "postgres", "scylla").
     fn backend(&self) -> &'static str;

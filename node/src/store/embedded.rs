@@ -12,6 +12,7 @@
 //! earlier one did not, or a group's log could get a gap.
 
 mod media;
+mod retention;
 mod wallet;
 
 use actors::store::*;
@@ -202,6 +203,7 @@ fn init_tables(db: &Database) -> Result<u64, redb::Error> {
         txn.open_table(CLIENT_IDS)?;
         wallet::init(&txn)?;
         media::init(&txn)?;
+        retention::init(&txn)?;
     }
     txn.commit()?;
     Ok(found)
@@ -659,7 +661,12 @@ fn apply_append(txn: &WriteTransaction, fence: Fence, after: Seq, rows: &[Append
     check_fence(txn, fence)?;
     let group = fence.group;
     let mut table = txn.open_table(MESSAGES).map_err(db_error)?;
-    let last = last_seq_in(&table, group.0)?;
+    let mut last = last_seq_in(&table, group.0)?;
+    if last == 0 {
+        // An empty log may be one retention emptied: it goes on from where it was cut.
+        last =
+            retention::retention_in(&txn.open_table(retention::RETENTION).map_err(db_error)?, group.0)?.trimmed_through;
+    }
     if last != after {
         return Err(StoreError::Conflict(format!("log of group {group} ends at {last}, not {after}")));
     }
@@ -671,6 +678,7 @@ fn apply_append(txn: &WriteTransaction, fence: Fence, after: Seq, rows: &[Append
     Ok(())
 }
 
+/// The newest seq left in the log (0 if none is left; see `last_seq`).
 fn last_seq_in(messages: &impl ReadableTable<(u64, u64), &'static [u8]>, group: u64) -> StoreResult<Seq> {
     let mut range = messages.range((group, 0)..=(group, u64::MAX)).map_err(db_error)?;
     match range.next_back() {
@@ -696,7 +704,12 @@ impl MessageStore for EmbeddedStore {
     async fn last_seq(&self, group: GroupId) -> StoreResult<Seq> {
         self.read(|txn| {
             let messages = txn.open_table(MESSAGES).map_err(db_error)?;
-            last_seq_in(&messages, group.0)
+            match last_seq_in(&messages, group.0)? {
+                // An empty log may be one retention emptied (see `apply_append`).
+                0 => Ok(retention::retention_in(&txn.open_table(retention::RETENTION).map_err(db_error)?, group.0)?
+                    .trimmed_through),
+                last => Ok(last),
+            }
         })
     }
 

@@ -8,6 +8,7 @@
 //! submitted them (its senders' read marks before the batch that moved them).
 
 mod media;
+mod retention;
 mod wallet;
 
 use super::lanes::{Job, Lanes};
@@ -622,6 +623,11 @@ async fn lock_fence(txn: &tokio_postgres::Transaction<'_>, fence: Fence, lock: &
     Ok(true)
 }
 
+/// The log's last seq: its newest message's, or where retention cut it if nothing is left
+/// (COALESCE evaluates the subquery only then).
+const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), (SELECT trimmed_through FROM groups WHERE group_id = $1), 0) \
+                        FROM messages WHERE group_id = $1";
+
 async fn append(pool: &Pool, fence: Fence, after: Seq, messages: &[MessageRecord]) -> StoreResult<()> {
     let group = fence.group;
     check_append(group, after, messages)?;
@@ -630,11 +636,7 @@ async fn append(pool: &Pool, fence: Fence, after: Seq, messages: &[MessageRecord
     if !lock_fence(&txn, fence, "FOR SHARE").await? {
         return Err(StoreError::Conflict(format!("no group {group}")));
     }
-    let last: i64 = txn
-        .query_one("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE group_id = $1", &[&id(group.0)])
-        .await
-        .map_err(db)?
-        .get(0);
+    let last: i64 = txn.query_one(LAST_SEQ, &[&id(group.0)]).await.map_err(db)?.get(0);
     if unsigned(last) != after {
         return Err(StoreError::Conflict(format!("log of group {group} ends at {last}, not {after}")));
     }
@@ -681,10 +683,7 @@ impl MessageStore for PostgresStore {
 
     async fn last_seq(&self, group: GroupId) -> StoreResult<Seq> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE group_id = $1")
-            .await
-            .map_err(db)?;
+        let statement = client.prepare_cached(LAST_SEQ).await.map_err(db)?;
         Ok(unsigned(client.query_one(&statement, &[&id(group.0)]).await.map_err(db)?.get(0)))
     }
 

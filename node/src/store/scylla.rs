@@ -80,6 +80,7 @@ mod log;
 mod media;
 mod messages;
 mod redpackets;
+mod retention;
 mod rows;
 mod statements;
 mod wallet;

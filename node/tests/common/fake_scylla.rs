@@ -610,6 +610,11 @@ fn analyse(state: &State, text: &str) -> Result<Prepared, String> {
             "IN" => binds.push((column.clone(), Ty::List(Box::new(column_type(&column)?)))),
             "TIMESTAMP" => binds.push(("[timestamp]".into(), Ty::BigInt)),
             "TTL" => binds.push(("[ttl]".into(), Ty::Int)),
+            // `token(key) > token(?)`: the marker has the key's type.
+            "(" if upper.get(i.wrapping_sub(2)).is_some_and(|t| t == "TOKEN") => {
+                let key = tokens.get(i.wrapping_sub(5)).cloned().unwrap_or_default();
+                binds.push((key.clone(), column_type(&key)?));
+            }
             "LIMIT" => {
                 limit = Some(binds.len());
                 binds.push(("[limit]".into(), Ty::Int));

@@ -144,6 +144,12 @@ impl TestNode {
         *self = node;
     }
 
+    /// [`TestNode::restart`] with `extra` settings (or environment) added from now on.
+    pub async fn restart_with_env(&mut self, extra: &[(&str, &str)]) {
+        self.env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.restart().await;
+    }
+
     /// A fresh, unauthenticated connection.
     pub async fn connect(&self) -> Client {
         Client::connect(&self.url).await.expect("connect")

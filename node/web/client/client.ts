@@ -400,12 +400,15 @@ export class TroupeClient {
         const sync = await withTimeout(this.transmit("sync", { groups: cursors, limit: 100 }), timeout, "sync");
         for (const group of sync.groups) {
           if (this.log.last(group.group) === undefined) this.log.follow(group.group, group.last_seq);
+          // Retention deleted the seqs below first_seq: skip the cursor past them before the
+          // messages (which start there), or they would wait on a gap no history can fill.
+          if (group.first_seq !== undefined) this.log.discardBefore(group.group, group.first_seq);
           for (const message of group.messages) this.log.accept(message);
           if (group.has_more) this.log.fetchMore(group.group);
         }
         for (const group of sync.gone) this.log.forget(group);
         if (sync.gone.length > 0) this.emit("gone", sync.gone);
-        session.groups = sync.groups.map(({ messages: _m, has_more: _h, ...summary }) => summary);
+        session.groups = sync.groups.map(({ messages: _m, has_more: _h, first_seq: _f, ...summary }) => summary);
       }
       if (this.socket !== socket) return;
       this.authenticated(session);

@@ -6,6 +6,10 @@
 // Keeping one cursor per group, `last`, the highest seq handed on, settles both: a seq at or
 // below it is a duplicate, a seq beyond `last + 1` waits until the gap before it is filled
 // from `history`.
+//
+// Retention deletes a group's oldest messages on the node; `history` and `sync` say where the
+// group now starts (`first_seq`). Seqs below it are deleted, not missing: the cursor jumps to
+// `first_seq - 1`, or the gap walk would ask for them forever.
 
 import type { GroupId, HistoryPage, Message, Seq } from "./protocol.ts";
 
@@ -62,6 +66,18 @@ export class GroupLog {
     }
   }
 
+  /**
+   * The node keeps nothing of `group` below `firstSeq` (retention deleted it; a `history`
+   * page or `sync` group said so). Moves the cursor up to `firstSeq - 1`, so the gap walk
+   * stops asking for those seqs, and drops what waits below `firstSeq`: it is deleted for
+   * everyone, so it is not handed on either. Messages waiting from `firstSeq` on follow.
+   * A cursor already at or past `firstSeq - 1` stays where it is.
+   */
+  discardBefore(group: GroupId, firstSeq: Seq): void {
+    const cursor = this.cursors.get(group);
+    if (cursor !== undefined) this.skipDeleted(cursor, firstSeq);
+  }
+
   /** Stops following a group (left, removed, dissolved). */
   forget(group: GroupId): void {
     this.cursors.delete(group);
@@ -103,6 +119,16 @@ export class GroupLog {
     if (cursor !== undefined) this.fill(group, cursor, true);
   }
 
+  /** See {@link discardBefore}. `firstSeq` is undefined from a node older than retention. */
+  private skipDeleted(cursor: Cursor, firstSeq: Seq | undefined): void {
+    if (firstSeq === undefined || firstSeq - 1 <= cursor.last) return;
+    cursor.last = firstSeq - 1;
+    for (const seq of cursor.waiting.keys()) {
+      if (seq < firstSeq) cursor.waiting.delete(seq);
+    }
+    this.drain(cursor);
+  }
+
   private drain(cursor: Cursor): void {
     for (;;) {
       const next = cursor.waiting.get(cursor.last + 1);
@@ -133,13 +159,16 @@ export class GroupLog {
         const page = await this.fetchAfter(group, after);
         // Forgotten while the page was on its way: nothing more of this group is handed on.
         if (this.cursors.get(group) !== cursor) return;
+        // Before the page's messages, so they find the cursor where they follow on from it.
+        this.skipDeleted(cursor, page.first_seq);
         for (const message of page.messages) {
           if (message.seq > cursor.last) cursor.waiting.set(message.seq, message);
         }
         this.drain(cursor);
         if (!page.has_more && cursor.waiting.size === 0) return;
         // A page that moved the cursor nothing means history holds nothing at `after + 1`
-        // (deleted): skip to the first message that exists, in the page or held, rather than
+        // though `first_seq` did not say so (a hole in the log, or a node too old to send
+        // it): skip to the first message that exists, in the page or held, rather than
         // ask for the same page forever. With `has_more` too: the page then starts past the
         // hole. Each turn of the loop moves the cursor, so the walk ends.
         if (cursor.last === after) {

@@ -252,6 +252,8 @@ export interface CreateGroupRequest {
   open?: boolean;
   /** A cap from 2 up to the node's; the node's cap when absent. */
   max_members?: number;
+  /** Days messages are kept, 1-36500, or 0 for forever; forever when absent. */
+  retention_days?: number;
 }
 
 /** `group_info`. */
@@ -263,7 +265,7 @@ export interface GroupInfoRequest {
 /** `my_groups`: the caller's groups with unread counts. */
 export type MyGroupsRequest = NoFields;
 
-/** `update_group` (owner or admin): at least one of `name` and `open`. */
+/** `update_group` (owner or admin): at least one of `name`, `open` and `retention_days`. */
 export interface UpdateGroupRequest {
   /** The group. */
   group: GroupId;
@@ -271,6 +273,8 @@ export interface UpdateGroupRequest {
   name?: string;
   /** New openness. */
   open?: boolean;
+  /** New retention in days, 1-36500; 0 keeps messages forever again. */
+  retention_days?: number;
 }
 
 /** `add_members` (owner or admin). */
@@ -565,6 +569,11 @@ export interface GroupInfo {
   max_members: number;
   /** Its newest message's seq (0 when empty). */
   last_seq: Seq;
+  /**
+   * How many days the node keeps its messages; older ones are deleted for everyone. 0 keeps
+   * them forever. Shown so members know their history has an end before it reaches it.
+   */
+  retention_days: number;
 }
 
 /** One of the caller's groups, with where the caller stands in it (for lists and badges). */
@@ -728,6 +737,12 @@ export interface HistoryPage {
   has_more: boolean;
   /** The group's newest seq when the page was read. */
   last_seq: Seq;
+  /**
+   * The lowest seq the group still keeps (1 if retention never deleted any). Every seq below
+   * it is deleted for good, not missing: a client that holds less than `first_seq - 1` moves
+   * its cursor up to it rather than ask for those seqs again.
+   */
+  first_seq: Seq;
 }
 
 /** One group in a `sync` result: its summary (flattened in) plus the messages missed. */
@@ -736,6 +751,12 @@ export interface SyncGroup extends GroupSummary {
   messages: Message[];
   /** More follow: fetch them with `history` `after`. */
   has_more: boolean;
+  /**
+   * The lowest seq the group still keeps, as in {@link HistoryPage}; present only for a
+   * listed group whose `after` is below its `last_seq`. `messages` then start at
+   * `max(after + 1, first_seq)`: the seqs skipped were deleted by retention, not missed.
+   */
+  first_seq?: Seq;
 }
 
 /** `sync` result. */
@@ -964,7 +985,7 @@ export interface RoleChangedEvent {
   role: Role;
 }
 
-/** The group's name, openness or owner changed: the whole group info, flattened in. */
+/** The group's name, openness, retention or owner changed: the whole group info, flattened in. */
 export interface GroupUpdatedEvent extends GroupInfo {
   /** Always "group_updated". */
   event: "group_updated";

@@ -251,7 +251,13 @@ pub struct CreateGroupRequest {
     /// A cap below the node's; defaults to the node's cap.
     #[serde(default)]
     pub max_members: Option<u32>,
+    /// Days to keep messages, 1 to [`MAX_RETENTION_DAYS`]; 0 or absent keeps them forever.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
 }
+
+/// The longest retention a group may set (100 years): longer is "forever" in all but name.
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 
 /// `group_info`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -275,6 +281,9 @@ pub struct UpdateGroupRequest {
     /// New openness.
     #[serde(default)]
     pub open: Option<bool>,
+    /// New retention in days (0: keep forever).
+    #[serde(default)]
+    pub retention_days: Option<u32>,
 }
 
 /// `add_members`.

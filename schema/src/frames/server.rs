@@ -245,6 +245,8 @@ pub struct GroupInfo {
     pub max_members: u32,
     /// The seq of its newest message (0 when empty).
     pub last_seq: Seq,
+    /// Messages older than this many days are deleted; 0 keeps them forever.
+    pub retention_days: u32,
 }
 
 /// One of the caller's groups, with where the caller stands in it.
@@ -537,6 +539,8 @@ pub struct HistoryPage {
     pub has_more: bool,
     /// The group's newest seq when the page was read.
     pub last_seq: Seq,
+    /// The lowest seq the group still keeps: every seq below it was deleted by retention.
+    pub first_seq: Seq,
 }
 
 /// One group in a `sync` result.
@@ -549,6 +553,10 @@ pub struct SyncGroup {
     pub messages: Vec<MessageView>,
     /// Whether more messages follow; fetch them with `history` `after`.
     pub has_more: bool,
+    /// The lowest seq the group still keeps (see [`HistoryPage::first_seq`]); given with the
+    /// messages of a listed group that had some to send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seq: Option<Seq>,
 }
 
 /// `sync` result.

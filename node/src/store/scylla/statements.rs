@@ -94,6 +94,18 @@ statements! {
     update_group: Conditional =
         "UPDATE {ks}.groups SET name = ?, open = ?, epoch = ? WHERE group_id = ? IF epoch = ?";
     dissolve_group: Conditional = "UPDATE {ks}.groups SET dissolved = true WHERE group_id = ? IF epoch = ?";
+    set_retention_days: Conditional = "UPDATE {ks}.groups SET retention_days = ? WHERE group_id = ? IF epoch = ?";
+    select_retention: Read = "SELECT retention_days, trimmed_through FROM {ks}.groups WHERE group_id = ? LIMIT 1";
+    set_trimmed: Conditional = "UPDATE {ks}.groups SET trimmed_through = ? WHERE group_id = ? IF trimmed_through = ?";
+    set_first_trimmed: Conditional =
+        "UPDATE {ks}.groups SET trimmed_through = ? WHERE group_id = ? IF trimmed_through = null AND epoch != null";
+    // The retention sweeper's work list: the one statement that reads across partitions, a
+    // scan in token order (PER PARTITION LIMIT 1: the static columns once per group).
+    scan_retained_groups: Read =
+        "SELECT group_id, retention_days, trimmed_through FROM {ks}.groups PER PARTITION LIMIT 1";
+    scan_retained_groups_after: Read =
+        "SELECT group_id, retention_days, trimmed_through FROM {ks}.groups WHERE token(group_id) > token(?) \
+         PER PARTITION LIMIT 1";
 
     link_user_group: Conditional =
         "INSERT INTO {ks}.user_groups (user_id, group_id, read_seq, joined_at) VALUES (?, ?, ?, ?) IF NOT EXISTS";
@@ -126,6 +138,7 @@ statements! {
          WHERE group_id = ? AND bucket = ? AND seq < ? ORDER BY seq DESC LIMIT ?";
     insert_client_id: Write =
         "INSERT INTO {ks}.client_msg_ids (group_id, sender, client_msg_id, seq, ts) VALUES (?, ?, ?, ?, ?)";
+    trim_bucket: Write = "DELETE FROM {ks}.messages WHERE group_id = ? AND bucket = ? AND seq > ? AND seq <= ?";
     select_client_id: Read =
         "SELECT seq, ts FROM {ks}.client_msg_ids WHERE group_id = ? AND sender = ? AND client_msg_id = ?";
 
@@ -338,6 +351,10 @@ mod tests {
             ("user_media_bytes", &["user_id"]),
         ];
         for (name, kind, text) in statement_texts("ks") {
+            if name.starts_with("scan_") {
+                assert!(text.starts_with("SELECT") && matches!(kind, StatementKind::Read), "{name} only reads");
+                continue;
+            }
             let table = text
                 .split_whitespace()
                 .find_map(|word| word.strip_prefix("ks."))

@@ -510,7 +510,7 @@ test("reconnect and resync: auth with the token, sync from the cursors, each mes
   const second = await h.socket(1);
   second.responders.set("history", (frame) => {
     const newer = stored.filter((m) => m.group === frame.group && m.seq > (frame.after as number));
-    return { group: frame.group, messages: newer.slice(0, 2), has_more: newer.length > 2, last_seq: 14 };
+    return { group: frame.group, messages: newer.slice(0, 2), has_more: newer.length > 2, last_seq: 14, first_seq: 1 };
   });
   second.open();
   const auth = await second.request("auth");
@@ -559,6 +559,43 @@ test("a resync drops the groups the node reports gone", { timeout: 5000 }, async
   assert.deepEqual(gone, [[99]]);
   assert.equal(h.client.log.last(99), undefined);
   assert.equal(h.client.log.last(81), 5);
+});
+
+test("a resync whose sync says first_seq beyond the cursor skips the deleted seqs without reading history", { timeout: 5000 }, async () => {
+  const h = harness();
+  const groupsSeen: GroupSummary[][] = [];
+  h.client.on("groups", (groups) => groupsSeen.push(groups));
+  const first = await loggedIn(h, [summary(81, 3), summary(99, 3)]);
+  first.serverClose(1001, "going_away");
+  const second = await h.socket(1);
+  // Were history read, it would say the same as the sync: nothing below first_seq is kept.
+  second.responders.set("history", (frame) => {
+    if (frame.group === 81) return { group: 81, messages: range(21, 25).map((s) => msg(81, s)), has_more: false, last_seq: 25, first_seq: 21 };
+    return { group: 99, messages: [], has_more: false, last_seq: 25, first_seq: 26 };
+  });
+  second.open();
+  second.reply(await second.request("auth"), session([summary(81, 25), summary(99, 25)]));
+  const sync = await second.request("sync");
+  assert.deepEqual(sync.groups, [
+    { group: 81, after: 3 },
+    { group: 99, after: 3 },
+  ]);
+  // 81 keeps 21..25; retention emptied 99 (first_seq = last_seq + 1).
+  second.reply(sync, {
+    groups: [
+      { ...syncGroup(81, 25, range(21, 25)), first_seq: 21 },
+      { ...syncGroup(99, 25, []), first_seq: 26 },
+    ],
+    gone: [],
+  });
+  await until(() => h.client.state === "ready" && h.seqs(81).length >= 5, "81 caught up");
+  await sleep(30);
+  assert.deepEqual(h.seqs(81), range(21, 25));
+  assert.deepEqual(h.seqs(99), []);
+  assert.equal(h.client.log.last(81), 25);
+  assert.equal(h.client.log.last(99), 25, "an emptied group's cursor moves to its last seq");
+  assert.deepEqual(second.ops(), ["auth", "sync"], "no history request for the deleted seqs");
+  assert.deepEqual(groupsSeen.at(-1), [summary(81, 25), summary(99, 25)], "the groups event carries summaries only");
 });
 
 test("session_revoked signs out with no reconnect; so does invalid_token for auth", { timeout: 5000 }, async () => {
@@ -672,7 +709,7 @@ test("a gap fill answered unavailable is retried later without a new message", {
 
   const h2 = await socket.request("history", 1, 1000);
   assert.deepEqual([h2.group, h2.after], [81, 5]);
-  socket.reply(h2, { group: 81, messages: [msg(81, 6), msg(81, 7), msg(81, 8)], has_more: false, last_seq: 8 });
+  socket.reply(h2, { group: 81, messages: [msg(81, 6), msg(81, 7), msg(81, 8)], has_more: false, last_seq: 8, first_seq: 1 });
   await until(() => h.seqs(81).length >= 3, "the gap filled");
   await sleep(20);
   assert.deepEqual(h.seqs(81), [6, 7, 8]);

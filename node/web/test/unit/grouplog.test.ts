@@ -17,21 +17,27 @@ function settle(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
-/** The node's log of group G: `history` `after` over `messages`, `pageSize` at a time. */
+/**
+ * The node's log of group G: `history` `after` over `messages`, `pageSize` at a time. Its
+ * `first_seq` is the lowest seq stored (as if retention deleted everything before it).
+ */
 function history(messages: Message[], pageSize = 3) {
   const calls: Seq[] = [];
   const fetchAfter: FetchAfter = async (group, after) => {
     calls.push(after);
     // A walk that never ends would spin in microtasks and hang the test: make it fail instead.
     if (calls.length > 50) throw new Error(`history read ${calls.length} times: ${calls.slice(0, 10).join(",")},...`);
+    const stored = messages.filter((m) => m.group === group).map((m) => m.seq);
+    const lastSeq = Math.max(0, ...stored);
+    const firstSeq = Math.min(lastSeq + 1, ...stored);
     const newer = messages.filter((m) => m.group === group && m.seq > after).sort((a, b) => a.seq - b.seq);
-    return page(group, newer.slice(0, pageSize), newer.length > pageSize, Math.max(0, ...messages.map((m) => m.seq)));
+    return page(group, newer.slice(0, pageSize), newer.length > pageSize, lastSeq, firstSeq);
   };
   return { calls, fetchAfter };
 }
 
-function page(group: GroupId, messages: Message[], hasMore: boolean, lastSeq = messages.at(-1)?.seq ?? 0): HistoryPage {
-  return { group, messages, has_more: hasMore, last_seq: lastSeq };
+function page(group: GroupId, messages: Message[], hasMore: boolean, lastSeq = messages.at(-1)?.seq ?? 0, firstSeq = 1): HistoryPage {
+  return { group, messages, has_more: hasMore, last_seq: lastSeq, first_seq: firstSeq };
 }
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
@@ -162,6 +168,57 @@ test("a gap whose messages are gone is skipped, not fetched forever", async () =
   assert.ok(calls.length <= 6, `a bounded walk, not ${calls.length} reads`);
   log.accept(msg(13));
   assert.deepEqual(seqs(), [7, 8, 12, 13], "and the cursor carries on from there");
+});
+
+test("retention: a history page's first_seq moves the cursor past the deleted seqs and drops what waits below it", async () => {
+  const { requests, fetchAfter } = manualHistory();
+  const { log, seqs } = logOver(fetchAfter);
+  log.follow(G, 3);
+  // Held from before retention deleted it: the node no longer has 10, so neither should we.
+  log.accept(msg(10));
+  assert.deepEqual(requests.map((r) => r.after), [3]);
+  // The node keeps 21..25 only: seqs 4..20 are deleted, not a gap to fill.
+  requests[0]!.answer(page(G, range(21, 25).map((s) => msg(s)), false, 25, 21));
+  await settle();
+  assert.deepEqual(seqs(), range(21, 25), "10 is dropped, 21..25 delivered in order");
+  assert.equal(log.last(G), 25);
+  assert.equal(requests.length, 1, "no further history request for the deleted seqs");
+});
+
+test("retention: a page of a group retention emptied moves the cursor to its last seq", async () => {
+  const { requests, fetchAfter } = manualHistory();
+  const { log, seqs } = logOver(fetchAfter);
+  log.follow(G, 3);
+  log.fetchMore(G);
+  // Everything up to 25 is deleted: no messages, and first_seq is last_seq + 1.
+  requests[0]!.answer(page(G, [], false, 25, 26));
+  await settle();
+  assert.equal(log.last(G), 25);
+  assert.deepEqual(log.cursorsForSync(), [{ group: G, after: 25 }], "the next sync asks from there");
+  assert.equal(requests.length, 1);
+  log.accept(msg(26));
+  assert.deepEqual(seqs(), [26], "the next message follows on at once");
+  assert.equal(requests.length, 1, "with no history read");
+});
+
+test("discardBefore: skips the cursor to first_seq - 1, drops what waits below, delivers what follows", async () => {
+  const { calls, fetchAfter } = history([]);
+  const { log, seqs } = logOver(fetchAfter);
+  log.follow(G, 3);
+  log.pause();
+  for (const seq of [10, 22, 21, 24]) log.accept(msg(seq));
+  log.discardBefore(G, 21);
+  assert.deepEqual(seqs(), [21, 22], "10 dropped; 21 and 22 follow on; 24 waits for 23");
+  assert.equal(log.last(G), 22);
+  // A first_seq at or below the cursor changes nothing, and an unfollowed group stays so.
+  log.discardBefore(G, 5);
+  log.discardBefore(G, 23);
+  assert.equal(log.last(G), 22);
+  log.discardBefore(9, 40);
+  assert.equal(log.last(9), undefined);
+  log.resume();
+  await settle();
+  assert.deepEqual(calls, [22], "only the real gap (23) is read from history");
 });
 
 test("a failing fill reports onFillError; a later message retries the gap", async () => {
