@@ -77,10 +77,17 @@ for scenario in $scenarios; do
       # settings: a small outbox bound and send buffer, so the node drops the stalled member
       # within the run (with the defaults, 8192 events after megabytes of kernel buffer, it
       # takes minutes at 200 events/s).
-      for stalled in 0 1; do
-        start_node TROUPE_ACTORS__OUTBOX_MAX_EVENTS=1024 TROUPE_GATEWAY__SOCKET_SEND_BUFFER_BYTES=65536
-        "$bench_bin" fanout --warmup 3 --duration 40 --stalled $stalled --out "$out/fanout-100k-stalled-$stalled"
-        stop_node
+      # SLOW_CONSUMER_PAIRS=N runs N pairs, alternating which half of a pair comes first
+      # (0 1, 1 0, ...) so that drift over the runs does not favour either side.
+      pairs=${SLOW_CONSUMER_PAIRS:-1}
+      for pair in $(seq "$pairs"); do
+        order="0 1"; [ $((pair % 2)) = 0 ] && order="1 0"
+        suffix=""; [ "$pairs" -gt 1 ] && suffix="-pair$pair"
+        for stalled in $order; do
+          start_node TROUPE_ACTORS__OUTBOX_MAX_EVENTS=1024 TROUPE_GATEWAY__SOCKET_SEND_BUFFER_BYTES=65536
+          "$bench_bin" fanout --warmup 3 --duration 40 --stalled $stalled --out "$out/fanout-100k-stalled-$stalled$suffix"
+          stop_node
+        done
       done
       continue ;;
     admission)

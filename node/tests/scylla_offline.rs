@@ -1386,3 +1386,48 @@ async fn unsent_media_are_indexed_before_they_are_written_and_read_by_hour() {
     assert_eq!(fake.calls().len(), 1, "one plain delete");
     fake.stop().await;
 }
+
+/// A trim moves the group's trim point by LWT before it deletes anything (readers filter by
+/// it, so they never see a hole), follows a concurrent trim that moved it first, never goes
+/// past the log's end, and deletes by range, bucket by bucket.
+#[tokio::test]
+async fn a_trim_moves_the_trim_point_first_then_deletes_each_bucket_by_range() {
+    let (fake, store) = start().await;
+    fake.answer_with("select_retention", vec![Reply::Rows(vec![vec![V::Int(7), V::BigInt(100)]])]);
+    fake.on("select_bucket_last", log_ending(&[4096, 5000]));
+    // Another node's trim moved the point to 4500 first.
+    fake.answer_with(
+        "set_trimmed",
+        vec![Reply::lwt(false, &[("trimmed_through", V::BigInt(4500))]), Reply::lwt(true, &[])],
+    );
+    assert_eq!(store.trim_log(FENCE.group, 9_999).await.unwrap(), 5000, "clamped to the log's end");
+    let moves: Vec<Vec<V>> = fake.calls_to("set_trimmed").iter().map(|c| c.values_of("trimmed_through")).collect();
+    assert_eq!(
+        moves,
+        vec![vec![V::BigInt(5000), V::BigInt(100)], vec![V::BigInt(5000), V::BigInt(4500)]],
+        "SET 5000 IF 100, then SET 5000 IF what the other trim left"
+    );
+    let deletes = fake.calls_to("trim_bucket");
+    let ranges: Vec<(V, Vec<V>)> = deletes.iter().map(|c| (c.value("bucket"), c.values_of("seq"))).collect();
+    assert_eq!(
+        ranges,
+        vec![(V::BigInt(0), vec![V::BigInt(0), V::BigInt(5000)]), (V::BigInt(1), vec![V::BigInt(0), V::BigInt(5000)]),],
+        "from the start of the bucket of the previous trim point: seq > 0 AND seq <= 5000"
+    );
+    let names: Vec<_> = fake.calls().iter().filter_map(|c| c.name()).collect();
+    let last_move = names.iter().rposition(|n| *n == "set_trimmed").unwrap();
+    let first_delete = names.iter().position(|n| *n == "trim_bucket").unwrap();
+    assert!(last_move < first_delete, "the point moves before anything is deleted: {names:?}");
+
+    // A group never trimmed takes its first point only if it exists; one that does not is
+    // trimmed by nothing.
+    fake.clear_calls();
+    fake.on("select_bucket_last", log_ending(&[30]));
+    fake.answer_with("set_first_trimmed", vec![Reply::lwt(false, &[("trimmed_through", V::Null), ("epoch", V::Null)])]);
+    assert_eq!(store.trim_log(GroupId(9), 20).await.unwrap(), 0);
+    assert!(fake.calls_to("trim_bucket").is_empty(), "nothing deleted for a missing group");
+    let first = fake.calls_to("set_first_trimmed").remove(0);
+    assert!(first.statements[0].text.ends_with("IF trimmed_through = null AND epoch != null"));
+    assert_eq!(first.value("trimmed_through"), V::BigInt(20));
+    fake.stop().await;
+}
