@@ -9,6 +9,9 @@
 # named); slow-consumer and admission (issue 8's hardening runs); and
 # cluster-fanout (two nodes on a fresh PostgreSQL database, members spread over both; needs
 # PostgreSQL on 127.0.0.1:5432; not in the default set).
+#
+# For an A/B of two builds, NODE_BIN and BENCH_BIN name binaries built elsewhere (copies
+# of another commit's target/release/troupe and bench); nothing is built then.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:-$(date +%Y-%m-%d)}
@@ -16,14 +19,16 @@ shift || true
 scenarios=${*:-connections fanout overload send joins sync redpacket media}
 out=bench/results/$name
 mkdir -p "$out"
-cargo build --release -q -p troupe -p troupe-bench
-node_bin=target/release/troupe
+if [ -z "${NODE_BIN:-}" ]; then
+  cargo build --release -q -p troupe -p troupe-bench
+fi
+node_bin=${NODE_BIN:-target/release/troupe}
 # A load generator sends far faster than a person: lift the per-connection and per-user send
 # limits (actors.rate_limits) for the nodes measured here.
 for limit in CONNECTION_SENDS USER_SENDS; do
   export TROUPE_ACTORS__RATE_LIMITS__${limit}__PER_SECOND=1000000.0 TROUPE_ACTORS__RATE_LIMITS__${limit}__BURST=1000000.0
 done
-bench_bin=target/release/bench
+bench_bin=${BENCH_BIN:-target/release/bench}
 data=$(mktemp -d)
 node_pid=
 cluster_pids=
