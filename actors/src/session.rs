@@ -592,28 +592,46 @@ impl Session {
         Ok(page)
     }
 
+    /// The group's first seq as a page of `from..=to` read after `first_seq` was learnt
+    /// should report it. A trim that ran in between deleted the start of the range; the
+    /// page then starts later (or is empty), and the client must be told where the log
+    /// starts now, or it would take the seqs it did not get for missing ones.
+    async fn first_seq_after_read(
+        &self,
+        group: GroupId,
+        first_seq: Seq,
+        from: Seq,
+        to: Seq,
+        page: &[MessageRecord],
+    ) -> Result<Seq, ApiError> {
+        if from > to || page.first().is_some_and(|m| m.seq == from) {
+            return Ok(first_seq);
+        }
+        Ok(self.system.store.retention(group).await?.first_seq().max(first_seq))
+    }
+
     async fn history(&self, id: Option<u64>, me: UserId, r: HistoryRequest) -> Result<(), ApiError> {
         let limit = bounded_limit(r.limit, 50, 1, HISTORY_MAX_LIMIT)? as Seq;
         let last_seq = self.check_member(r.group, me).await?;
         let first_seq = self.system.store.retention(r.group).await?.first_seq();
         // Seqs are gapless from `first_seq` on, so a page is a range of seqs, known before
         // anything is read.
-        let (from, to, has_more) = match (r.before, r.after) {
+        let (from, to, backwards) = match (r.before, r.after) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::InvalidField("give before or after, not both".into()));
             }
             (None, Some(after)) => {
                 let from = after.saturating_add(1).max(first_seq);
-                let to = from.saturating_add(limit - 1).min(last_seq);
-                (from, to, to < last_seq)
+                (from, from.saturating_add(limit - 1).min(last_seq), false)
             }
             (before, None) => {
                 let to = before.unwrap_or(Seq::MAX).saturating_sub(1).min(last_seq);
-                let from = to.saturating_sub(limit - 1).max(first_seq);
-                (from, to, from > first_seq && from <= to)
+                (to.saturating_sub(limit - 1).max(first_seq), to, true)
             }
         };
         let records = self.messages_in(r.group, from, to).await?;
+        let first_seq = self.first_seq_after_read(r.group, first_seq, from, to, &records).await?;
+        let has_more = if backwards { from > first_seq && from <= to } else { to < last_seq };
         let messages = records.iter().map(views::message_view).collect();
         let page = wire::HistoryPage { group: r.group, messages, has_more, last_seq, first_seq };
         self.reply(id, "history", &page);
@@ -644,6 +662,7 @@ impl Session {
                 if take > 0 {
                     let to = after.saturating_add(take).min(summary.last_seq);
                     let page = self.messages_in(summary.group, after + 1, to).await?;
+                    first_seq = Some(self.first_seq_after_read(summary.group, first, after + 1, to, &page).await?);
                     budget -= page.len();
                     messages = page.iter().map(views::message_view).collect();
                 }

@@ -344,12 +344,14 @@ async fn user_actors_live_exactly_as_long_as_their_connections() {
 /// The embedded store with injectable faults, each armed with a group id and fired once:
 /// `panic_on` panics inside the group's actor (in the client-id lookup a send makes),
 /// `fail_append` fails the group's next commit; `slow_append` delays every commit of that
-/// group by 300 ms.
+/// group by 300 ms; `trim_on_read` trims a group's log (as the retention sweeper would) just
+/// before the next read of its messages.
 struct Faulty {
     inner: Arc<EmbeddedStore>,
     panic_on: AtomicU64,
     fail_append: AtomicU64,
     slow_append: AtomicU64,
+    trim_on_read: std::sync::Mutex<Option<(GroupId, Seq)>>,
 }
 
 impl Faulty {
@@ -359,6 +361,7 @@ impl Faulty {
             panic_on: AtomicU64::new(0),
             fail_append: AtomicU64::new(0),
             slow_append: AtomicU64::new(0),
+            trim_on_read: std::sync::Mutex::new(None),
         })
     }
 }
@@ -494,6 +497,10 @@ impl MessageStore for Faulty {
         self.inner.last_seq(group).await
     }
     async fn messages_after(&self, group: GroupId, after: Seq, limit: usize) -> StoreResult<Vec<MessageRecord>> {
+        let trim = self.trim_on_read.lock().unwrap().take_if(|(armed, _)| *armed == group);
+        if let Some((_, through)) = trim {
+            self.inner.trim_log(group, through).await?;
+        }
         self.inner.messages_after(group, after, limit).await
     }
     async fn messages_before(&self, group: GroupId, before: Seq, limit: usize) -> StoreResult<Vec<MessageRecord>> {
@@ -690,4 +697,47 @@ async fn the_sweeper_finishes_a_red_packet_send_that_a_crash_interrupted() {
     assert_eq!(store.balance(UserId(alice_id)).await.unwrap(), 100);
     let grabbed = alice.ok("grab_red_packet", json!({ "group": group, "packet": paid.id.0 })).await;
     assert_eq!(grabbed["amount"], 200);
+}
+
+/// The retention sweeper trims a log between a reader's look at its first seq and its read
+/// of the messages: `history` and `sync` report where the log starts now, so a client never
+/// takes the seqs it did not get for missing ones (and `history` backwards says there is
+/// nothing older).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trim_during_a_read_moves_the_first_seq_the_reader_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Faulty::open(dir.path());
+    let system = System::start(config(), store.clone(), None).await.unwrap();
+    let (mut alice, _) = user(&system, "alice").await;
+    let group = alice.ok("create_group", json!({ "name": "g", "open": true })).await["group"].as_u64().unwrap();
+    for n in 1..=10 {
+        let ack = alice
+            .ok("send", json!({ "group": group, "client_msg_id": format!("m{n}"), "type": "text", "body": "x" }))
+            .await;
+        assert_eq!(ack["seq"], n);
+    }
+    let seqs = |page: &Value, key: &str| -> Vec<u64> {
+        page[key].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect()
+    };
+    let arm = |through: Seq| *store.trim_on_read.lock().unwrap() = Some((GroupId(group), through));
+
+    arm(4);
+    let page = alice.ok("history", json!({ "group": group, "after": 0, "limit": 5 })).await;
+    assert_eq!(seqs(&page, "messages"), [5]);
+    assert_eq!((page["first_seq"].as_u64(), page["has_more"].as_bool()), (Some(5), Some(true)));
+
+    arm(7);
+    let page = alice.ok("history", json!({ "group": group, "before": 9, "limit": 5 })).await;
+    assert_eq!(seqs(&page, "messages"), [8]);
+    assert_eq!((page["first_seq"].as_u64(), page["has_more"].as_bool()), (Some(8), Some(false)), "nothing older");
+
+    arm(9);
+    let synced = alice.ok("sync", json!({ "groups": [{ "group": group, "after": 7 }] })).await;
+    let synced = &synced["groups"][0];
+    assert_eq!(seqs(synced, "messages"), [10]);
+    assert_eq!(synced["first_seq"], 10);
+
+    // Without a trim in between, a page that starts where it was asked costs no second look.
+    let page = alice.ok("history", json!({ "group": group, "after": 9 })).await;
+    assert_eq!((seqs(&page, "messages"), page["first_seq"].as_u64()), (vec![10], Some(10)));
 }
