@@ -75,14 +75,16 @@ async fn trim_group(system: &System, group: GroupId, retention: Retention, cutof
         let page = store.messages_after(group, trimmed, MESSAGES_PER_TRIM).await?;
         let old = page.iter().take_while(|message| message.ts < cutoff).count();
         let Some(newest_old) = page[..old].last() else { break };
-        let now_trimmed = store.trim_log(group, newest_old.seq).await?;
+        // The store trims only if the retention is still the one the cut-off came from: an
+        // owner may have lengthened it since the list was read.
+        let now_trimmed = store.trim_log(group, newest_old.seq, retention.days).await?;
         let n = now_trimmed.saturating_sub(trimmed);
         system.metrics.messages_deleted.add(n);
         deleted += n;
-        trimmed = now_trimmed;
-        if old < page.len() || page.len() < MESSAGES_PER_TRIM {
-            break;
+        if now_trimmed < newest_old.seq || old < page.len() || page.len() < MESSAGES_PER_TRIM {
+            break; // the retention changed, or the group is gone, or nothing older is left
         }
+        trimmed = now_trimmed;
     }
     Ok(deleted)
 }

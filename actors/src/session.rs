@@ -594,8 +594,9 @@ impl Session {
 
     /// The group's first seq as a page of `from..=to` read after `first_seq` was learnt
     /// should report it. A trim that ran in between deleted the start of the range; the
-    /// page then starts later (or is empty), and the client must be told where the log
-    /// starts now, or it would take the seqs it did not get for missing ones.
+    /// page then starts later, is empty, or (on a store that reads a page in parts) lacks
+    /// its first part, and the client must be told where the log starts now, or it would
+    /// take the seqs it did not get for missing ones.
     async fn first_seq_after_read(
         &self,
         group: GroupId,
@@ -604,7 +605,8 @@ impl Session {
         to: Seq,
         page: &[MessageRecord],
     ) -> Result<Seq, ApiError> {
-        if from > to || page.first().is_some_and(|m| m.seq == from) {
+        let whole = !page.is_empty() && page.iter().zip(from..).all(|(m, seq)| m.seq == seq);
+        if from > to || whole {
             return Ok(first_seq);
         }
         Ok(self.system.store.retention(group).await?.first_seq().max(first_seq))

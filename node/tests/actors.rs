@@ -499,7 +499,8 @@ impl MessageStore for Faulty {
     async fn messages_after(&self, group: GroupId, after: Seq, limit: usize) -> StoreResult<Vec<MessageRecord>> {
         let trim = self.trim_on_read.lock().unwrap().take_if(|(armed, _)| *armed == group);
         if let Some((_, through)) = trim {
-            self.inner.trim_log(group, through).await?;
+            let days = self.inner.retention(group).await?.days;
+            self.inner.trim_log(group, through, days).await?;
         }
         self.inner.messages_after(group, after, limit).await
     }
@@ -530,8 +531,8 @@ impl RetentionStore for Faulty {
     async fn retained_groups(&self, after: Option<GroupId>, limit: usize) -> StoreResult<Vec<(GroupId, Retention)>> {
         self.inner.retained_groups(after, limit).await
     }
-    async fn trim_log(&self, group: GroupId, through: Seq) -> StoreResult<Seq> {
-        self.inner.trim_log(group, through).await
+    async fn trim_log(&self, group: GroupId, through: Seq, days: u32) -> StoreResult<Seq> {
+        self.inner.trim_log(group, through, days).await
     }
 }
 
@@ -709,7 +710,8 @@ async fn a_trim_during_a_read_moves_the_first_seq_the_reader_reports() {
     let store = Faulty::open(dir.path());
     let system = System::start(config(), store.clone(), None).await.unwrap();
     let (mut alice, _) = user(&system, "alice").await;
-    let group = alice.ok("create_group", json!({ "name": "g", "open": true })).await["group"].as_u64().unwrap();
+    let created = alice.ok("create_group", json!({ "name": "g", "open": true, "retention_days": 30 })).await;
+    let group = created["group"].as_u64().unwrap();
     for n in 1..=10 {
         let ack = alice
             .ok("send", json!({ "group": group, "client_msg_id": format!("m{n}"), "type": "text", "body": "x" }))

@@ -1388,24 +1388,27 @@ async fn unsent_media_are_indexed_before_they_are_written_and_read_by_hour() {
 }
 
 /// A trim moves the group's trim point by LWT before it deletes anything (readers filter by
-/// it, so they never see a hole), follows a concurrent trim that moved it first, never goes
-/// past the log's end, and deletes by range, bucket by bucket.
+/// it, so they never see a hole), only while the retention is the one the trim was decided
+/// under, follows a concurrent trim that moved it first, never goes past the log's end, and
+/// deletes by range, bucket by bucket.
 #[tokio::test]
 async fn a_trim_moves_the_trim_point_first_then_deletes_each_bucket_by_range() {
     let (fake, store) = start().await;
     fake.answer_with("select_retention", vec![Reply::Rows(vec![vec![V::Int(7), V::BigInt(100)]])]);
     fake.on("select_bucket_last", log_ending(&[4096, 5000]));
     // Another node's trim moved the point to 4500 first.
-    fake.answer_with(
-        "set_trimmed",
-        vec![Reply::lwt(false, &[("trimmed_through", V::BigInt(4500))]), Reply::lwt(true, &[])],
-    );
-    assert_eq!(store.trim_log(FENCE.group, 9_999).await.unwrap(), 5000, "clamped to the log's end");
-    let moves: Vec<Vec<V>> = fake.calls_to("set_trimmed").iter().map(|c| c.values_of("trimmed_through")).collect();
+    let other_trim = Reply::lwt(false, &[("trimmed_through", V::BigInt(4500)), ("retention_days", V::Int(7))]);
+    fake.answer_with("set_trimmed", vec![other_trim, Reply::lwt(true, &[])]);
+    assert_eq!(store.trim_log(FENCE.group, 9_999, 7).await.unwrap(), 5000, "clamped to the log's end");
+    let moves: Vec<(Vec<V>, V)> = fake
+        .calls_to("set_trimmed")
+        .iter()
+        .map(|c| (c.values_of("trimmed_through"), c.value("retention_days")))
+        .collect();
     assert_eq!(
         moves,
-        vec![vec![V::BigInt(5000), V::BigInt(100)], vec![V::BigInt(5000), V::BigInt(4500)]],
-        "SET 5000 IF 100, then SET 5000 IF what the other trim left"
+        vec![(vec![V::BigInt(5000), V::BigInt(100)], V::Int(7)), (vec![V::BigInt(5000), V::BigInt(4500)], V::Int(7)),],
+        "SET 5000 IF 100 AND 7 days, then IF what the other trim left"
     );
     let deletes = fake.calls_to("trim_bucket");
     let ranges: Vec<(V, Vec<V>)> = deletes.iter().map(|c| (c.value("bucket"), c.values_of("seq"))).collect();
@@ -1419,15 +1422,47 @@ async fn a_trim_moves_the_trim_point_first_then_deletes_each_bucket_by_range() {
     let first_delete = names.iter().position(|n| *n == "trim_bucket").unwrap();
     assert!(last_move < first_delete, "the point moves before anything is deleted: {names:?}");
 
-    // A group never trimmed takes its first point only if it exists; one that does not is
-    // trimmed by nothing.
+    // An owner lengthened the retention after the sweeper read it: nothing moves or goes.
+    fake.clear_calls();
+    fake.answer_with("select_retention", vec![Reply::Rows(vec![vec![V::Int(30), V::BigInt(100)]])]);
+    fake.answer_with(
+        "set_trimmed",
+        vec![Reply::lwt(false, &[("trimmed_through", V::BigInt(100)), ("retention_days", V::Int(30))])],
+    );
+    assert_eq!(store.trim_log(FENCE.group, 4000, 7).await.unwrap(), 100);
+    assert_eq!(fake.calls_to("set_trimmed").len(), 1, "not tried again");
+    assert!(fake.calls_to("trim_bucket").is_empty(), "nothing deleted under a changed retention");
+
+    // A group never trimmed takes its first point by the same condition; one that does not
+    // exist is trimmed by nothing.
     fake.clear_calls();
     fake.on("select_bucket_last", log_ending(&[30]));
-    fake.answer_with("set_first_trimmed", vec![Reply::lwt(false, &[("trimmed_through", V::Null), ("epoch", V::Null)])]);
-    assert_eq!(store.trim_log(GroupId(9), 20).await.unwrap(), 0);
+    let missing = Reply::lwt(false, &[("trimmed_through", V::Null), ("retention_days", V::Null)]);
+    fake.answer_with("set_first_trimmed", vec![missing]);
+    assert_eq!(store.trim_log(GroupId(9), 20, 7).await.unwrap(), 0);
     assert!(fake.calls_to("trim_bucket").is_empty(), "nothing deleted for a missing group");
     let first = fake.calls_to("set_first_trimmed").remove(0);
-    assert!(first.statements[0].text.ends_with("IF trimmed_through = null AND epoch != null"));
-    assert_eq!(first.value("trimmed_through"), V::BigInt(20));
+    assert!(first.statements[0].text.ends_with("IF trimmed_through = null AND retention_days = ?"));
+    assert_eq!((first.value("trimmed_through"), first.value("retention_days")), (V::BigInt(20), V::Int(7)));
+    fake.stop().await;
+}
+
+/// Reading back from the end stops at the trim point: the buckets below it are empty, and
+/// walking down them would cost a query each (a group's actor reads this way when it starts).
+#[tokio::test]
+async fn reading_backwards_stops_at_the_trim_point() {
+    let (fake, store) = start().await;
+    fake.on("select_retention", |_: &Call| Reply::Rows(vec![vec![V::Int(7), V::BigInt(3 * 4096 + 10)]]));
+    fake.on("select_bucket_last", log_ending(&[4096, 8192, 12288, 12300]));
+    fake.answer_with("select_before", vec![Reply::Rows(vec![message_row(12300)])]);
+    let page = store.messages_before(FENCE.group, u64::MAX, 100).await.unwrap();
+    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![12300]);
+    let buckets: Vec<V> = fake.calls_to("select_before").iter().map(|c| c.value("bucket")).collect();
+    assert_eq!(buckets, vec![V::BigInt(3)], "not buckets 2, 1 and 0 below the trim point");
+
+    // Below the trim point nothing is read at all.
+    fake.clear_calls();
+    assert!(store.messages_before(FENCE.group, 12_000, 100).await.unwrap().is_empty());
+    assert!(fake.calls_to("select_before").is_empty());
     fake.stop().await;
 }

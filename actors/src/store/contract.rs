@@ -418,16 +418,19 @@ pub async fn retention_trims_the_oldest_messages(store: Arc<dyn Store>) {
     let batch: Vec<_> = (1..=10).map(|s| message(g, s, 1, &format!("r{s}"))).collect();
     store.append_messages(f, 0, &batch).await.unwrap();
     let seqs = |page: Vec<MessageRecord>| page.into_iter().map(|m| m.seq).collect::<Vec<_>>();
-    assert_eq!(store.trim_log(g, 4).await.unwrap(), 4);
+    assert_eq!(store.trim_log(g, 4, 3).await.unwrap(), 4);
     assert_eq!(seqs(store.messages_after(g, 4, 100).await.unwrap()), (5..=10).collect::<Vec<_>>());
     assert_eq!(seqs(store.messages_before(g, 6, 100).await.unwrap()), vec![5], "nothing below the trim");
     assert_eq!(store.retention(g).await.unwrap(), Retention { days: 3, trimmed_through: 4 });
     assert_eq!(store.retention(g).await.unwrap().first_seq(), 5);
-    assert_eq!(store.trim_log(g, 2).await.unwrap(), 4, "a trim never moves back");
+    assert_eq!(store.trim_log(g, 2, 3).await.unwrap(), 4, "a trim never moves back");
+    // A trim decided under another retention (lengthened since) deletes nothing.
+    assert_eq!(store.trim_log(g, 6, 1).await.unwrap(), 4, "the retention is 3 days, not 1");
+    assert_eq!(seqs(store.messages_after(g, 4, 100).await.unwrap()), (5..=10).collect::<Vec<_>>());
     assert_eq!(store.last_seq(g).await.unwrap(), 10);
 
     // Everything, and past the end (taken as the end): the log keeps its last seq.
-    assert_eq!(store.trim_log(g, 99).await.unwrap(), 10);
+    assert_eq!(store.trim_log(g, 99, 3).await.unwrap(), 10);
     assert_eq!(seqs(store.messages_after(g, 10, 100).await.unwrap()), Vec::<u64>::new());
     assert_eq!(seqs(store.messages_before(g, u64::MAX, 100).await.unwrap()), Vec::<u64>::new());
     assert_eq!(store.last_seq(g).await.unwrap(), 10, "seqs are never reused");
@@ -440,7 +443,7 @@ pub async fn retention_trims_the_oldest_messages(store: Arc<dyn Store>) {
     assert_eq!(store.last_seq(g).await.unwrap(), 11);
     assert_eq!(store.retention(g).await.unwrap(), Retention { days: 3, trimmed_through: 10 }, "the setting stays");
     // Other groups' logs are untouched.
-    assert_eq!(store.trim_log(forever, 5).await.unwrap(), 0, "an empty log has nothing to trim");
+    assert_eq!(store.trim_log(forever, 5, 0).await.unwrap(), 0, "an empty log has nothing to trim");
 }
 
 fn waiter() -> (WriteDone, tokio::sync::oneshot::Receiver<StoreResult<()>>) {

@@ -249,9 +249,11 @@ pub trait RetentionStore: Send + Sync {
     /// one is taken as the last seq), and the resend index rows that only they use, and
     /// raises `trimmed_through` to it (never lowers it). Records the trim point before it
     /// deletes, so a reader that filters by it never sees a hole. Not fenced: a trim only
-    /// deletes what is old enough whoever asks, and is idempotent. Returns `trimmed_through`
-    /// after the call.
-    async fn trim_log(&self, group: GroupId, through: Seq) -> StoreResult<Seq>;
+    /// deletes what is old enough whoever asks, and is idempotent. Only while the group's
+    /// retention is still `days` (what the caller computed `through` from): one changed
+    /// meanwhile (longer, or forever) trims nothing, and so does `days` 0 (forever).
+    /// Returns `trimmed_through` after the call.
+    async fn trim_log(&self, group: GroupId, through: Seq, days: u32) -> StoreResult<Seq>;
 }
 
 /// Checks that `messages` all belong to `group` and carry the seqs `after + 1, after + 2, ...`,

@@ -69,10 +69,13 @@ impl RetentionStore for EmbeddedStore {
         })
     }
 
-    async fn trim_log(&self, group: GroupId, through: Seq) -> StoreResult<Seq> {
+    async fn trim_log(&self, group: GroupId, through: Seq, days: u32) -> StoreResult<Seq> {
         self.write(move |txn| {
             let mut table = txn.open_table(RETENTION).map_err(db_error)?;
             let current = retention_in(&table, group.0)?;
+            if days == 0 || current.days != days {
+                return Ok(current.trimmed_through);
+            }
             let mut messages = txn.open_table(MESSAGES).map_err(db_error)?;
             let last = last_seq_in(&messages, group.0)?.max(current.trimmed_through);
             let through = through.min(last);

@@ -58,19 +58,25 @@ impl RetentionStore for PostgresStore {
             .collect()
     }
 
-    async fn trim_log(&self, group: GroupId, through: Seq) -> StoreResult<Seq> {
+    async fn trim_log(&self, group: GroupId, through: Seq, days: u32) -> StoreResult<Seq> {
         let mut client = self.client().await?;
         let txn = client.transaction().await.map_err(db)?;
         // The row's exclusive lock orders the trim with appends (they take it shared), so the
         // last seq read below cannot move until the commit.
         let Some(row) = txn
-            .query_opt("SELECT trimmed_through FROM groups WHERE group_id = $1 FOR UPDATE", &[&id(group.0)])
+            .query_opt(
+                "SELECT trimmed_through, retention_days FROM groups WHERE group_id = $1 FOR UPDATE",
+                &[&id(group.0)],
+            )
             .await
             .map_err(db)?
         else {
             return Ok(0);
         };
         let trimmed = unsigned(row.get(0));
+        if days == 0 || days_of(row.get(1))? != days {
+            return Ok(trimmed);
+        }
         let last = unsigned(txn.query_one(LAST_SEQ, &[&id(group.0)]).await.map_err(db)?.get(0));
         let through = through.min(last.max(trimmed));
         if through <= trimmed {

@@ -237,13 +237,22 @@ impl MessageStore for ScyllaStore {
         if top >= schema::ids::MAX_ID || inner.bucket_last(group, log::bucket_of(top)).await?.is_none() {
             top = top.min(inner.last_seq(group).await?);
         }
+        // Nothing at or below the trim point is read: the buckets below it are empty (a walk
+        // down them would cost one query each), and rows a failed trim left are gone to
+        // readers.
+        let trimmed = self.retention(group).await?.trimmed_through;
+        if top <= trimmed {
+            return Ok(Vec::new());
+        }
+        let floor = log::bucket_of(trimmed + 1);
         let mut newest_first = Vec::new();
         let mut bucket = log::bucket_of(top);
         loop {
             let want = limit - newest_first.len();
             let values = (id(group.0), id(bucket), id(top + 1), super::limit_value(want));
-            newest_first.extend(messages_of(inner.paged(&inner.st.select_before, values, want).await?)?);
-            if newest_first.len() >= limit || bucket == 0 || top == 0 {
+            let page = messages_of(inner.paged(&inner.st.select_before, values, want).await?)?;
+            newest_first.extend(page.into_iter().filter(|message| message.seq > trimmed));
+            if newest_first.len() >= limit || bucket <= floor || top == 0 {
                 break;
             }
             bucket -= 1;

@@ -79,11 +79,15 @@ impl RetentionStore for ScyllaStore {
         Ok(out)
     }
 
-    async fn trim_log(&self, group: GroupId, through: Seq) -> StoreResult<Seq> {
+    async fn trim_log(&self, group: GroupId, through: Seq, days: u32) -> StoreResult<Seq> {
         let inner = &self.inner;
         let g = id(group.0);
+        let days = i32::try_from(days).map_err(|_| StoreError::Conflict(format!("retention of {days} days")))?;
         let previous = self.retention(group).await?.trimmed_through;
         let mut current = previous;
+        if days == 0 {
+            return Ok(current);
+        }
         let through = through.min(inner.last_seq(group).await?.max(current));
         let mut first = true;
         // Move the trim point first, so readers (who filter by it) never see a hole.
@@ -92,22 +96,24 @@ impl RetentionStore for ScyllaStore {
                 break;
             }
             let answer = if current == 0 && first {
-                inner.lwt(&inner.st.set_first_trimmed, (id(through), g)).await?
+                inner.lwt(&inner.st.set_first_trimmed, (id(through), g, days)).await?
             } else {
-                inner.lwt(&inner.st.set_trimmed, (id(through), g, id(current))).await?
+                inner.lwt(&inner.st.set_trimmed, (id(through), g, id(current), days)).await?
             };
             if answer.applied {
                 current = through;
                 break;
-            }
-            if answer.epoch()?.is_none() && answer.bigint("trimmed_through")?.is_none() {
-                return Ok(0); // no such group
             }
             first = false;
             current = match answer.bigint("trimmed_through")? {
                 None => 0,
                 found => rows::unsigned(found, "groups.trimmed_through")?,
             };
+            if answer.int("retention_days")? != Some(days) {
+                // The retention changed since the trim was decided (or there is no group):
+                // nothing is deleted.
+                return Ok(current);
+            }
         }
         if current < through {
             return Err(StoreError::Unavailable(format!("scylla: trim of group {group} kept losing to other trims")));
@@ -120,6 +126,6 @@ impl RetentionStore for ScyllaStore {
             let values = (g, id(bucket), id(start - 1), id(through));
             inner.run(&inner.st.trim_bucket, values).await?;
         }
-        Ok(through)
+        Ok(current)
     }
 }

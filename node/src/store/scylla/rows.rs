@@ -516,6 +516,15 @@ impl Lwt {
         self.rows.iter().flatten().find_map(|(name, value)| if name == column { value.as_ref() } else { None })
     }
 
+    /// An int column's old value (None: null or not returned).
+    pub fn int(&self, column: &str) -> StoreResult<Option<i32>> {
+        match self.value(column) {
+            None => Ok(None),
+            Some(CqlValue::Int(v)) => Ok(Some(*v)),
+            Some(other) => Err(corrupt(format!("{column} came back as {other:?}"))),
+        }
+    }
+
     /// A bigint column's old value (None: null or not returned).
     pub fn bigint(&self, column: &str) -> StoreResult<Option<i64>> {
         match self.value(column) {

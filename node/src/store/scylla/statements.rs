@@ -96,9 +96,11 @@ statements! {
     dissolve_group: Conditional = "UPDATE {ks}.groups SET dissolved = true WHERE group_id = ? IF epoch = ?";
     set_retention_days: Conditional = "UPDATE {ks}.groups SET retention_days = ? WHERE group_id = ? IF epoch = ?";
     select_retention: Read = "SELECT retention_days, trimmed_through FROM {ks}.groups WHERE group_id = ? LIMIT 1";
-    set_trimmed: Conditional = "UPDATE {ks}.groups SET trimmed_through = ? WHERE group_id = ? IF trimmed_through = ?";
-    set_first_trimmed: Conditional =
-        "UPDATE {ks}.groups SET trimmed_through = ? WHERE group_id = ? IF trimmed_through = null AND epoch != null";
+    // A trim moves the point only while the retention is the one it was decided under.
+    set_trimmed: Conditional = "UPDATE {ks}.groups SET trimmed_through = ? WHERE group_id = ? \
+         IF trimmed_through = ? AND retention_days = ?";
+    set_first_trimmed: Conditional = "UPDATE {ks}.groups SET trimmed_through = ? WHERE group_id = ? \
+         IF trimmed_through = null AND retention_days = ?";
     // The retention sweeper's work list: the one statement that reads across partitions, a
     // scan in token order (PER PARTITION LIMIT 1: the static columns once per group).
     scan_retained_groups: Read =
