@@ -23,6 +23,9 @@ pub struct ActorsConfig {
     pub max_text_bytes: usize,
     /// Events queued for one connection before it counts as a slow consumer and is closed.
     pub outbox_max_events: usize,
+    /// Threads that write fan-outs to sockets (see `fanout.rs`); 0 writes on the
+    /// delivering actor's own thread. The default is one per core.
+    pub fanout_threads: usize,
     /// Sends the node holds at once (in group mailboxes, queues and commits under way);
     /// past it, sends are refused with `overloaded` instead of growing memory and latency.
     pub max_pending_sends: usize,
@@ -76,6 +79,7 @@ impl Default for ActorsConfig {
             rate_limits: crate::limits::RateLimits::default(),
             max_text_bytes: 4096,
             outbox_max_events: 8192,
+            fanout_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             max_pending_sends: 20_000,
             max_pending_sends_per_group: 2_000,
             overload_retry_after: Duration::from_millis(200),

@@ -2,40 +2,131 @@
 //! to their connections.
 //!
 //! A group actor encodes each event once and hands the bytes here with its member list;
-//! this step looks up each member's connections on this node and queues the shared bytes
-//! on each. In a cluster every node runs one, and a group actor sends one
+//! this step looks up each member's connections on this node and hands the shared bytes
+//! to each (see [`crate::outbox`] for how they reach the socket). In a cluster every node runs one, and a group actor sends one
 //! [`schema::cluster::NodeDelivery`] per node instead of one message per member.
 //!
 //! The registry is written by user actors (who own their user's connections) and read by
 //! everyone, so it is a sharded map under short read locks rather than an actor: a
 //! delivery costs no mailbox hop.
+//!
+//! Handing bytes to an idle connection writes them to its socket (see [`crate::outbox`]),
+//! which costs a syscall and the kernel's TCP work: a 500-member fan-out is milliseconds of
+//! CPU. So the writing is spread over *lanes*, one thread per core
+//! (`actors.fanout_threads`): the caller splits the recipients by lane and hands each lane
+//! its share, one channel message per lane, not per recipient.
+//! The caller (a group actor) is back to its mailbox at once, and the lanes write one
+//! fan-out on all cores together.
+//!
+//! Invariant: a user's connections always go through the same lane (by the user's id), and
+//! a lane works in order, so one caller's deliveries and replies reach each connection in the order it
+//! made them.
 
+use crate::frame::Framed;
 use crate::outbox::Outbox;
 use bytes::Bytes;
 use schema::cluster::NodeDelivery;
 use schema::{ConnId, UserId};
 use std::collections::HashMap;
+use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
 
 const SHARDS: usize = 64;
 
 type Connections = Arc<[Arc<Outbox>]>;
+type Shards = [RwLock<HashMap<UserId, Connections>>];
 
-/// This node's online users and their connections.
+fn shard(shards: &Shards, user: UserId) -> &RwLock<HashMap<UserId, Connections>> {
+    // Ids are random, so their low bits spread evenly.
+    &shards[(user.0 as usize) % SHARDS]
+}
+
+/// Hands `events` to every connection of `recipients`, on the calling thread; returns how
+/// many connections took them.
+fn deliver(shards: &Shards, recipients: &[UserId], events: &[Bytes]) -> usize {
+    let framed = Framed::new(events);
+    let mut reached = 0;
+    for &user in recipients {
+        // Pushing under the shard's read lock saves cloning the connection list; a push
+        // is a short write or append, and writers of this shard are rare (connects,
+        // disconnects).
+        let shard = shard(shards, user).read().unwrap_or_else(|e| e.into_inner());
+        let Some(connections) = shard.get(&user) else { continue };
+        for outbox in connections.iter() {
+            if outbox.push_framed(&framed) {
+                reached += 1;
+            }
+        }
+    }
+    reached
+}
+
+/// This node's online users and their connections, and the lanes that write to them.
 pub struct Fanout {
-    shards: Box<[RwLock<HashMap<UserId, Connections>>]>,
+    shards: Arc<Shards>,
+    /// Empty: the caller writes itself (tests, and `actors.fanout_threads = 0`).
+    lanes: Box<[mpsc::Sender<Job>]>,
+}
+
+/// One lane's share of a delivery.
+enum Job {
+    Deliver { events: Arc<[Bytes]>, to: Vec<UserId> },
+    Reply { event: Bytes, to: Arc<Outbox> },
 }
 
 impl Default for Fanout {
     fn default() -> Self {
-        Fanout { shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect() }
+        Fanout::new(0)
     }
 }
 
 impl Fanout {
+    /// A fan-out step with `threads` lanes (0: callers write on their own thread). The
+    /// lanes' threads end when this is dropped.
+    pub fn new(threads: usize) -> Fanout {
+        let shards: Arc<Shards> = (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect::<Box<[_]>>().into();
+        let lanes = (0..threads)
+            .filter_map(|i| {
+                let (tx, rx) = mpsc::channel::<Job>();
+                let shards = shards.clone();
+                let spawned = std::thread::Builder::new().name(format!("troupe-fanout-{i}")).spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        match job {
+                            Job::Deliver { events, to } => {
+                                deliver(&shards, &to, &events);
+                            }
+                            Job::Reply { event, to } => {
+                                to.push(event);
+                            }
+                        }
+                    }
+                });
+                match spawned {
+                    Ok(_) => Some(tx),
+                    Err(error) => {
+                        tracing::error!(%error, "could not start a fan-out lane; fewer lanes write");
+                        None
+                    }
+                }
+            })
+            .collect();
+        Fanout { shards, lanes }
+    }
+
+    /// A user's lane: all of a user's connections share one, chosen without touching them.
+    fn lane(&self, user: UserId) -> Option<&mpsc::Sender<Job>> {
+        if self.lanes.is_empty() { None } else { Some(&self.lanes[(user.0 as usize) % self.lanes.len()]) }
+    }
+
+    fn send(lane: &mpsc::Sender<Job>, job: Job) {
+        // A lane's thread only ends when the fan-out step is dropped, so this cannot fail
+        // while `self` is alive; a failed send would just drop the events, like a closed
+        // connection.
+        let _ = lane.send(job);
+    }
+
     fn shard(&self, user: UserId) -> &RwLock<HashMap<UserId, Connections>> {
-        // Ids are random, so their low bits spread evenly.
-        &self.shards[(user.0 as usize) % SHARDS]
+        shard(&self.shards, user)
     }
 
     /// Replaces a user's connections on this node; an empty list takes the user offline.
@@ -54,22 +145,31 @@ impl Fanout {
         self.shard(user).read().unwrap_or_else(|e| e.into_inner()).get(&user).cloned()
     }
 
-    /// Queues `events`, in order, on every connection of every recipient on this node.
-    /// Returns the number of connections reached.
+    /// Hands `events`, in order, to every connection of every recipient on this node: each
+    /// connection with nothing queued gets the frame written to its socket now (one frame,
+    /// built once per lane, shared by all of them); the others queue the events. Returns the
+    /// number of connections handed the events.
     pub fn deliver(&self, recipients: &[UserId], events: &[Bytes]) -> usize {
-        let mut reached = 0;
+        if self.lanes.is_empty() {
+            return deliver(&self.shards, recipients, events);
+        }
+        // Only the map is read here (a connection list's length is in the map): the
+        // connections themselves are touched by the lane that writes to them.
+        let mut shares: Vec<Vec<UserId>> = vec![Vec::new(); self.lanes.len()];
+        let mut handed = 0;
         for &user in recipients {
-            // Pushing under the shard's read lock saves cloning the connection list; a push
-            // is a short append, and writers of this shard are rare (connects, disconnects).
             let shard = self.shard(user).read().unwrap_or_else(|e| e.into_inner());
             let Some(connections) = shard.get(&user) else { continue };
-            for outbox in connections.iter() {
-                if outbox.push_all(events) {
-                    reached += 1;
-                }
+            handed += connections.len();
+            shares[(user.0 as usize) % self.lanes.len()].push(user);
+        }
+        let events: Arc<[Bytes]> = events.into();
+        for (lane, to) in self.lanes.iter().zip(shares) {
+            if !to.is_empty() {
+                Self::send(lane, Job::Deliver { events: events.clone(), to });
             }
         }
-        reached
+        handed
     }
 
     /// Calls `f` for every connection on this node (heartbeats, shutdown).
@@ -82,14 +182,21 @@ impl Fanout {
         }
     }
 
-    /// Queues one event on one connection; false if it is gone.
+    /// Hands one event to one connection, through its lane (so it keeps its place after
+    /// the caller's earlier deliveries); false if the connection is gone.
     pub fn reply(&self, user: UserId, conn: ConnId, event: Bytes) -> bool {
         let Some(connections) = self.connections(user) else {
             return false;
         };
-        match connections.iter().find(|o| o.conn() == conn) {
-            Some(outbox) => outbox.push(event),
-            None => false,
+        let Some(outbox) = connections.iter().find(|o| o.conn() == conn) else {
+            return false;
+        };
+        match self.lane(user) {
+            Some(lane) => {
+                Self::send(lane, Job::Reply { event, to: outbox.clone() });
+                true
+            }
+            None => outbox.push(event),
         }
     }
 
@@ -141,5 +248,39 @@ mod tests {
         assert!(!fanout.reply(UserId(1), ConnId(3), Bytes::from_static(b"r")));
         fanout.set_connections(UserId(1), vec![]);
         assert_eq!(fanout.counts(), (1, 1));
+    }
+
+    #[test]
+    fn lanes_keep_each_connections_deliveries_and_replies_in_order() {
+        let fanout = Fanout::new(3);
+        let outboxes: Vec<Arc<Outbox>> = (0..20).map(|i| Arc::new(Outbox::new(ConnId(i), 10_000))).collect();
+        let users: Vec<UserId> = (0..10).map(UserId).collect();
+        for (i, user) in users.iter().enumerate() {
+            fanout.set_connections(*user, vec![outboxes[2 * i].clone(), outboxes[2 * i + 1].clone()]);
+        }
+        for n in 0..200u32 {
+            let event = Bytes::from(n.to_string());
+            if n % 10 == 0 {
+                // A reply to one connection keeps its place among the deliveries.
+                assert!(fanout.reply(UserId(3), ConnId(7), event));
+            } else {
+                assert_eq!(fanout.deliver(&users, std::slice::from_ref(&event)), 20, "counted when handed");
+            }
+        }
+        drop(fanout); // the lanes finish their work, then end
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while outboxes.iter().any(|o| o.depth() < if o.conn() == ConnId(7) { 200 } else { 180 }) {
+            assert!(std::time::Instant::now() < deadline, "the lanes did not deliver everything");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        for outbox in &outboxes {
+            let mut out = Vec::new();
+            outbox.take(10_000, &mut out);
+            let expected: Vec<Bytes> = (0..200u32)
+                .filter(|n| n % 10 != 0 || outbox.conn() == ConnId(7))
+                .map(|n| Bytes::from(n.to_string()))
+                .collect();
+            assert_eq!(out, expected, "{:?}", outbox.conn());
+        }
     }
 }

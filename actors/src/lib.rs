@@ -11,7 +11,9 @@
 //! * [`facetoface`]: face-to-face sessions: the actor of each code and of each session.
 //! * [`redpacket`]: red packets: the split into shares, and the actor of each packet.
 //! * [`wallet`]: wallets as ledgers, and the operator's credit.
-//! * [`outbox`]: one connection's queue of encoded events, drained by the gateway.
+//! * [`outbox`]: one connection's queue of encoded events, written straight to its socket
+//!   when it can be, else drained by the gateway.
+//! * [`frame`]: the WebSocket data frames events leave in.
 //! * [`directory`]: finds, starts and retires the actor for a key; counts mailbox depth.
 //! * [`accounts`]: registration, password hashing, session tokens.
 //! * [`store`]: the storage traits every backend implements, and their contract suite.
@@ -29,6 +31,7 @@ pub mod directory;
 pub mod error;
 pub mod facetoface;
 pub mod fanout;
+pub mod frame;
 pub mod geo;
 pub mod group;
 pub mod limits;

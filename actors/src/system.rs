@@ -108,7 +108,7 @@ impl System {
         let system = Arc::new(System {
             node: NodeId(config.node_id),
             store,
-            fanout: Fanout::default(),
+            fanout: Fanout::new(config.fanout_threads),
             groups: Directory::start("group").await?,
             users: Directory::start("user").await?,
             faces: Directory::start("face_to_face_code").await?,

@@ -8,7 +8,6 @@ use crate::config::Config;
 use crate::gateway::{self, Gateway};
 use crate::{console, http};
 use actors::System;
-use axum::serve::ListenerExt;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -76,20 +75,8 @@ pub async fn run(
     let unsent_sweeper = crate::media::spawn_unsent_sweeper(media.clone());
     let router = http::router(gateway, media);
     let closing = system.clone();
-    // Events are small and latency-bound: without TCP_NODELAY, Nagle's algorithm holds a
-    // write until the previous one is acked, and a client's delayed ACK can make that 40 ms.
-    let send_buffer = config.gateway.socket_send_buffer_bytes;
-    let listener = listener.tap_io(move |stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-        if send_buffer > 0
-            && let Err(error) = socket2::SockRef::from(&*stream).set_send_buffer_size(send_buffer)
-        {
-            tracing::debug!(%error, "could not set SO_SNDBUF");
-        }
-    });
-    let served = axum::serve(listener, router)
+    let listener = gateway::socket::SocketListener::new(listener, config.gateway.socket_send_buffer_bytes);
+    let served = axum::serve(listener, router.into_make_service_with_connect_info::<gateway::socket::Accepted>())
         .with_graceful_shutdown(async move {
             shutdown.await;
             gateway::close_all(&closing);

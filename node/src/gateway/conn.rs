@@ -6,10 +6,13 @@
 //! and a waker registration in tungstenite). A small [`ReadGate`] waker records whether the
 //! socket itself woke the task, and the read side is polled only then.
 //!
-//! Each time the outbox wakes it, it takes everything queued and writes it as few frames as
-//! possible (a frame is a JSON array of events), then flushes once: one write per wake-up,
-//! however many events arrived. Heartbeats arrive through the outbox too (a node-wide sweep,
-//! see [`super::spawn_heartbeats`]), so an idle connection holds no timer.
+//! Most events never pass through this task: whoever delivers them writes them to the
+//! socket itself while nothing is queued (see [`actors::outbox`]). The task writes the rest.
+//! Each time the outbox wakes it, it finishes what the socket did not take, then writes
+//! everything queued as few frames as possible (a frame is a JSON array of events): under
+//! load, one write per wake-up, however many events arrived. Heartbeats arrive through the
+//! outbox too (a node-wide sweep, see [`super::spawn_heartbeats`]), so an idle connection
+//! holds no timer.
 
 use crate::config::GatewayConfig;
 use actors::metrics::Metrics;
@@ -94,7 +97,7 @@ where
         .await;
         match turn {
             Turn::Outbox => {
-                match write_queued(&mut ws, &outbox, config.max_events_per_frame, config.heartbeat_timeout).await {
+                match write_queued(&mut ws, &outbox, config.heartbeat_timeout).await {
                     Ok(taken) => {
                         if let Some(reason) = taken.close {
                             break Ending::Close(reason);
@@ -103,8 +106,12 @@ where
                             if last_heard.elapsed() >= config.heartbeat_timeout {
                                 break Ending::Close(CloseReason::HeartbeatTimeout);
                             }
-                            let ping = super::frame::ping_frame();
-                            match guarded(ws.get_mut().write_all(&ping), &outbox, config.heartbeat_timeout).await {
+                            let socket = ws.get_mut();
+                            let ping = async {
+                                socket.write_all(&actors::frame::ping_frame()).await?;
+                                socket.flush().await
+                            };
+                            match guarded(ping, &outbox, config.heartbeat_timeout).await {
                                 Ok(()) => {}
                                 Err(WriteStop::Overflowed) => break Ending::Drop(CloseReason::SlowConsumer),
                                 Err(WriteStop::Io) => break Ending::Quiet,
@@ -151,7 +158,7 @@ where
         Ending::Close(reason) => {
             metrics.close(reason);
             // Boxed: the close path is long and runs once, so it should not size the task.
-            Box::pin(close_with(ws, &outbox, reason, config.max_events_per_frame)).await;
+            Box::pin(close_with(ws, &outbox, reason)).await;
         }
         Ending::Drop(reason) => {
             metrics.close(reason);
@@ -159,6 +166,8 @@ where
             drop(ws);
         }
     }
+    // The outbox holds the socket too: let go of it, so the socket closes now.
+    outbox.detach();
     session.close().await;
 }
 
@@ -184,12 +193,14 @@ enum WriteStop {
 
 /// Writes what is still queued (replies to the last requests), sends the close frame, and
 /// lingers until the client has it.
-async fn close_with<S>(mut ws: WebSocketStream<S>, outbox: &Outbox, reason: CloseReason, max_events: usize)
+async fn close_with<S>(mut ws: WebSocketStream<S>, outbox: &Outbox, reason: CloseReason)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // From here on nothing is handed over, so no event can follow the close frame.
+    outbox.close(reason);
     // Bounded: a client that stopped reading must not hold the close path forever.
-    if write_queued(&mut ws, outbox, max_events, LINGER).await.is_err() {
+    if write_queued(&mut ws, outbox, LINGER).await.is_err() {
         // Cut mid-frame, or the socket failed: no close frame can follow.
         tracing::debug!(conn = %outbox.conn(), reason = reason.as_str(), "dropped connection while closing");
         return;
@@ -217,31 +228,24 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut S) {
     }
 }
 
-/// Writes everything queued, in frames of at most `max_events` events, each frame in one
-/// write straight to the socket (see [`super::frame`]). Returns what else the outbox asked
-/// for (a close, a heartbeat). A write still waiting on the socket when the outbox
-/// overflows, or after `stall_limit` without finishing, gives up: the client has stopped
-/// reading (the second case is a quiet group, whose events never overflow the outbox).
+/// Finishes what the socket did not take, then writes everything queued (see
+/// [`Outbox::write_queued`]) and waits until the socket has taken it all. Returns what else
+/// the outbox asked for (a close, a heartbeat). A write still waiting on the socket when
+/// the outbox overflows, or after `stall_limit` without finishing, gives up: the client has
+/// stopped reading (the second case is a quiet group, whose events never overflow the
+/// outbox).
 async fn write_queued<S>(
     ws: &mut WebSocketStream<S>,
     outbox: &Outbox,
-    max_events: usize,
     stall_limit: Duration,
 ) -> Result<actors::outbox::Taken, WriteStop>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // A fresh vector per wake-up: keeping one per connection would pin a burst's worth of
-    // memory on every idle connection.
-    let mut batch = Vec::new();
     loop {
-        batch.clear();
-        let taken = outbox.take(max_events, &mut batch);
-        if !batch.is_empty() {
-            let frame = super::frame::text_frame_of_events(&batch);
-            guarded(ws.get_mut().write_all(&frame), outbox, stall_limit).await?;
-        }
-        if batch.len() < max_events || taken.close.is_some() {
+        guarded(ws.get_mut().flush(), outbox, stall_limit).await?;
+        if let Some(taken) = outbox.write_queued() {
+            guarded(ws.get_mut().flush(), outbox, stall_limit).await?;
             return Ok(taken);
         }
     }

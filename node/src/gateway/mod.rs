@@ -2,16 +2,17 @@
 //!
 //! [`upgrade`] checks the HTTP upgrade request and hands the socket to [`conn::run`], one
 //! task per connection, which reads frames into the connection's
-//! [`Session`](actors::session::Session) and writes its outbox back.
+//! [`Session`](actors::session::Session) and writes back what its outbox could not write
+//! itself. The socket ([`socket::Socket`]) is shared by the task and the outbox.
 
 pub mod conn;
-pub mod frame;
 pub mod origin;
+pub mod socket;
 
 use crate::config::GatewayConfig;
 use actors::System;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
@@ -59,6 +60,12 @@ pub async fn upgrade(State(gateway): State<Gateway>, mut request: Request) -> Re
         return (StatusCode::FORBIDDEN, "this page's origin may not connect (gateway.allowed_origins)\n")
             .into_response();
     }
+    // Every connection the node accepts carries its socket (see `socket::SocketListener`).
+    let Some(ConnectInfo(socket::Accepted(socket))) = request.extensions().get::<ConnectInfo<socket::Accepted>>().cloned()
+    else {
+        tracing::error!("websocket refused: the connection came without its socket");
+        return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
+    };
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -71,6 +78,7 @@ pub async fn upgrade(State(gateway): State<Gateway>, mut request: Request) -> Re
         let config = gateway.websocket_config();
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
         let session = gateway.system.open_session();
+        session.outbox().attach(socket, gateway.config.max_events_per_frame);
         // A task of its own, so the connection's long-lived task holds only what serving
         // needs, not the handshake's state.
         tokio::spawn(conn::run(ws, session, gateway.config.clone(), gateway.system.metrics.clone()));

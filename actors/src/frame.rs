@@ -1,27 +1,57 @@
 //! Encoding server-to-client WebSocket frames (RFC 6455 section 5.2) straight into the
 //! bytes written to the socket.
 //!
-//! The connection task writes its data frames itself instead of through tungstenite's sink:
-//! a frame is a header and the events, built in one buffer and written in one syscall, with
-//! no copy into a second buffer and no waker bookkeeping. Server frames are never masked,
-//! so encoding is just the header. tungstenite still reads, answers pings and closes.
-//!
-//! Invariant: tungstenite's own write buffer is empty whenever the task writes a frame
-//! here (it is flushed after every pong it queues), so frames never interleave.
+//! Events leave the node as data frames built here, not through tungstenite's sink: a frame
+//! is a header and the events, built in one buffer and written in one syscall, with no copy
+//! into a second buffer and no waker bookkeeping. Server frames are never masked, so
+//! encoding is just the header. It lives beside the [`outbox`](crate::outbox) because the
+//! outbox writes frames itself (see [`crate::outbox::Wire`]); tungstenite, in the gateway,
+//! still reads, answers pings and closes.
 
 use bytes::Bytes;
+use std::sync::OnceLock;
+
+/// Events on their way to many connections, framed at most once: a fan-out shares one
+/// frame's bytes across every recipient it writes to straight away.
+pub struct Framed<'a> {
+    events: &'a [Bytes],
+    frame: OnceLock<Vec<u8>>,
+}
+
+impl<'a> Framed<'a> {
+    /// Events to frame when (and if) a recipient needs them framed.
+    pub fn new(events: &'a [Bytes]) -> Self {
+        Framed { events, frame: OnceLock::new() }
+    }
+
+    /// The events, in order.
+    pub fn events(&self) -> &'a [Bytes] {
+        self.events
+    }
+
+    /// The events as one text frame, built on the first call.
+    pub fn frame(&self) -> &[u8] {
+        self.frame.get_or_init(|| text_frame_of_events(self.events))
+    }
+}
 
 const FIN: u8 = 0x80;
 const OPCODE_TEXT: u8 = 0x1;
 const OPCODE_PING: u8 = 0x9;
 
 /// A text frame whose payload is the events joined as a JSON array: `[e1,e2,...]`.
-pub fn text_frame_of_events(events: &[Bytes]) -> Vec<u8> {
-    let payload_len = 2 + events.iter().map(Bytes::len).sum::<usize>() + events.len().saturating_sub(1);
+pub fn text_frame_of_events<'a, I>(events: I) -> Vec<u8>
+where
+    I: IntoIterator<Item = &'a Bytes>,
+    I::IntoIter: Clone,
+{
+    let events = events.into_iter();
+    let (count, bytes) = events.clone().fold((0usize, 0usize), |(n, len), e| (n + 1, len + e.len()));
+    let payload_len = 2 + bytes + count.saturating_sub(1);
     let mut out = Vec::with_capacity(payload_len + 10);
     header(&mut out, OPCODE_TEXT, payload_len);
     out.push(b'[');
-    for (i, event) in events.iter().enumerate() {
+    for (i, event) in events.enumerate() {
         if i > 0 {
             out.push(b',');
         }
