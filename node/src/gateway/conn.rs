@@ -96,32 +96,30 @@ where
         })
         .await;
         match turn {
-            Turn::Outbox => {
-                match write_queued(&mut ws, &outbox, config.heartbeat_timeout).await {
-                    Ok(taken) => {
-                        if let Some(reason) = taken.close {
-                            break Ending::Close(reason);
+            Turn::Outbox => match write_queued(&mut ws, &outbox, config.heartbeat_timeout).await {
+                Ok(taken) => {
+                    if let Some(reason) = taken.close {
+                        break Ending::Close(reason);
+                    }
+                    if taken.heartbeat {
+                        if last_heard.elapsed() >= config.heartbeat_timeout {
+                            break Ending::Close(CloseReason::HeartbeatTimeout);
                         }
-                        if taken.heartbeat {
-                            if last_heard.elapsed() >= config.heartbeat_timeout {
-                                break Ending::Close(CloseReason::HeartbeatTimeout);
-                            }
-                            let socket = ws.get_mut();
-                            let ping = async {
-                                socket.write_all(&actors::frame::ping_frame()).await?;
-                                socket.flush().await
-                            };
-                            match guarded(ping, &outbox, config.heartbeat_timeout).await {
-                                Ok(()) => {}
-                                Err(WriteStop::Overflowed) => break Ending::Drop(CloseReason::SlowConsumer),
-                                Err(WriteStop::Io) => break Ending::Quiet,
-                            }
+                        let socket = ws.get_mut();
+                        let ping = async {
+                            socket.write_all(&actors::frame::ping_frame()).await?;
+                            socket.flush().await
+                        };
+                        match guarded(ping, &outbox, config.heartbeat_timeout).await {
+                            Ok(()) => {}
+                            Err(WriteStop::Overflowed) => break Ending::Drop(CloseReason::SlowConsumer),
+                            Err(WriteStop::Io) => break Ending::Quiet,
                         }
                     }
-                    Err(WriteStop::Overflowed) => break Ending::Drop(CloseReason::SlowConsumer),
-                    Err(WriteStop::Io) => break Ending::Quiet,
                 }
-            }
+                Err(WriteStop::Overflowed) => break Ending::Drop(CloseReason::SlowConsumer),
+                Err(WriteStop::Io) => break Ending::Quiet,
+            },
             Turn::Frame(frame) => {
                 last_heard = Instant::now();
                 match frame {

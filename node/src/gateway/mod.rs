@@ -61,7 +61,8 @@ pub async fn upgrade(State(gateway): State<Gateway>, mut request: Request) -> Re
             .into_response();
     }
     // Every connection the node accepts carries its socket (see `socket::SocketListener`).
-    let Some(ConnectInfo(socket::Accepted(socket))) = request.extensions().get::<ConnectInfo<socket::Accepted>>().cloned()
+    let Some(ConnectInfo(socket::Accepted(socket))) =
+        request.extensions().get::<ConnectInfo<socket::Accepted>>().cloned()
     else {
         tracing::error!("websocket refused: the connection came without its socket");
         return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();

@@ -300,7 +300,8 @@ mod tests {
         task.await.unwrap();
         written.push("[\"from the task\"]".into());
         let read = reader.await.unwrap();
-        let expected: Vec<String> = written.iter().map(|t| if t.starts_with('[') { t.clone() } else { format!("[\"{t}\"]") }).collect();
+        let expected: Vec<String> =
+            written.iter().map(|t| if t.starts_with('[') { t.clone() } else { format!("[\"{t}\"]") }).collect();
         assert_eq!(read, expected);
     }
 
@@ -345,7 +346,8 @@ mod tests {
         let read = reader.await.unwrap();
         // Each thread's frames arrive whole and in its order; the task's all arrive.
         for (t, sent) in sent.iter_mut().enumerate() {
-            let mine: Vec<String> = read.iter().filter(|r| r.starts_with(&format!("[\"thread {t} "))).cloned().collect();
+            let mine: Vec<String> =
+                read.iter().filter(|r| r.starts_with(&format!("[\"thread {t} "))).cloned().collect();
             assert_eq!(&mine, sent, "thread {t}");
         }
         let task: Vec<&String> = read.iter().filter(|r| r.starts_with("[\"task ")).collect();
