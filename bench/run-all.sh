@@ -6,7 +6,8 @@
 #   bench/run-all.sh <name> [scenario...]     e.g. bench/run-all.sh 2026-11-30 fanout overload
 #
 # Scenarios: connections fanout overload send joins sync redpacket media (all when none are
-# named); slow-consumer and admission (issue 8's hardening runs); and
+# named); slow-consumer and admission (issue 8's hardening runs); floor (no node: what one
+# loopback write per delivery costs on this machine, fanout's ceiling); and
 # cluster-fanout (two nodes on a fresh PostgreSQL database, members spread over both; needs
 # PostgreSQL on 127.0.0.1:5432; not in the default set).
 #
@@ -74,6 +75,7 @@ for scenario in $scenarios; do
       # Restart so the baseline holds nothing left over from signing up.
       start_node keep; mv "$data.tokens" "$data/tokens.txt"
       "$bench_bin" connections --tokens "$data/tokens.txt" --hold 10 --out "$out/connections" ;;
+    floor)    "$bench_bin" floor --duration 20 --out "$out/floor" ;;
     fanout)   start_node; "$bench_bin" fanout --warmup 3 --duration 30 --out "$out/fanout-100k" ;;
     overload) start_node; "$bench_bin" fanout --rate 100 --warmup 3 --duration 30 --out "$out/fanout-overload" ;;
     send)     start_node; "$bench_bin" send --duration 20 --out "$out/send" ;;

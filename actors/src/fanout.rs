@@ -16,7 +16,9 @@
 //! (`actors.fanout_threads`): the caller splits the recipients by lane and hands each lane
 //! its share, one channel message per lane, not per recipient.
 //! The caller (a group actor) is back to its mailbox at once, and the lanes write one
-//! fan-out on all cores together.
+//! fan-out on all cores together. A lane that falls behind takes every waiting fan-out at
+//! once and writes each connection one frame for all of them: under load a write carries
+//! many events, so deliveries per second are not bound by writes per second.
 //!
 //! Invariant: a user's connections always go through the same lane (by the user's id), and
 //! a lane works in order, so one caller's deliveries and replies reach each connection in the order it
@@ -71,7 +73,112 @@ pub struct Fanout {
 /// One lane's share of a delivery.
 enum Job {
     Deliver { events: Arc<[Bytes]>, to: Vec<UserId> },
-    Reply { event: Bytes, to: Arc<Outbox> },
+    Reply { event: Bytes, user: UserId, to: Arc<Outbox> },
+}
+
+impl Job {
+    fn events(&self) -> usize {
+        match self {
+            Job::Deliver { events, .. } => events.len(),
+            Job::Reply { .. } => 1,
+        }
+    }
+}
+
+/// The most events a lane takes from its channel for one round of writes. It keeps a
+/// round's frame per connection within `gateway.max_events_per_frame`'s default and far
+/// below an outbox's bound.
+const LANE_BATCH_EVENTS: usize = 256;
+
+/// A lane's thread: writes its jobs in order. While it keeps up, each job is one fan-out
+/// with one frame shared by every recipient. When jobs wait (the lane is behind, under
+/// load), it takes all that wait and gives each connection everything they hold for it in
+/// one frame: one write per socket per round, however many events, which is what lets a
+/// node deliver far more events per second than it can make writes.
+fn run_lane(shards: &Shards, rx: &mpsc::Receiver<Job>) {
+    let mut round = Vec::new();
+    while let Ok(job) = rx.recv() {
+        let mut events = job.events();
+        round.push(job);
+        while events < LANE_BATCH_EVENTS
+            && let Ok(job) = rx.try_recv()
+        {
+            events += job.events();
+            round.push(job);
+        }
+        if round.len() == 1 {
+            match round.pop() {
+                Some(Job::Deliver { events, to }) => {
+                    deliver(shards, &to, &events);
+                }
+                Some(Job::Reply { event, to, .. }) => {
+                    to.push(event);
+                }
+                None => {}
+            }
+        } else {
+            deliver_round(shards, &round);
+            round.clear();
+        }
+    }
+}
+
+/// Writes several jobs at once: each connection gets, in the jobs' order, every event the
+/// round holds for it (deliveries to its user, replies to it), handed over in one push.
+fn deliver_round(shards: &Shards, round: &[Job]) {
+    // Each user's jobs, in order; the users in the order they first appear.
+    let mut jobs_of: HashMap<UserId, Vec<usize>> = HashMap::new();
+    let mut users = Vec::new();
+    for (index, job) in round.iter().enumerate() {
+        let mut note = |user: UserId| {
+            let jobs = jobs_of.entry(user).or_default();
+            if jobs.is_empty() {
+                users.push(user);
+            }
+            if jobs.last() != Some(&index) {
+                jobs.push(index);
+            }
+        };
+        match job {
+            Job::Deliver { to, .. } => to.iter().copied().for_each(&mut note),
+            Job::Reply { user, .. } => note(*user),
+        }
+    }
+    let mut events = Vec::new();
+    for user in users {
+        let Some(connections) = shard(shards, user).read().unwrap_or_else(|e| e.into_inner()).get(&user).cloned()
+        else {
+            // Offline now: replies to its connections are still owed if they are open.
+            for &index in jobs_of.get(&user).map(Vec::as_slice).unwrap_or_default() {
+                if let Job::Reply { event, to, .. } = &round[index] {
+                    to.push(event.clone());
+                }
+            }
+            continue;
+        };
+        let jobs = jobs_of.get(&user).map(Vec::as_slice).unwrap_or_default();
+        for outbox in connections.iter() {
+            events.clear();
+            for &index in jobs {
+                match &round[index] {
+                    Job::Deliver { events: delivered, .. } => events.extend(delivered.iter().cloned()),
+                    Job::Reply { event, to, .. } if Arc::ptr_eq(to, outbox) => events.push(event.clone()),
+                    Job::Reply { .. } => {}
+                }
+            }
+            if !events.is_empty() {
+                outbox.push_all(&events);
+            }
+        }
+        // A reply to a connection the user no longer lists still goes to it, as alone.
+        for &index in jobs {
+            if let Job::Reply { event, to, .. } = &round[index]
+                && !connections.iter().any(|o| Arc::ptr_eq(o, to))
+            {
+                to.push(event.clone());
+            }
+        }
+    }
 }
 
 impl Default for Fanout {
@@ -89,18 +196,9 @@ impl Fanout {
             .filter_map(|i| {
                 let (tx, rx) = mpsc::channel::<Job>();
                 let shards = shards.clone();
-                let spawned = std::thread::Builder::new().name(format!("troupe-fanout-{i}")).spawn(move || {
-                    while let Ok(job) = rx.recv() {
-                        match job {
-                            Job::Deliver { events, to } => {
-                                deliver(&shards, &to, &events);
-                            }
-                            Job::Reply { event, to } => {
-                                to.push(event);
-                            }
-                        }
-                    }
-                });
+                let spawned = std::thread::Builder::new()
+                    .name(format!("troupe-fanout-{i}"))
+                    .spawn(move || run_lane(&shards, &rx));
                 match spawned {
                     Ok(_) => Some(tx),
                     Err(error) => {
@@ -193,7 +291,7 @@ impl Fanout {
         };
         match self.lane(user) {
             Some(lane) => {
-                Self::send(lane, Job::Reply { event, to: outbox.clone() });
+                Self::send(lane, Job::Reply { event, user, to: outbox.clone() });
                 true
             }
             None => outbox.push(event),
@@ -282,5 +380,31 @@ mod tests {
                 .collect();
             assert_eq!(out, expected, "{:?}", outbox.conn());
         }
+    }
+
+    #[test]
+    fn a_round_gives_each_connection_its_events_in_order() {
+        let fanout = Fanout::default();
+        let a1 = Arc::new(Outbox::new(ConnId(1), 100));
+        let a2 = Arc::new(Outbox::new(ConnId(2), 100));
+        let b = Arc::new(Outbox::new(ConnId(3), 100));
+        fanout.set_connections(UserId(1), vec![a1.clone(), a2.clone()]);
+        fanout.set_connections(UserId(2), vec![b.clone()]);
+        let event = |s: &'static str| Bytes::from_static(s.as_bytes());
+        let round = [
+            Job::Deliver { events: vec![event("1"), event("2")].into(), to: vec![UserId(1), UserId(2)] },
+            Job::Reply { event: event("r"), user: UserId(1), to: a2.clone() },
+            Job::Deliver { events: vec![event("3")].into(), to: vec![UserId(2), UserId(1), UserId(9)] },
+            Job::Reply { event: event("s"), user: UserId(2), to: b.clone() },
+        ];
+        deliver_round(&fanout.shards, &round);
+        let queued = |outbox: &Outbox| {
+            let mut out = Vec::new();
+            outbox.take(100, &mut out);
+            out
+        };
+        assert_eq!(queued(&a1), [event("1"), event("2"), event("3")]);
+        assert_eq!(queued(&a2), [event("1"), event("2"), event("r"), event("3")], "the reply keeps its place");
+        assert_eq!(queued(&b), [event("1"), event("2"), event("3"), event("s")]);
     }
 }

@@ -42,6 +42,14 @@ async fn main() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let after = rss();
     println!("idle ractor actor (task, four channels, cell): {} bytes resident each", (after - before) / n as u64);
+    // Each of an actor's two unbounded channels allocates its first block of 32 slots at
+    // spawn; ractor's `cluster` feature (needed by ractor_cluster) puts a serialized-message
+    // variant in every message slot.
+    println!(
+        "ractor channel slots: BoxedMessage {} bytes, SupervisionEvent {} bytes (first blocks: 32 slots each)",
+        std::mem::size_of::<ractor::message::BoxedMessage>(),
+        std::mem::size_of::<ractor::SupervisionEvent>()
+    );
     println!(
         "size_of WebSocketStream (tungstenite state, without its 1 KiB read buffer): {} bytes",
         std::mem::size_of::<Ws>()

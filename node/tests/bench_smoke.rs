@@ -3,7 +3,7 @@
 
 mod common;
 
-use bench::scenario::{connections, fanout, joins, media, redpacket, send, sync};
+use bench::scenario::{connections, fanout, floor, joins, media, redpacket, send, sync};
 use common::*;
 use serde_json::Value;
 use std::path::Path;
@@ -156,4 +156,31 @@ async fn the_bench_names_the_send_limit_that_refused_it() {
     assert!(sent["rate_limited"].as_u64().unwrap() > 0, "{sent}");
     let summary = std::fs::read_to_string(out.path().join("send.json")).unwrap();
     assert!(summary.contains("TROUPE_ACTORS__RATE_LIMITS__CONNECTION_SENDS__PER_SECOND"), "the hint is in the summary");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floor_fans_out_without_a_node_and_checks_itself() {
+    let out = tempfile::tempdir().unwrap();
+    floor::run(floor::FloorArgs {
+        groups: 2,
+        members: 10,
+        messages_per_second: 100,
+        body_bytes: 160,
+        writers: Some(2),
+        congestion: None,
+        warmup: 0,
+        duration: 1,
+        out: Some(out.path().join("floor")),
+    })
+    .await
+    .unwrap();
+    let floor = results(out.path(), "floor");
+    assert_eq!((floor["lost"].as_u64(), floor["duplicated"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(floor["out_of_order"], 0);
+    assert_eq!(floor["writer_threads_failed"], 0);
+    // 100 messages a second, each to one group's 10 members, for one second.
+    let writes = floor["writes"].as_u64().unwrap();
+    assert!((900..=1100).contains(&writes), "{writes} writes");
+    assert!(floor["received_in_window"].as_u64().unwrap() >= writes);
+    assert!(floor["deliveries_per_writer_cpu_second"].as_f64().unwrap() > 0.0);
 }

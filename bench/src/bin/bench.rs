@@ -21,6 +21,9 @@ struct Cli {
 enum Scenario {
     /// G groups of M online members; S senders per group at an offered rate.
     Fanout(scenario::fanout::FanoutArgs),
+    /// No node: a bare writer's fan-out on `fanout`'s schedule; what one loopback write per
+    /// delivery costs here, the ceiling for `fanout`'s deliveries per node CPU-second.
+    Floor(scenario::floor::FloorArgs),
     /// Sign up users and write their tokens to a file (for `connections`).
     Accounts(scenario::connections::AccountsArgs),
     /// Hold N authenticated idle connections; node memory per connection, connect rate.
@@ -51,6 +54,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.scenario {
             Scenario::Fanout(args) => scenario::fanout::run(args).await,
+            Scenario::Floor(args) => scenario::floor::run(args).await,
             Scenario::Accounts(args) => scenario::connections::accounts(args).await,
             Scenario::Connections(args) => scenario::connections::connections(args).await,
             Scenario::Send(args) => scenario::send::run(args).await,

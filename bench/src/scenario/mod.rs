@@ -3,6 +3,7 @@
 pub mod admission;
 pub mod connections;
 pub mod fanout;
+pub mod floor;
 pub mod joins;
 pub mod media;
 pub mod redpacket;
