@@ -407,4 +407,90 @@ mod tests {
         assert_eq!(queued(&a2), [event("1"), event("2"), event("r"), event("3")], "the reply keeps its place");
         assert_eq!(queued(&b), [event("1"), event("2"), event("3"), event("s")]);
     }
+
+    /// A socket that takes everything and remembers each write.
+    #[derive(Debug, Default)]
+    struct Recorder(std::sync::Mutex<Vec<Vec<u8>>>);
+
+    impl crate::outbox::Wire for Recorder {
+        fn write_now(&self, frame: &[u8]) -> crate::outbox::WriteNow {
+            self.0.lock().unwrap().push(frame.to_vec());
+            crate::outbox::WriteNow::Done
+        }
+    }
+
+    #[test]
+    fn a_round_is_one_write_per_connection() {
+        // Without this, a lane behind by N fan-outs makes N writes per member, and under
+        // overload the node delivers only as many events as it can make writes.
+        let fanout = Fanout::default();
+        let users: Vec<UserId> = (1..=3).map(UserId).collect();
+        let wires: Vec<Arc<Recorder>> = users.iter().map(|_| Arc::new(Recorder::default())).collect();
+        for (i, (user, wire)) in users.iter().zip(&wires).enumerate() {
+            let outbox = Arc::new(Outbox::new(ConnId(i as u64), 100));
+            outbox.attach(wire.clone(), 256);
+            fanout.set_connections(*user, vec![outbox]);
+        }
+        let round: Vec<Job> = (0..5u8)
+            .map(|n| Job::Deliver { events: vec![Bytes::from(format!("{n}"))].into(), to: users.clone() })
+            .collect();
+        deliver_round(&fanout.shards, &round);
+        let expected = crate::frame::text_frame_of_events(&[0u8, 1, 2, 3, 4].map(|n| Bytes::from(format!("{n}"))));
+        for wire in &wires {
+            assert_eq!(*wire.0.lock().unwrap(), vec![expected.clone()], "one frame with all five events");
+        }
+    }
+
+    /// A socket whose first write waits until the test lets it go: it holds its lane up.
+    #[derive(Debug)]
+    struct Gate {
+        writes: std::sync::Mutex<Vec<Vec<u8>>>,
+        entered: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+        open: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl crate::outbox::Wire for Gate {
+        fn write_now(&self, frame: &[u8]) -> crate::outbox::WriteNow {
+            let first = self.writes.lock().unwrap().is_empty();
+            if first {
+                let _ = self.entered.lock().unwrap().send(());
+                let _ = self.open.lock().unwrap().recv();
+            }
+            self.writes.lock().unwrap().push(frame.to_vec());
+            crate::outbox::WriteNow::Done
+        }
+    }
+
+    #[test]
+    fn a_lane_that_fell_behind_writes_what_waits_in_one_round() {
+        let fanout = Fanout::new(1);
+        let (release, open) = std::sync::mpsc::channel();
+        let (entered, in_write) = std::sync::mpsc::channel();
+        let gate = Arc::new(Gate {
+            writes: Default::default(),
+            entered: std::sync::Mutex::new(entered),
+            open: std::sync::Mutex::new(open),
+        });
+        let outbox = Arc::new(Outbox::new(ConnId(1), 100));
+        outbox.attach(gate.clone(), 256);
+        fanout.set_connections(UserId(1), vec![outbox]);
+        let event = |n: u8| Bytes::from(format!("{n}"));
+        fanout.deliver(&[UserId(1)], &[event(0)]);
+        in_write.recv_timeout(std::time::Duration::from_secs(10)).expect("the lane writes the first");
+        for n in 1..6 {
+            fanout.deliver(&[UserId(1)], &[event(n)]);
+        }
+        release.send(()).unwrap();
+        drop(fanout); // the lane finishes its work, then ends
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while gate.writes.lock().unwrap().len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "the lane did not write the rest");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let rest: Vec<Bytes> = (1..6).map(event).collect();
+        assert_eq!(
+            *gate.writes.lock().unwrap(),
+            vec![crate::frame::text_frame_of_events(&[event(0)]), crate::frame::text_frame_of_events(&rest)]
+        );
+    }
 }
