@@ -146,16 +146,9 @@ fn deliver_round(shards: &Shards, round: &[Job]) {
     }
     let mut events = Vec::new();
     for user in users {
-        let Some(connections) = shard(shards, user).read().unwrap_or_else(|e| e.into_inner()).get(&user).cloned()
-        else {
-            // Offline now: replies to its connections are still owed if they are open.
-            for &index in jobs_of.get(&user).map(Vec::as_slice).unwrap_or_default() {
-                if let Job::Reply { event, to, .. } = &round[index] {
-                    to.push(event.clone());
-                }
-            }
-            continue;
-        };
+        // A user gone offline has no connections; replies to its connections are still owed.
+        let connections: Connections =
+            shard(shards, user).read().unwrap_or_else(|e| e.into_inner()).get(&user).cloned().unwrap_or_default();
         let jobs = jobs_of.get(&user).map(Vec::as_slice).unwrap_or_default();
         for outbox in connections.iter() {
             events.clear();
@@ -170,7 +163,7 @@ fn deliver_round(shards: &Shards, round: &[Job]) {
                 outbox.push_all(&events);
             }
         }
-        // A reply to a connection the user no longer lists still goes to it, as alone.
+        // A reply to a connection the user no longer lists still goes to it, alone.
         for &index in jobs {
             if let Job::Reply { event, to, .. } = &round[index]
                 && !connections.iter().any(|o| Arc::ptr_eq(o, to))
