@@ -105,7 +105,8 @@ pub async fn activate(
     supervisor: Option<ActorCell>,
 ) -> Result<ActorRef<UserMsg>, ApiError> {
     gauge.touch();
-    let state = UserState { system, gauge, user, connections: Vec::new(), expiry: None };
+    // Most users hold one connection per node; a Vec grown by push would start at four.
+    let state = UserState { system, gauge, user, connections: Vec::with_capacity(1), expiry: None };
     let spawned = match supervisor {
         Some(supervisor) => Actor::spawn_linked(None, UserActor, state, supervisor).await,
         None => Actor::spawn(None, UserActor, state).await,
