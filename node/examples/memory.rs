@@ -43,8 +43,8 @@ async fn main() {
     let after = rss();
     println!("idle ractor actor (task, four channels, cell): {} bytes resident each", (after - before) / n as u64);
     // Each of an actor's two unbounded channels allocates its first block of 32 slots at
-    // spawn; ractor's `cluster` feature (needed by ractor_cluster) puts a serialized-message
-    // variant in every message slot.
+    // spawn. ractor's `cluster` feature (needed by ractor_cluster) puts a serialized-message
+    // variant in every message slot; the patch in vendor/ boxes it (24 bytes, not 112).
     println!(
         "ractor channel slots: BoxedMessage {} bytes, SupervisionEvent {} bytes (first blocks: 32 slots each)",
         std::mem::size_of::<ractor::message::BoxedMessage>(),
