@@ -75,6 +75,9 @@ pub async fn connect_with_receive_buffer(
         socket.set_recv_buffer_size(bytes).map_err(error)?;
     }
     if let Some(ip) = source {
+        if ip.is_ipv4() {
+            choose_port_at_connect(&socket).map_err(error)?;
+        }
         socket.bind(SocketAddr::new(ip, 0)).map_err(error)?;
     }
     let stream = socket.connect(target.addr).await.map_err(error)?;
@@ -84,6 +87,26 @@ pub async fn connect_with_receive_buffer(
         .await
         .map_err(|e| LoadError::Connection(e.to_string()))?;
     Ok(ws)
+}
+
+/// Leaves the source port to `connect`, which knows the destination and may share a port
+/// among different 4-tuples. A `bind` to port 0 must find a port no socket on that address
+/// holds, TIME_WAIT ones included; after a few runs of 19,000 connections that search
+/// stalled connects for up to a second.
+fn choose_port_at_connect(socket: &TcpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads one c_int from a live local; the fd is owned by `socket`.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 /// Sends a request and waits for its reply, ignoring other events (for setup steps).
