@@ -46,7 +46,7 @@ async fn main() {
     // spawn. ractor's `cluster` feature (needed by ractor_cluster) puts a serialized-message
     // variant in every message slot; the patch in vendor/ boxes it (24 bytes, not 112).
     println!(
-        "ractor channel slots: BoxedMessage {} bytes, SupervisionEvent {} bytes (first blocks: 32 slots each)",
+        "ractor channel slots: BoxedMessage {} bytes, SupervisionEvent {} bytes (boxed in its slot by the patch in vendor/; first blocks: 32 slots each)",
         std::mem::size_of::<ractor::message::BoxedMessage>(),
         std::mem::size_of::<ractor::SupervisionEvent>()
     );

@@ -95,17 +95,13 @@ pub async fn connect_with_receive_buffer(
 /// stalled connects for up to a second.
 fn choose_port_at_connect(socket: &TcpSocket) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads one c_int from a live local; the fd is owned by `socket`.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
+    set_socket_option(socket.as_raw_fd(), libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, &1i32.to_ne_bytes())
+}
+
+/// `setsockopt` for the options tokio and std do not expose; `value` is the option's bytes.
+pub fn set_socket_option(fd: std::os::fd::RawFd, level: i32, name: i32, value: &[u8]) -> std::io::Result<()> {
+    // SAFETY: setsockopt reads `value.len()` bytes from a live slice; the caller owns `fd`.
+    let rc = unsafe { libc::setsockopt(fd, level, name, value.as_ptr().cast(), value.len() as libc::socklen_t) };
     if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 

@@ -11,7 +11,7 @@
 //! processing and their wake-ups, which the kernel charges to the writer, as it charges
 //! them to the node in `fanout`. Nothing is stored and nothing is authenticated.
 
-use crate::load::conn::{LoadError, Target, connect};
+use crate::load::conn::{LoadError, Target, connect, set_socket_option};
 use crate::load::report::{self, Report, histogram, latency_summary};
 use crate::load::sequence::SeqTracker;
 use crate::load::wire::{fast_messages, now_micros, timed_body};
@@ -272,17 +272,7 @@ fn accept_all(
 }
 
 fn set_congestion(stream: &TcpStream, name: &str) -> std::io::Result<()> {
-    // SAFETY: setsockopt reads `name.len()` bytes from a live buffer; the fd is owned by `stream`.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_CONGESTION,
-            name.as_ptr().cast(),
-            name.len() as libc::socklen_t,
-        )
-    };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    set_socket_option(stream.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_CONGESTION, name.as_bytes())
 }
 
 /// One writer thread: at every tick the next group's message is encoded once and written to
