@@ -156,17 +156,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let console = tokio::net::TcpListener::bind(config.console_listen)
         .await
         .with_context(|| format!("bind console {}", config.console_listen))?;
-    if let Some(addr) = config.cluster.listen {
-        // The cluster listener is bound later, by ractor_cluster; fail now, before the ready
-        // line, if its port is taken.
-        drop(std::net::TcpListener::bind(addr).with_context(|| format!("bind cluster {addr}"))?);
-    }
     let (http, console_addr) = (listener.local_addr()?, console.local_addr()?);
     tracing::info!(%http, console = %console_addr, data = %config.data_dir.display(), "troupe starting");
-    // The ready line: scripts and tests wait for it to learn the ports.
-    println!("troupe ready http={http} ws=ws://{http}{} console={console_addr}", troupe::server::WS_PATH);
-    std::io::stdout().flush()?;
-    troupe::server::run(config, listener, console, shutdown_signal()).await?;
+    // The ready line: scripts and tests wait for it to learn the ports. It comes only after
+    // the store is open and the cluster port is bound (by ractor_cluster), so a node that
+    // printed it will not exit for want of either.
+    let ready = move || {
+        println!("troupe ready http={http} ws=ws://{http}{} console={console_addr}", troupe::server::WS_PATH);
+        let _ = std::io::stdout().flush();
+    };
+    troupe::server::run(config, listener, console, shutdown_signal(), ready).await?;
     tracing::info!("troupe stopped");
     Ok(())
 }

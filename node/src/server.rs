@@ -36,12 +36,15 @@ pub enum ServeError {
 }
 
 /// Serves until `shutdown` resolves, then closes every connection (1001) and stops the
-/// actors.
+/// actors. `ready` is called once the store is open and the cluster listener is bound, so
+/// that whoever waits for it (scripts, tests) never sees a node that will still fail to
+/// start.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     console_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(),
 ) -> Result<(), ServeError> {
     let store = crate::store::open(&config.store, &config.data_dir).await?;
     let groups = GroupRuntime::start()?;
@@ -74,6 +77,7 @@ pub async fn run(
     let media = crate::media::Media::open(&config.media, &config.data_dir, system.clone())?;
     let unsent_sweeper = crate::media::spawn_unsent_sweeper(media.clone());
     let router = http::router(gateway, media);
+    ready();
     let closing = system.clone();
     let listener = gateway::socket::SocketListener::new(listener, config.gateway.socket_send_buffer_bytes);
     let served = axum::serve(listener, router.into_make_service_with_connect_info::<gateway::socket::Accepted>())

@@ -404,6 +404,29 @@ async fn a_node_without_the_secret_is_refused() {
     assert_eq!(up_nodes(&intruder.console("nodes").await), vec![9], "still nobody for the intruder");
 }
 
+/// A node prints its ready line only once its cluster port is bound: a taken port is an
+/// exit before the ready line (which the harness retries on another port), never a node
+/// that looks ready and then exits, and a ready node's cluster port accepts at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_cluster_port_stops_the_node_before_it_is_ready() {
+    let database = common::postgres::FreshDatabase::create().await;
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = held.local_addr().expect("addr").to_string();
+    let env = [
+        ("TROUPE_STORE__BACKEND", "postgres"),
+        ("TROUPE_STORE__POSTGRES_URL", database.url.as_str()),
+        ("TROUPE_CLUSTER__SECRET", SECRET),
+    ];
+    let args: Vec<String> =
+        ["--cluster-listen", &addr, "--node-id", "3", "--seeds", &addr].iter().map(|s| s.to_string()).collect();
+    assert!(TestNode::try_start_with(&env, &args).await.is_none(), "a node without its cluster port said it was ready");
+    drop(held);
+    let node = TestNode::try_start_with(&env, &args).await.expect("the same node starts once the port is free");
+    // At once, with no retry: the ready line comes after the cluster port is bound.
+    std::net::TcpStream::connect(&addr).expect("the cluster port accepts as soon as the node is ready");
+    assert_eq!(up_nodes(&node.console("nodes").await), vec![3]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_flushed_killed_and_restarted_under_load_loses_nothing() {
     let mut cluster = TestCluster::start(2).await;
