@@ -8,6 +8,7 @@
 //! and they count as resynced, not live), done.
 
 use crate::load::conn::{LoadError, Socket, Target, connect, connect_with_receive_buffer, loopback_sources, request};
+use crate::load::per_thread::{Padded, PerThread};
 use crate::load::report::{self, Report, histogram, latency_summary};
 use crate::load::sequence::SeqTracker;
 use crate::load::wire::{body_time, decode_frame, fast_messages, now_micros, timed_body};
@@ -89,8 +90,8 @@ enum Phase {
 struct Shared {
     measure_start: AtomicU64,
     measure_end: AtomicU64,
-    delivered: AtomicU64,
-    delivered_in_window: AtomicU64,
+    /// Latencies and delivery counts, per bench thread (see [`PerThread`]).
+    tallies: PerThread<Tally>,
     sent: AtomicU64,
     acked: AtomicU64,
     pending_acks: AtomicU64,
@@ -101,7 +102,7 @@ struct Shared {
     /// Per group: the highest acked seq.
     group_last: Vec<AtomicU64>,
     /// Per connection: its contiguous seq.
-    progress: Vec<AtomicU64>,
+    progress: Vec<Padded<AtomicU64>>,
     body_bytes: usize,
 }
 
@@ -119,14 +120,45 @@ struct Member {
     stalled: bool,
 }
 
-#[derive(Default)]
-struct MemberResult {
-    latency: Option<Histogram<u64>>,
+/// What the connections on one bench thread measured.
+struct Tally {
+    latency: Histogram<u64>,
     /// Send to the node's accept stamp, and accept stamp to receive (ms resolution): where
     /// the latency is spent.
-    to_accept: Option<Histogram<u64>>,
-    from_accept: Option<Histogram<u64>>,
-    ack_latency: Option<Histogram<u64>>,
+    to_accept: Histogram<u64>,
+    from_accept: Histogram<u64>,
+    ack_latency: Histogram<u64>,
+    delivered: u64,
+    delivered_in_window: u64,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            latency: histogram(),
+            to_accept: histogram(),
+            from_accept: histogram(),
+            ack_latency: histogram(),
+            delivered: 0,
+            delivered_in_window: 0,
+        }
+    }
+}
+
+impl Shared {
+    /// Deliveries received so far, and those inside the measured window.
+    fn delivered(&self) -> (u64, u64) {
+        let mut sum = (0, 0);
+        self.tallies.for_each(|t| {
+            sum.0 += t.delivered;
+            sum.1 += t.delivered_in_window;
+        });
+        sum
+    }
+}
+
+#[derive(Default)]
+struct MemberResult {
     tracker: SeqTracker,
     resynced: u64,
     missing: u64,
@@ -212,8 +244,7 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
     let shared = Arc::new(Shared {
         measure_start: AtomicU64::new(u64::MAX),
         measure_end: AtomicU64::new(u64::MAX),
-        delivered: AtomicU64::new(0),
-        delivered_in_window: AtomicU64::new(0),
+        tallies: PerThread::new(Tally::new),
         sent: AtomicU64::new(0),
         acked: AtomicU64::new(0),
         pending_acks: AtomicU64::new(0),
@@ -221,7 +252,7 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
         rate_limited: AtomicU64::new(0),
         closes: AtomicU64::new(0),
         group_last: (0..args.groups).map(|_| AtomicU64::new(0)).collect(),
-        progress: (0..total).map(|_| AtomicU64::new(0)).collect(),
+        progress: (0..total).map(|_| Padded(AtomicU64::new(0))).collect(),
         body_bytes: args.body_bytes,
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Warmup);
@@ -269,12 +300,12 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
     shared.measure_start.store(now_micros(), Ordering::SeqCst);
     let _ = phase_tx.send(Phase::Measure);
     let started = Instant::now();
-    let mut last = shared.delivered.load(Ordering::Relaxed);
+    let mut last = shared.delivered().0;
     let mut last_sent = shared.sent.load(Ordering::Relaxed);
     while started.elapsed().as_secs_f64() < args.duration {
         let next = started + Duration::from_secs(timeline.len() as u64 + 1);
         tokio::time::sleep_until(next.min(started + Duration::from_secs_f64(args.duration))).await;
-        let now = shared.delivered.load(Ordering::Relaxed);
+        let now = shared.delivered().0;
         let sent = shared.sent.load(Ordering::Relaxed);
         let mut dropped = String::new();
         if stalled > 0 {
@@ -310,7 +341,7 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
             .progress
             .iter()
             .enumerate()
-            .all(|(i, p)| p.load(Ordering::SeqCst) >= shared.group_last[i / members].load(Ordering::SeqCst))
+            .all(|(i, p)| p.0.load(Ordering::SeqCst) >= shared.group_last[i / members].load(Ordering::SeqCst))
     };
     let drained = wait_until(Duration::from_secs(20), caught_up).await;
     if !drained {
@@ -320,10 +351,14 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
     wait_until(Duration::from_secs(60), caught_up).await;
     let _ = phase_tx.send(Phase::Done);
 
-    let mut latency = histogram();
-    let mut ack_latency = histogram();
-    let mut to_accept = histogram();
-    let mut from_accept = histogram();
+    let (mut latency, mut ack_latency, mut to_accept, mut from_accept) =
+        (histogram(), histogram(), histogram(), histogram());
+    shared.tallies.for_each(|t| {
+        let _ = latency.add(&t.latency);
+        let _ = ack_latency.add(&t.ack_latency);
+        let _ = to_accept.add(&t.to_accept);
+        let _ = from_accept.add(&t.from_accept);
+    });
     let (mut duplicates, mut out_of_order, mut missing, mut resynced, mut received) = (0, 0, 0, 0, 0);
     let mut close_reasons: HashMap<String, u64> = HashMap::new();
     let (mut stalled_closes, mut stalled_resynced, mut stalled_missing, mut stalled_duplicates) = (0, 0, 0, 0);
@@ -335,18 +370,6 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
             stalled_missing += result.missing;
             stalled_duplicates += result.tracker.duplicates;
         }
-        if let Some(h) = &result.latency {
-            let _ = latency.add(h);
-        }
-        if let Some(h) = &result.ack_latency {
-            let _ = ack_latency.add(h);
-        }
-        if let Some(h) = &result.to_accept {
-            let _ = to_accept.add(h);
-        }
-        if let Some(h) = &result.from_accept {
-            let _ = from_accept.add(h);
-        }
         duplicates += result.tracker.duplicates;
         out_of_order += result.tracker.out_of_order;
         missing += result.missing;
@@ -356,7 +379,7 @@ pub async fn run(args: FanoutArgs) -> Result<(), LoadError> {
             *close_reasons.entry(reason).or_default() += 1;
         }
     }
-    let in_window = shared.delivered_in_window.load(Ordering::Relaxed);
+    let in_window = shared.delivered().1;
     let per_second = in_window as f64 / window;
     let cpu = match (node::cpu_seconds(&stats_start), node::cpu_seconds(&stats_end)) {
         (Some(a), Some(b)) => Some(b - a),
@@ -472,14 +495,7 @@ async fn member_task(
 ) -> MemberResult {
     // A stalled member's latency is its own stall, not the node's.
     let timed = !member.stalled;
-    let mut result = MemberResult {
-        latency: timed.then(histogram),
-        to_accept: timed.then(histogram),
-        from_accept: timed.then(histogram),
-        ack_latency: member.send_every.map(|_| histogram()),
-        stalled: member.stalled,
-        ..MemberResult::default()
-    };
+    let mut result = MemberResult { stalled: member.stalled, ..MemberResult::default() };
     let mut in_flight: HashMap<u64, u64> = HashMap::new();
     let mut next_id: u64 = 1000;
     let (period, offset) = member.send_every.unwrap_or((Duration::from_secs(3600), Duration::ZERO));
@@ -521,32 +537,29 @@ async fn member_task(
                 };
                 let now = now_micros();
                 let (window_start, window_end) = (shared.measure_start.load(Ordering::Relaxed), shared.measure_end.load(Ordering::Relaxed));
-                // Counted per frame, not per event: shared counters are contended.
-                let (mut fresh, mut fresh_in_window) = (0u64, 0u64);
-                let mut record = |result: &mut MemberResult, seq: u64, sent: Option<u64>, ts: u64| {
-                    if result.tracker.record(seq) {
-                        fresh += 1;
-                        if now >= window_start && now < window_end {
-                            fresh_in_window += 1;
-                        }
+                let in_window = now >= window_start && now < window_end;
+                // One lock of this thread's tally per frame, whatever it carries.
+                let record = |tally: &mut Tally, tracker: &mut SeqTracker, seq: u64, sent: Option<u64>, ts: u64| {
+                    if tracker.record(seq) {
+                        tally.delivered += 1;
+                        tally.delivered_in_window += u64::from(in_window);
                         if let Some(sent) = sent
+                            && timed
                             && sent >= window_start && sent < window_end
-                            && let Some(h) = result.latency.as_mut()
                         {
-                            report::record(h, now.saturating_sub(sent));
+                            report::record(&mut tally.latency, now.saturating_sub(sent));
                             let accepted = ts * 1000;
-                            if let (Some(a), Some(b)) = (result.to_accept.as_mut(), result.from_accept.as_mut()) {
-                                report::record(a, accepted.saturating_sub(sent));
-                                report::record(b, now.saturating_sub(accepted));
-                            }
+                            report::record(&mut tally.to_accept, accepted.saturating_sub(sent));
+                            report::record(&mut tally.from_accept, now.saturating_sub(accepted));
                         }
                     }
                 };
                 deliveries.clear();
                 if fast_messages(text.as_str(), &mut deliveries).is_some() {
+                    let mut tally = shared.tallies.local();
                     for &(group, seq, sent, ts) in &deliveries {
                         if group == member.group {
-                            record(&mut result, seq, sent, ts);
+                            record(&mut tally, &mut result.tracker, seq, sent, ts);
                         }
                     }
                 } else {
@@ -555,7 +568,8 @@ async fn member_task(
                         match event.event.as_ref() {
                             "message" if event.group == Some(member.group) => {
                                 let Some(seq) = event.seq else { continue };
-                                record(&mut result, seq, event.text_body().as_deref().and_then(body_time), event.ts.unwrap_or(0));
+                                let sent = event.text_body().as_deref().and_then(body_time);
+                                record(&mut shared.tallies.local(), &mut result.tracker, seq, sent, event.ts.unwrap_or(0));
                             }
                             "reply" | "error" => {
                                 let Some(id) = event.id else { continue };
@@ -582,10 +596,8 @@ async fn member_task(
                                     if let Some(ack) = event.result.and_then(|r| serde_json::from_str::<AckResult>(r.get()).ok()) {
                                         group_last.fetch_max(ack.seq, Ordering::SeqCst);
                                     }
-                                    if sent >= window_start && sent < window_end
-                                        && let Some(h) = result.ack_latency.as_mut()
-                                    {
-                                        report::record(h, now.saturating_sub(sent));
+                                    if sent >= window_start && sent < window_end {
+                                        report::record(&mut shared.tallies.local().ack_latency, now.saturating_sub(sent));
                                     }
                                 } else {
                                     shared.send_errors.fetch_add(1, Ordering::Relaxed);
@@ -598,11 +610,7 @@ async fn member_task(
                         }
                     }
                 }
-                if fresh > 0 {
-                    shared.delivered.fetch_add(fresh, Ordering::Relaxed);
-                    shared.delivered_in_window.fetch_add(fresh_in_window, Ordering::Relaxed);
-                }
-                shared.progress[member.index].store(result.tracker.contiguous, Ordering::Relaxed);
+                shared.progress[member.index].0.store(result.tracker.contiguous, Ordering::Relaxed);
             }
             _ = ticker.tick(), if sending => {
                 next_id += 1;

@@ -12,11 +12,11 @@
 //! them to the node in `fanout`. Nothing is stored and nothing is authenticated.
 
 use crate::load::conn::{LoadError, Target, connect, set_socket_option};
+use crate::load::per_thread::PerThread;
 use crate::load::report::{self, Report, histogram, latency_summary};
 use crate::load::sequence::SeqTracker;
 use crate::load::wire::{fast_messages, now_micros, timed_body};
 use futures_util::StreamExt;
-use hdrhistogram::Histogram;
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -61,9 +61,8 @@ pub struct FloorArgs {
     pub out: Option<PathBuf>,
 }
 
-/// What one reader saw.
+/// What one reader saw; its latencies go to its thread's histogram, as in `fanout`.
 struct Seen {
-    latency: Histogram<u64>,
     tracker: SeqTracker,
     deliveries: u64,
 }
@@ -113,11 +112,12 @@ pub async fn run(args: FloorArgs) -> Result<(), LoadError> {
     let until = measured_from + Duration::from_secs(args.duration);
     let stop = Arc::new(AtomicBool::new(false));
 
+    let latencies = Arc::new(PerThread::new(histogram));
     let mut readers = Vec::with_capacity(count);
     for (index, mut ws) in clients.into_iter().enumerate() {
-        let stop = stop.clone();
+        let (stop, latencies) = (stop.clone(), latencies.clone());
         readers.push(tokio::spawn(async move {
-            let mut seen = Seen { latency: histogram(), tracker: SeqTracker::starting_at(0), deliveries: 0 };
+            let mut seen = Seen { tracker: SeqTracker::starting_at(0), deliveries: 0 };
             let mut out = Vec::new();
             let group = (index / args.members) as u64;
             while !stop.load(Ordering::Relaxed) {
@@ -131,13 +131,14 @@ pub async fn run(args: FloorArgs) -> Result<(), LoadError> {
                     continue;
                 }
                 let now = now_micros();
+                let mut latency = latencies.local();
                 for &(g, seq, sent, _) in &out {
                     if g != group || !seen.tracker.record(seq) {
                         continue;
                     }
                     if let Some(sent) = sent.filter(|&s| s >= warmup_micros) {
                         seen.deliveries += 1;
-                        report::record(&mut seen.latency, now.saturating_sub(sent));
+                        report::record(&mut latency, now.saturating_sub(sent));
                     }
                 }
             }
@@ -184,12 +185,14 @@ pub async fn run(args: FloorArgs) -> Result<(), LoadError> {
             lost += last;
             continue;
         };
-        let _ = latency.add(&seen.latency);
         deliveries += seen.deliveries;
         lost += seen.tracker.missing(last);
         duplicates += seen.tracker.duplicates;
         out_of_order += seen.tracker.out_of_order;
     }
+    latencies.for_each(|h| {
+        let _ = latency.add(h);
+    });
     let writes: u64 = wrote.iter().map(|w| w.writes).sum();
     let cpu: f64 = wrote.iter().map(|w| w.cpu_seconds).sum();
     let per_cpu_second = if cpu > 0.0 { writes as f64 / cpu } else { 0.0 };
