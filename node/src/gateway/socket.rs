@@ -331,6 +331,30 @@ mod tests {
         assert_eq!(read, expected);
     }
 
+    /// A peer that is gone fails the write: no signal kills the node, nothing is kept, and
+    /// every later write (a deliverer's or the task's) fails the same way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_to_a_peer_that_is_gone_fails_and_stays_failed() {
+        let (socket, client) = pair().await;
+        // Unread data at close makes the kernel answer with a reset.
+        socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(client);
+        let mut outcomes = Vec::new();
+        for _ in 0..100 {
+            let outcome = socket.write_now(&frame("after the reset"));
+            outcomes.push(outcome);
+            if outcome == WriteNow::NotWritten {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(outcomes.last(), Some(&WriteNow::NotWritten), "the write never failed: {outcomes:?}");
+        assert!(!outcomes.contains(&WriteNow::Kept), "nothing is kept for a peer that is gone");
+        assert_eq!(socket.write_now(&frame("again")), WriteNow::NotWritten);
+        let mut io = SocketIo(socket.clone());
+        assert!(io.write_all(&frame("from the task")).await.is_err(), "the task sees the failure too");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writers_on_many_threads_never_split_a_frame() {
         let (socket, client) = pair().await;
