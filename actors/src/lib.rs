@@ -5,6 +5,7 @@
 //! * [`group`]: the group actor, which serializes every change to one group (membership,
 //!   the member cap, message seqs) and fans messages out.
 //! * [`user`]: the user actor, which owns one user's connections on this node.
+//! * [`expiry`]: the node's one timer that closes connections when their session ends.
 //! * [`fanout`]: the node-local fan-out step that hands encoded events to connections.
 //! * [`geo`]: geohash cells and distances, for face-to-face groups.
 //! * [`media`]: what an upload is, by its bytes, and an image's declared size.
@@ -29,6 +30,7 @@ pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod expiry;
 pub mod facetoface;
 pub mod fanout;
 pub mod frame;

@@ -39,6 +39,8 @@ pub struct System {
     pub groups: Arc<Directory<GroupId, GroupMsg>>,
     /// Live user actors.
     pub users: Arc<Directory<UserId, UserMsg>>,
+    /// When each connection's session ends (see [`crate::expiry`]).
+    pub expiries: Arc<crate::expiry::Expiries>,
     /// Live face-to-face code actors, by code.
     pub faces: Arc<Directory<u16, FaceCodeMsg>>,
     /// Registration and login.
@@ -111,6 +113,7 @@ impl System {
             fanout: Fanout::new(config.fanout_threads),
             groups: Directory::start("group").await?,
             users: Directory::start("user").await?,
+            expiries: crate::expiry::Expiries::start(),
             faces: Directory::start("face_to_face_code").await?,
             accounts,
             limits: NodeLimits::new(&config.rate_limits),

@@ -3,24 +3,24 @@
 //! It owns the list of the user's connections here and publishes it to the fan-out step,
 //! so a group's fan-out reaches every device. It serializes what is per user: read marks
 //! (and tells the user's other devices when one moves) and closing the sockets of a
-//! revoked or expired session. It stops when the user's last connection closes.
+//! revoked session. It schedules each connection's close at its session's end with the
+//! node's [`crate::expiry`] (one timer for the node, not one per user). It stops when the
+//! user's last connection closes.
 
+use crate::System;
 use crate::directory::MailboxGauge;
 use crate::error::ApiError;
 use crate::outbox::Outbox;
 use crate::store::TokenHash;
-use crate::{System, now_ms};
 use bytes::Bytes;
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, MessagingErr};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use schema::cluster::ReplyTo;
 use schema::error::CloseReason;
 use schema::frames::server::{self as wire, Event, ReadAck};
 use schema::{ConnId, GroupId, Seq, UserId};
 use serde::Serialize;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// What a user actor handles. Everything but `Inspect` is counted in its mailbox gauge.
 pub enum UserMsg {
@@ -50,9 +50,6 @@ pub enum UserMsg {
         /// The new mark.
         seq: Seq,
     },
-    /// The earliest session of this user's connections has ended: close what expired.
-    /// Sent by the actor's own timer, so it does not go through the mailbox gauge.
-    Expire,
     /// Close every connection that uses this session.
     Revoke {
         /// The revoked session.
@@ -83,12 +80,7 @@ pub struct UserState {
     gauge: Arc<MailboxGauge>,
     user: UserId,
     connections: Vec<Connection>,
-    /// The timer that sends [`UserMsg::Expire`] when the earliest session here ends.
-    expiry: Option<(u64, ExpiryTimer)>,
 }
-
-/// The task behind `send_after`, kept to cancel it when an earlier session arrives.
-type ExpiryTimer = JoinHandle<Result<(), MessagingErr<UserMsg>>>;
 
 /// One of the user's connections on this node.
 struct Connection {
@@ -106,7 +98,7 @@ pub async fn activate(
 ) -> Result<ActorRef<UserMsg>, ApiError> {
     gauge.touch();
     // Most users hold one connection per node; a Vec grown by push would start at four.
-    let state = UserState { system, gauge, user, connections: Vec::with_capacity(1), expiry: None };
+    let state = UserState { system, gauge, user, connections: Vec::with_capacity(1) };
     let spawned = match supervisor {
         Some(supervisor) => Actor::spawn_linked(None, UserActor, state, supervisor).await,
         None => Actor::spawn(None, UserActor, state).await,
@@ -124,8 +116,10 @@ impl Actor for UserActor {
     }
 
     async fn post_stop(&self, _: ActorRef<UserMsg>, state: &mut UserState) -> Result<(), ActorProcessingErr> {
-        if let Some((_, timer)) = state.expiry.take() {
-            timer.abort();
+        // Empty unless the actor failed: a connection it held still closes at its end,
+        // but the schedule need not keep it.
+        for connection in &state.connections {
+            state.system.expiries.remove(connection.expires_at, connection.outbox.conn());
         }
         Ok(())
     }
@@ -141,15 +135,6 @@ impl Actor for UserActor {
             let _ = reply.send(UserSnapshot { user: state.user, connections });
             return Ok(());
         }
-        if let UserMsg::Expire = message {
-            state.expiry = None;
-            let now = now_ms();
-            for connection in state.connections.iter().filter(|c| c.expires_at <= now) {
-                connection.outbox.close(CloseReason::SessionExpired);
-            }
-            state.arm_expiry(&myself);
-            return Ok(());
-        }
         state.gauge.leave();
         match message {
             UserMsg::Attach { outbox, token, expires_at, done } => {
@@ -157,16 +142,18 @@ impl Actor for UserActor {
                 if state.connections.len() >= limit {
                     let _ = done.send(Err(limit));
                 } else {
+                    state.system.expiries.add(expires_at, &outbox);
                     state.connections.push(Connection { outbox, token, expires_at });
                     state.publish();
-                    state.arm_expiry(&myself);
                     let _ = done.send(Ok(()));
                 }
             }
             UserMsg::Detach { conn } => {
+                for connection in state.connections.iter().filter(|c| c.outbox.conn() == conn) {
+                    state.system.expiries.remove(connection.expires_at, conn);
+                }
                 state.connections.retain(|c| c.outbox.conn() != conn);
                 state.publish();
-                state.arm_expiry(&myself);
             }
             UserMsg::Read { to, group, seq } => {
                 if let Err(error) = state.read(to, group, seq).await {
@@ -179,7 +166,7 @@ impl Actor for UserActor {
                     connection.outbox.close(CloseReason::SessionRevoked);
                 }
             }
-            UserMsg::Inspect(_) | UserMsg::Expire => {}
+            UserMsg::Inspect(_) => {}
         }
         // With no connection left the actor goes, unless a message for it is on the way
         // (then it retries after handling that one).
@@ -191,22 +178,6 @@ impl Actor for UserActor {
 }
 
 impl UserState {
-    /// Keeps one timer, for the earliest session end among the connections here: a user
-    /// costs one timer however many connections they hold, and none once they have none.
-    fn arm_expiry(&mut self, myself: &ActorRef<UserMsg>) {
-        let earliest = self.connections.iter().map(|c| c.expires_at).min();
-        if self.expiry.as_ref().map(|(at, _)| *at) == earliest {
-            return;
-        }
-        if let Some((_, timer)) = self.expiry.take() {
-            timer.abort();
-        }
-        if let Some(at) = earliest {
-            let wait = Duration::from_millis(at.saturating_sub(now_ms()));
-            self.expiry = Some((at, myself.send_after(wait, || UserMsg::Expire)));
-        }
-    }
-
     fn publish(&self) {
         let outboxes = self.connections.iter().map(|c| c.outbox.clone()).collect();
         self.system.fanout.set_connections(self.user, outboxes);

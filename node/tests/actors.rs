@@ -331,6 +331,7 @@ async fn user_actors_live_exactly_as_long_as_their_connections() {
     };
     assert_eq!(system.users.len(), 1, "one actor for all of a user's connections");
     assert_eq!(system.fanout.connections(UserId(alice_id)).map(|c| c.len()), Some(2));
+    assert_eq!(system.expiries.len(), 2, "each connection waits for its session's end");
     alice.session.close().await;
     session.session.close().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -339,6 +340,7 @@ async fn user_actors_live_exactly_as_long_as_their_connections() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(system.fanout.counts(), (0, 0));
+    assert!(system.expiries.is_empty(), "a closed connection no longer waits for its session's end");
 }
 
 /// The embedded store with injectable faults, each armed with a group id and fired once:
