@@ -30,6 +30,7 @@ use bytes::Bytes;
 use schema::cluster::NodeDelivery;
 use schema::{ConnId, UserId};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
 
@@ -43,9 +44,17 @@ fn shard(shards: &Shards, user: UserId) -> &RwLock<HashMap<UserId, Connections>>
     &shards[(user.0 as usize) % SHARDS]
 }
 
+/// How many times events were handed to a connection (`troupe_deliveries_total`), counted
+/// by whoever hands them over: each lane, or the caller when there are none. A counter
+/// each, alone on its cache lines, so counting costs no traffic between cores.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+struct Handed(AtomicU64);
+
 /// Hands `events` to every connection of `recipients`, on the calling thread; returns how
-/// many connections took them.
-fn deliver(shards: &Shards, recipients: &[UserId], events: &[Bytes]) -> usize {
+/// many connections took them. `handed` counts the connections found, before the first
+/// write, so a client never sees an event the count does not include yet.
+fn deliver(shards: &Shards, recipients: &[UserId], events: &[Bytes], handed: &Handed) -> usize {
     let framed = Framed::new(events);
     let mut reached = 0;
     for &user in recipients {
@@ -54,6 +63,7 @@ fn deliver(shards: &Shards, recipients: &[UserId], events: &[Bytes]) -> usize {
         // disconnects).
         let shard = shard(shards, user).read().unwrap_or_else(|e| e.into_inner());
         let Some(connections) = shard.get(&user) else { continue };
+        handed.0.fetch_add(connections.len() as u64, Ordering::Relaxed);
         for outbox in connections.iter() {
             if outbox.push_framed(&framed) {
                 reached += 1;
@@ -68,6 +78,8 @@ pub struct Fanout {
     shards: Arc<Shards>,
     /// Empty: the caller writes itself (tests, and `actors.fanout_threads = 0`).
     lanes: Box<[mpsc::Sender<Job>]>,
+    /// One counter per lane, and a last one for callers writing on their own thread.
+    handed: Arc<[Handed]>,
 }
 
 /// One lane's share of a delivery.
@@ -95,7 +107,7 @@ const LANE_BATCH_EVENTS: usize = 256;
 /// load), it takes all that wait and gives each connection everything they hold for it in
 /// one frame: one write per socket per round, however many events, which is what lets a
 /// node deliver far more events per second than it can make writes.
-fn run_lane(shards: &Shards, rx: &mpsc::Receiver<Job>) {
+fn run_lane(shards: &Shards, rx: &mpsc::Receiver<Job>, handed: &Handed) {
     let mut round = Vec::new();
     while let Ok(job) = rx.recv() {
         let mut events = job.events();
@@ -109,7 +121,7 @@ fn run_lane(shards: &Shards, rx: &mpsc::Receiver<Job>) {
         if round.len() == 1 {
             match round.pop() {
                 Some(Job::Deliver { events, to }) => {
-                    deliver(shards, &to, &events);
+                    deliver(shards, &to, &events, handed);
                 }
                 Some(Job::Reply { event, to, .. }) => {
                     to.push(event);
@@ -117,7 +129,7 @@ fn run_lane(shards: &Shards, rx: &mpsc::Receiver<Job>) {
                 None => {}
             }
         } else {
-            deliver_round(shards, &round);
+            deliver_round(shards, &round, handed);
             round.clear();
         }
     }
@@ -125,7 +137,7 @@ fn run_lane(shards: &Shards, rx: &mpsc::Receiver<Job>) {
 
 /// Writes several jobs at once: each connection gets, in the jobs' order, every event the
 /// round holds for it (deliveries to its user, replies to it), handed over in one push.
-fn deliver_round(shards: &Shards, round: &[Job]) {
+fn deliver_round(shards: &Shards, round: &[Job], handed: &Handed) {
     // Each user's jobs, in order; the users in the order they first appear.
     let mut jobs_of: HashMap<UserId, Vec<usize>> = HashMap::new();
     let mut users = Vec::new();
@@ -150,6 +162,8 @@ fn deliver_round(shards: &Shards, round: &[Job]) {
         let connections: Connections =
             shard(shards, user).read().unwrap_or_else(|e| e.into_inner()).get(&user).cloned().unwrap_or_default();
         let jobs = jobs_of.get(&user).map(Vec::as_slice).unwrap_or_default();
+        let deliveries = jobs.iter().filter(|&&index| matches!(round[index], Job::Deliver { .. })).count();
+        handed.0.fetch_add((deliveries * connections.len()) as u64, Ordering::Relaxed);
         for outbox in connections.iter() {
             events.clear();
             for &index in jobs {
@@ -185,13 +199,14 @@ impl Fanout {
     /// lanes' threads end when this is dropped.
     pub fn new(threads: usize) -> Fanout {
         let shards: Arc<Shards> = (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect::<Box<[_]>>().into();
+        let handed: Arc<[Handed]> = (0..=threads).map(|_| Handed::default()).collect();
         let lanes = (0..threads)
             .filter_map(|i| {
                 let (tx, rx) = mpsc::channel::<Job>();
-                let shards = shards.clone();
+                let (shards, handed) = (shards.clone(), handed.clone());
                 let spawned = std::thread::Builder::new()
                     .name(format!("troupe-fanout-{i}"))
-                    .spawn(move || run_lane(&shards, &rx));
+                    .spawn(move || run_lane(&shards, &rx, &handed[i]));
                 match spawned {
                     Ok(_) => Some(tx),
                     Err(error) => {
@@ -201,7 +216,13 @@ impl Fanout {
                 }
             })
             .collect();
-        Fanout { shards, lanes }
+        Fanout { shards, lanes, handed }
+    }
+
+    /// How many times events were handed to a connection on this node
+    /// (`troupe_deliveries_total`): one per connection per fan-out or round.
+    pub fn handed(&self) -> u64 {
+        self.handed.iter().map(|h| h.0.load(Ordering::Relaxed)).sum()
     }
 
     /// A user's lane: all of a user's connections share one, chosen without touching them.
@@ -238,20 +259,18 @@ impl Fanout {
 
     /// Hands `events`, in order, to every connection of every recipient on this node: each
     /// connection with nothing queued gets the frame written to its socket now (one frame,
-    /// built once per lane, shared by all of them); the others queue the events. Returns the
-    /// number of connections handed the events.
-    pub fn deliver(&self, recipients: &[UserId], events: &[Bytes]) -> usize {
+    /// built once per lane, shared by all of them); the others queue the events.
+    pub fn deliver(&self, recipients: &[UserId], events: &[Bytes]) {
+        let Some(own) = self.handed.last() else { return };
         if self.lanes.is_empty() {
-            return deliver(&self.shards, recipients, events);
+            deliver(&self.shards, recipients, events, own);
+            return;
         }
-        // Only the map is read here (a connection list's length is in the map): the
-        // connections themselves are touched by the lane that writes to them.
+        // Split by id alone: the lanes look the users up. The caller (a group actor's
+        // thread, on the way from the commit to the sockets) touches neither the map nor
+        // the connections, which the lanes' cores hold.
         let mut shares: Vec<Vec<UserId>> = vec![Vec::new(); self.lanes.len()];
-        let mut handed = 0;
         for &user in recipients {
-            let shard = self.shard(user).read().unwrap_or_else(|e| e.into_inner());
-            let Some(connections) = shard.get(&user) else { continue };
-            handed += connections.len();
             shares[(user.0 as usize) % self.lanes.len()].push(user);
         }
         let events: Arc<[Bytes]> = events.into();
@@ -260,7 +279,6 @@ impl Fanout {
                 Self::send(lane, Job::Deliver { events: events.clone(), to });
             }
         }
-        handed
     }
 
     /// Calls `f` for every connection on this node (heartbeats, shutdown).
@@ -291,12 +309,15 @@ impl Fanout {
         }
     }
 
-    /// Applies a delivery that arrived from another node.
+    /// Applies a delivery that arrived from another node; returns how many connections
+    /// here it is for (none tells the group's owner to stop sending it here).
     pub fn apply(&self, delivery: NodeDelivery) -> usize {
         match delivery {
             NodeDelivery::Fanout { recipients, events, .. } => {
+                let here = recipients.iter().filter_map(|&user| self.connections(user)).map(|c| c.len()).sum();
                 let events: Vec<Bytes> = events.into_iter().map(Bytes::from).collect();
-                self.deliver(&recipients, &events)
+                self.deliver(&recipients, &events);
+                here
             }
             NodeDelivery::Reply { user, conn, event } => usize::from(self.reply(user, conn, Bytes::from(event))),
         }
@@ -328,7 +349,8 @@ mod tests {
         fanout.set_connections(UserId(1), vec![a1.clone(), a2.clone()]);
         fanout.set_connections(UserId(2), vec![b.clone()]);
         let events = [Bytes::from_static(b"1"), Bytes::from_static(b"2")];
-        assert_eq!(fanout.deliver(&[UserId(1), UserId(2), UserId(3)], &events), 3);
+        fanout.deliver(&[UserId(1), UserId(2), UserId(3)], &events);
+        assert_eq!(fanout.handed(), 3, "counted once per connection, whatever the events");
         for outbox in [&a1, &a2, &b] {
             let mut out = Vec::new();
             outbox.take(10, &mut out);
@@ -355,15 +377,16 @@ mod tests {
                 // A reply to one connection keeps its place among the deliveries.
                 assert!(fanout.reply(UserId(3), ConnId(7), event));
             } else {
-                assert_eq!(fanout.deliver(&users, std::slice::from_ref(&event)), 20, "counted when handed");
+                fanout.deliver(&users, std::slice::from_ref(&event));
             }
         }
-        drop(fanout); // the lanes finish their work, then end
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while outboxes.iter().any(|o| o.depth() < if o.conn() == ConnId(7) { 200 } else { 180 }) {
             assert!(std::time::Instant::now() < deadline, "the lanes did not deliver everything");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        assert_eq!(fanout.handed(), 180 * 20, "each lane counts what it hands over; replies are not counted");
+        drop(fanout); // the lanes end
         for outbox in &outboxes {
             let mut out = Vec::new();
             outbox.take(10_000, &mut out);
@@ -390,7 +413,13 @@ mod tests {
             Job::Deliver { events: vec![event("3")].into(), to: vec![UserId(2), UserId(1), UserId(9)] },
             Job::Reply { event: event("s"), user: UserId(2), to: b.clone() },
         ];
-        deliver_round(&fanout.shards, &round);
+        let handed = Handed::default();
+        deliver_round(&fanout.shards, &round, &handed);
+        assert_eq!(
+            handed.0.load(Ordering::Relaxed),
+            6,
+            "2 deliveries to each of user 1's 2 connections and user 2's 1"
+        );
         let queued = |outbox: &Outbox| {
             let mut out = Vec::new();
             outbox.take(100, &mut out);
@@ -427,7 +456,7 @@ mod tests {
         let round: Vec<Job> = (0..5u8)
             .map(|n| Job::Deliver { events: vec![Bytes::from(format!("{n}"))].into(), to: users.clone() })
             .collect();
-        deliver_round(&fanout.shards, &round);
+        deliver_round(&fanout.shards, &round, &Handed::default());
         let expected = crate::frame::text_frame_of_events(&[0u8, 1, 2, 3, 4].map(|n| Bytes::from(format!("{n}"))));
         for wire in &wires {
             assert_eq!(*wire.0.lock().unwrap(), vec![expected.clone()], "one frame with all five events");

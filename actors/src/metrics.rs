@@ -68,8 +68,6 @@ impl Histogram {
 pub struct Metrics {
     /// Messages made durable (each `send` stored once, duplicates not counted).
     pub messages_stored: Counter,
-    /// Events handed to this node's connections (one per event per connection).
-    pub deliveries: Counter,
     /// From a send's arrival at its group actor to its event handed to this node's
     /// connections: queueing, the durable write, and the fan-out.
     pub fanout_latency: Histogram,

@@ -283,8 +283,7 @@ impl System {
         events: &[Bytes],
         unwanted: &HashSet<NodeId>,
     ) {
-        let handed = self.fanout.deliver(recipients, events);
-        self.metrics.deliveries.add(handed as u64);
+        self.fanout.deliver(recipients, events);
         if let Some(cluster) = self.cluster.get() {
             let mut peers = cluster.peers();
             peers.retain(|node| !unwanted.contains(node));
@@ -318,7 +317,6 @@ impl System {
         // asks again, so the "unwanted" can never overtake their arrival.
         self.lock_unwanted().insert(group, from);
         let handed = self.fanout.apply(delivery);
-        self.metrics.deliveries.add(handed as u64);
         if handed > 0 {
             self.lock_unwanted().remove(&group);
         } else if let Some(cluster) = self.cluster.get() {

@@ -44,7 +44,7 @@ pub fn render(system: &System, store_disk_bytes: Option<u64>) -> String {
         "counter",
         "troupe_deliveries_total",
         "Events handed to this node's connections.",
-        metrics.deliveries.get(),
+        system.fanout.handed(),
     );
     single(
         &mut out,
