@@ -4,7 +4,8 @@
 //! A timer task per user cost about 400 bytes of every idle connection (`BENCHMARKS.md`,
 //! "Idle connections"); here a connection costs one entry in an ordered map, and one task
 //! sleeps until the earliest end. User actors add a connection when it attaches and
-//! remove it when it detaches, so the map holds only live connections.
+//! remove it when it detaches. An entry whose user actor failed first stays until its end,
+//! so that connection still closes on time (a gone connection's entry just lapses).
 //!
 //! The task holds the map weakly: it ends once the node's [`crate::System`] is gone.
 

@@ -115,15 +115,6 @@ impl Actor for UserActor {
         Ok(state)
     }
 
-    async fn post_stop(&self, _: ActorRef<UserMsg>, state: &mut UserState) -> Result<(), ActorProcessingErr> {
-        // Empty unless the actor failed: a connection it held still closes at its end,
-        // but the schedule need not keep it.
-        for connection in &state.connections {
-            state.system.expiries.remove(connection.expires_at, connection.outbox.conn());
-        }
-        Ok(())
-    }
-
     async fn handle(
         &self,
         myself: ActorRef<UserMsg>,
