@@ -7,7 +7,8 @@
 //! remove it when it detaches. An entry whose user actor failed first stays until its end,
 //! so that connection still closes on time (a gone connection's entry just lapses).
 //!
-//! The task holds the map weakly: it ends once the node's [`crate::System`] is gone.
+//! The task holds the map weakly between wake-ups: once the node's [`crate::System`] is
+//! gone, it ends at its next wake-up (within a minute).
 
 use crate::now_ms;
 use crate::outbox::Outbox;
