@@ -5,6 +5,10 @@
 set -u
 old=${OLD:-/tmp/troupe-old-target/release}   # the old build's troupe and bench
 new=${NEW:-target/release}
+# A load generator sends far faster than a person: lift the send limits, as run-all.sh does.
+for limit in CONNECTION_SENDS USER_SENDS; do
+  export TROUPE_ACTORS__RATE_LIMITS__${limit}__PER_SECOND=1000000.0 TROUPE_ACTORS__RATE_LIMITS__${limit}__BURST=1000000.0
+done
 run() { # label node_bin bench_bin
   data=$(mktemp -d)
   "$2" serve --listen 127.0.0.1:7878 --console-listen 127.0.0.1:7879 --password-cost test --data "$data" > "$data.log" 2>&1 &
