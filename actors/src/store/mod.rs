@@ -401,7 +401,8 @@ pub trait Store:
     fn backend(&self) -> &'static str;
 
     /// Bytes the store takes on disk, so an operator sees it grow (`troupe_store_disk_bytes`):
-    /// the embedded file, the PostgreSQL database. None where the store is a cluster that
-    /// reports its own disk use (ScyllaDB's metrics) and one node cannot see it all.
+    /// the embedded file and its journal, the PostgreSQL database. None where the store is a
+    /// cluster that reports its own disk use (ScyllaDB's metrics) and one node cannot see it
+    /// all.
     async fn disk_usage_bytes(&self) -> StoreResult<Option<u64>>;
 }

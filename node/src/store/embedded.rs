@@ -926,8 +926,11 @@ impl Store for EmbeddedStore {
     async fn disk_usage_bytes(&self) -> StoreResult<Option<u64>> {
         use std::os::unix::fs::MetadataExt;
         // Blocks allocated, not the length: the file may be sparse.
-        let metadata = std::fs::metadata(&self.path).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Some(metadata.blocks() * 512))
+        let blocks = |path: &Path| std::fs::metadata(path).map(|m| m.blocks() * 512);
+        let store = blocks(&self.path).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // The journal is made when the store opens; it is counted once it exists.
+        let journal = blocks(&self.path.with_file_name("troupe.journal")).unwrap_or(0);
+        Ok(Some(store + journal))
     }
 }
 
