@@ -61,6 +61,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// A larger append is made durable by a checkpoint rather than the journal; far below the
 /// codec's decode limit, so every record read back decodes.
 const JOURNAL_RECORD_MAX: usize = 1 << 20;
+/// The first byte of every journal record: the layout of `Journaled`, bumped when it
+/// changes, so a build never misreads another's records.
+const JOURNAL_FORMAT: u8 = 1;
 
 /// A unit of work for the writer thread. Every job is finished exactly once, with the
 /// commit's outcome, whether or not it was applied (the writer may be gone or poisoned).
@@ -72,7 +75,8 @@ trait Job: Send {
     /// error (or, if the job never ran, that error).
     fn finish(self: Box<Self>, commit: &StoreResult<()>);
     /// After `apply`: what the journal must hold to redo this job, if the journal may stand
-    /// in for a durable commit of it; None if only a checkpoint may.
+    /// in for a durable commit of it (empty if there is nothing to redo); None if only a
+    /// checkpoint may.
     fn journal_record(&self) -> Option<&[u8]> {
         None
     }
@@ -164,8 +168,14 @@ impl Job for JournaledJob {
     }
 
     fn journal_record(&self) -> Option<&[u8]> {
-        // Whatever its result: a refused write is refused again when redone.
-        self.record.as_deref().filter(|_| self.result.is_some())
+        match (&self.record, &self.result) {
+            (Some(record), Some(Ok(()))) => Some(record),
+            // Refused: nothing to redo. An append is refused before its first write; a read
+            // mark that could not be read leaves the marks before it moved, and losing
+            // those in a crash only leaves them behind, never a message.
+            (Some(_), Some(Err(_))) => Some(&[]),
+            _ => None,
+        }
     }
 }
 
@@ -209,6 +219,12 @@ impl EmbeddedStore {
     /// [`EmbeddedStore::open`] with a page cache of `bytes`: the cache is most of a busy
     /// node's memory (it fills with recently written pages up to this size).
     pub fn open_with_page_cache(dir: &Path, bytes: usize) -> Result<Arc<Self>, OpenError> {
+        Self::open_with(dir, bytes, CHECKPOINT_EVERY)
+    }
+
+    /// [`EmbeddedStore::open_with_page_cache`] with checkpoints at most `checkpoint_every`
+    /// apart (tests choose it, so that a timed checkpoint comes only when they want one).
+    fn open_with(dir: &Path, bytes: usize, checkpoint_every: Duration) -> Result<Arc<Self>, OpenError> {
         std::fs::create_dir_all(dir).map_err(|e| OpenError::Dir(dir.display().to_string(), e))?;
         let path = dir.join("troupe.redb");
         let shown = path.display().to_string();
@@ -233,7 +249,7 @@ impl EmbeddedStore {
         let writer_db = db.clone();
         std::thread::Builder::new()
             .name("troupe-store-writer".into())
-            .spawn(move || run_writer(writer_db, queue, journal))
+            .spawn(move || run_writer(writer_db, queue, journal, checkpoint_every))
             .map_err(|e| OpenError::Database(shown, e.to_string()))?;
         Ok(Arc::new(EmbeddedStore { db, jobs, path }))
     }
@@ -267,7 +283,10 @@ impl EmbeddedStore {
 
     /// Queues a write the journal may make durable; `done` gets its result once durable.
     fn submit_journaled(&self, write: Journaled, done: WriteDone) {
-        let record = codec::encode(&write).ok().filter(|record| record.len() <= JOURNAL_RECORD_MAX);
+        let record = codec::encode(&write)
+            .ok()
+            .filter(|encoded| encoded.len() < JOURNAL_RECORD_MAX)
+            .map(|encoded| [&[JOURNAL_FORMAT][..], &encoded].concat());
         let job: BoxedJob = Box::new(JournaledJob { write, record, result: None, done });
         if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
             job.finish(&Err(unavailable("the store writer has stopped")));
@@ -320,13 +339,23 @@ fn recover(db: &Database, journal: &mut Journal) -> Result<usize, String> {
     let txn = db.begin_write().map_err(|e| e.to_string())?;
     let mut replayed = 0;
     for record in &records {
-        let write: Journaled = decode(record).map_err(|e| e.to_string())?;
+        let write: Journaled = match record.split_first() {
+            Some((&JOURNAL_FORMAT, encoded)) => decode(encoded).map_err(|e| e.to_string())?,
+            _ => {
+                return Err(format!(
+                    "a record of another journal format ({:?}); open this store once with the troupe that wrote it",
+                    record.first()
+                ));
+            }
+        };
         match write.apply(&txn) {
             Ok(()) => replayed += 1,
             Err(e @ StoreError::Unavailable(_)) => return Err(e.to_string()),
-            // Refused the first time too, or already stored: redb may persist non-durable
-            // commits when it closes, and an append then finds its log moved on.
-            Err(e) => tracing::debug!(error = %e, "journaled write not redone"),
+            // Only writes that applied are journaled, so this is one that redb had made
+            // durable already: it persists non-durable commits when the database closes
+            // (a poisoned writer's node shutting down), and an append then finds its log
+            // moved on. Anything else would be a bug worth seeing.
+            Err(e) => tracing::warn!(error = %e, "a journaled write was not redone"),
         }
     }
     journal.start(epoch);
@@ -334,7 +363,12 @@ fn recover(db: &Database, journal: &mut Journal) -> Result<usize, String> {
     Ok(replayed)
 }
 
-fn run_writer(db: Arc<Database>, mut queue: mpsc::UnboundedReceiver<BoxedJob>, mut journal: Journal) {
+fn run_writer(
+    db: Arc<Database>,
+    mut queue: mpsc::UnboundedReceiver<BoxedJob>,
+    mut journal: Journal,
+    checkpoint_every: Duration,
+) {
     let mut poisoned = false;
     let mut checkpointed = Instant::now();
     while let Some(first) = queue.blocking_recv() {
@@ -365,7 +399,7 @@ fn run_writer(db: Arc<Database>, mut queue: mpsc::UnboundedReceiver<BoxedJob>, m
             let _ = txn.abort();
             Err(unavailable("a storage error aborted the commit"))
         } else {
-            let outcome = if checkpointed.elapsed() < CHECKPOINT_EVERY && journal_fits(&batch, &journal) {
+            let outcome = if checkpointed.elapsed() < checkpoint_every && journal_fits(&batch, &journal) {
                 commit_journaled(txn, &mut journal, &batch)
             } else {
                 checkpointed = Instant::now();
@@ -972,6 +1006,12 @@ mod tests {
         store.messages_after(group, 0, 1000).await.expect("read the log").iter().map(|m| m.seq).collect()
     }
 
+    /// Opens a store whose only checkpoints are the ones its writes call for, so a test
+    /// knows what the journal holds however slow the disk.
+    fn open_untimed(dir: &Path) -> Arc<EmbeddedStore> {
+        EmbeddedStore::open_with(dir, DEFAULT_PAGE_CACHE_BYTES, Duration::from_secs(3600)).expect("open")
+    }
+
     async fn append(store: &EmbeddedStore, group: GroupId, seq: Seq) {
         store.append_messages(Fence { group, epoch: 0 }, seq - 1, &[message(group, seq)]).await.expect("append");
     }
@@ -979,7 +1019,7 @@ mod tests {
     #[tokio::test]
     async fn acked_appends_and_read_marks_come_back_from_the_journal_after_a_crash() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let store = open_untimed(dir.path());
         let group = GroupId(5);
         store.link_user_group(UserId(7), &UserGroupRecord { group, read_seq: 0, joined_at: 1 }).await.expect("link");
         for seq in 1..=20 {
@@ -1006,13 +1046,13 @@ mod tests {
     #[tokio::test]
     async fn a_recovered_store_goes_on_without_replaying_twice() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let store = open_untimed(dir.path());
         let group = GroupId(9);
         for seq in 1..=5 {
             append(&store, group, seq).await;
         }
         let first = crash_image(dir.path());
-        let recovered = EmbeddedStore::open(first.path()).expect("reopen");
+        let recovered = open_untimed(first.path());
         for seq in 6..=8 {
             append(&recovered, group, seq).await;
         }
@@ -1026,7 +1066,7 @@ mod tests {
     #[tokio::test]
     async fn another_kind_of_write_checkpoints_what_the_journal_held() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let store = open_untimed(dir.path());
         let group = GroupId(3);
         for seq in 1..=4 {
             append(&store, group, seq).await;
@@ -1041,19 +1081,66 @@ mod tests {
     #[tokio::test]
     async fn a_clean_close_leaves_nothing_to_replay() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let store = open_untimed(dir.path());
         append(&store, GroupId(4), 1).await;
         drop(store);
         // The writer checkpoints once its queue closes; wait for it to let go of the file.
-        let mut replayed = None;
+        let mut left = None;
         for _ in 0..100 {
             if let Ok(db) = Database::create(dir.path().join("troupe.redb")) {
-                let mut journal = Journal::open(&dir.path().join("troupe.journal")).expect("journal");
-                replayed = Some(recover(&db, &mut journal).expect("recover"));
+                let txn = db.begin_read().expect("read");
+                let covered = txn.open_table(META).expect("meta").get(JOURNAL_COVERED).expect("get").map(|v| v.value());
+                let journal = Journal::open(&dir.path().join("troupe.journal")).expect("journal");
+                // The open's checkpoint covered epoch 1 and the append went into epoch 2:
+                // without a last checkpoint, the next open would redo epoch 2.
+                let next = covered.unwrap_or(0) + 1;
+                left = Some((covered, journal.read(next).expect("read").len()));
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(replayed, Some(0));
+        assert_eq!(left, Some((Some(2), 0)), "the last checkpoint covered the append's epoch");
+    }
+
+    /// How many records past the last checkpoint the journal in `dir` holds.
+    fn journal_records(dir: &Path) -> usize {
+        let db = Database::create(dir.join("troupe.redb")).expect("open redb");
+        let txn = db.begin_read().expect("read");
+        let covered = txn.open_table(META).expect("meta").get(JOURNAL_COVERED).expect("get").map_or(0, |v| v.value());
+        Journal::open(&dir.join("troupe.journal")).expect("journal").read(covered + 1).expect("read").len()
+    }
+
+    #[tokio::test]
+    async fn refused_and_oversized_writes_stay_out_of_the_journal() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open_untimed(dir.path());
+        let group = GroupId(6);
+        append(&store, group, 1).await;
+        append(&store, group, 2).await;
+        // Over the journal's record limit: a checkpoint makes it durable, with all before it.
+        let mut big = message(group, 3);
+        big.body = format!("\"{}\"", "x".repeat(JOURNAL_RECORD_MAX));
+        store.append_messages(Fence { group, epoch: 0 }, 2, &[big]).await.expect("big append");
+        append(&store, group, 4).await;
+        let refused = store.append_messages(Fence { group, epoch: 0 }, 9, &[message(group, 10)]).await;
+        assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+        append(&store, group, 5).await;
+        assert_eq!(journal_records(crash_image(dir.path()).path()), 2, "4 and 5, not the refused one");
+        assert_eq!(replayed_at_open(crash_image(dir.path()).path()), 2);
+        let recovered = EmbeddedStore::open(crash_image(dir.path()).path()).expect("reopen");
+        assert_eq!(seqs(&recovered, group).await, [1, 2, 3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_comes_once_its_interval_has_passed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open_with(dir.path(), DEFAULT_PAGE_CACHE_BYTES, Duration::ZERO).expect("open");
+        let group = GroupId(8);
+        for seq in 1..=3 {
+            append(&store, group, seq).await;
+        }
+        assert_eq!(replayed_at_open(crash_image(dir.path()).path()), 0, "every batch was a checkpoint");
+        let recovered = EmbeddedStore::open(crash_image(dir.path()).path()).expect("reopen");
+        assert_eq!(seqs(&recovered, group).await, [1, 2, 3]);
     }
 }
