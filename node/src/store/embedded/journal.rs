@@ -146,15 +146,21 @@ impl Journal {
 mod tests {
     use super::*;
 
+    /// A journal in a fresh directory, which lives as long as the returned guard.
+    fn new_journal() -> (tempfile::TempDir, std::path::PathBuf, Journal) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("journal");
+        let journal = Journal::open(&path).expect("open");
+        (dir, path, journal)
+    }
+
     fn payloads(journal: &Journal, epoch: u64) -> Vec<Vec<u8>> {
         journal.read(epoch).expect("read the journal")
     }
 
     #[test]
     fn records_come_back_in_order_for_their_epoch_only() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("journal");
-        let mut journal = Journal::open(&path).expect("open");
+        let (_dir, path, mut journal) = new_journal();
         journal.start(7);
         journal.append([&b"one"[..], b"two"].into_iter()).expect("append");
         journal.append([&b"three"[..]].into_iter()).expect("append");
@@ -165,9 +171,7 @@ mod tests {
 
     #[test]
     fn a_new_epoch_hides_the_older_records_past_its_end() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("journal");
-        let mut journal = Journal::open(&path).expect("open");
+        let (_dir, path, mut journal) = new_journal();
         journal.start(1);
         journal.append([&b"old one"[..], b"old two"].into_iter()).expect("append");
         journal.start(2);
@@ -180,9 +184,7 @@ mod tests {
 
     #[test]
     fn reading_stops_at_the_first_record_that_is_not_whole() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("journal");
-        let mut journal = Journal::open(&path).expect("open");
+        let (_dir, path, mut journal) = new_journal();
         journal.start(3);
         journal.append([&b"kept"[..], b"torn", b"after the tear"].into_iter()).expect("append");
         // Flip a byte of the second payload, as a write cut short by a crash could leave it.
@@ -194,9 +196,7 @@ mod tests {
 
     #[test]
     fn the_file_grows_in_zeroed_steps_and_a_full_journal_says_so() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("journal");
-        let mut journal = Journal::open(&path).expect("open");
+        let (_dir, path, mut journal) = new_journal();
         journal.start(1);
         let big = vec![7u8; 1_500_000];
         journal.append([big.as_slice()].into_iter()).expect("append");
