@@ -281,6 +281,17 @@ impl EmbeddedStore {
         }
     }
 
+    /// Queues a message append (both `MessageStore` calls, which read the messages only to
+    /// encode them); `done` gets its result once durable.
+    fn submit_append(&self, fence: Fence, after: Seq, messages: &[MessageRecord], done: WriteDone) {
+        match append_rows(fence.group, after, messages) {
+            Ok(rows) => {
+                self.submit_journaled(Journaled::Append { group: fence.group.0, epoch: fence.epoch, after, rows }, done)
+            }
+            Err(error) => done(Err(error)),
+        }
+    }
+
     /// Queues a write the journal may make durable; `done` gets its result once durable.
     fn submit_journaled(&self, write: Journaled, done: WriteDone) {
         let record = codec::encode(&write)
@@ -885,17 +896,12 @@ fn last_seq_in(messages: &impl ReadableTable<(u64, u64), &'static [u8]>, group: 
 impl MessageStore for EmbeddedStore {
     async fn append_messages(&self, fence: Fence, after: Seq, messages: &[MessageRecord]) -> StoreResult<()> {
         let (tx, rx) = oneshot::channel();
-        self.append_messages_then(fence, after, messages.to_vec(), Box::new(move |result| drop(tx.send(result))));
+        self.submit_append(fence, after, messages, Box::new(move |result| drop(tx.send(result))));
         rx.await.map_err(|_| unavailable("the store writer has stopped"))?
     }
 
     fn append_messages_then(&self, fence: Fence, after: Seq, messages: Vec<MessageRecord>, done: WriteDone) {
-        match append_rows(fence.group, after, &messages) {
-            Ok(rows) => {
-                self.submit_journaled(Journaled::Append { group: fence.group.0, epoch: fence.epoch, after, rows }, done)
-            }
-            Err(error) => done(Err(error)),
-        }
+        self.submit_append(fence, after, &messages, done);
     }
 
     async fn last_seq(&self, group: GroupId) -> StoreResult<Seq> {
