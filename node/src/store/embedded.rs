@@ -219,12 +219,18 @@ impl EmbeddedStore {
     /// [`EmbeddedStore::open`] with a page cache of `bytes`: the cache is most of a busy
     /// node's memory (it fills with recently written pages up to this size).
     pub fn open_with_page_cache(dir: &Path, bytes: usize) -> Result<Arc<Self>, OpenError> {
-        Self::open_with(dir, bytes, CHECKPOINT_EVERY)
+        Self::open_with(dir, bytes, CHECKPOINT_EVERY, journal::CAPACITY)
     }
 
     /// [`EmbeddedStore::open_with_page_cache`] with checkpoints at most `checkpoint_every`
-    /// apart (tests choose it, so that a timed checkpoint comes only when they want one).
-    fn open_with(dir: &Path, bytes: usize, checkpoint_every: Duration) -> Result<Arc<Self>, OpenError> {
+    /// apart and a journal of `journal_capacity` bytes (tests choose them, so that a
+    /// checkpoint comes only when they want one).
+    fn open_with(
+        dir: &Path,
+        bytes: usize,
+        checkpoint_every: Duration,
+        journal_capacity: u64,
+    ) -> Result<Arc<Self>, OpenError> {
         std::fs::create_dir_all(dir).map_err(|e| OpenError::Dir(dir.display().to_string(), e))?;
         let path = dir.join("troupe.redb");
         let shown = path.display().to_string();
@@ -237,7 +243,7 @@ impl EmbeddedStore {
             return Err(OpenError::NewerFormat { found });
         }
         let journal_path = dir.join("troupe.journal");
-        let mut journal = Journal::open(&journal_path)
+        let mut journal = Journal::open(&journal_path, journal_capacity)
             .map_err(|e| OpenError::Database(journal_path.display().to_string(), e.to_string()))?;
         let replayed = recover(&db, &mut journal)
             .map_err(|e| OpenError::Database(journal_path.display().to_string(), format!("replay: {e}")))?;
@@ -1004,7 +1010,7 @@ mod tests {
     /// writes it redid.
     fn replayed_at_open(dir: &Path) -> usize {
         let db = Database::create(dir.join("troupe.redb")).expect("open redb");
-        let mut journal = Journal::open(&dir.join("troupe.journal")).expect("open journal");
+        let mut journal = Journal::open(&dir.join("troupe.journal"), journal::CAPACITY).expect("open journal");
         recover(&db, &mut journal).expect("recover")
     }
 
@@ -1015,7 +1021,8 @@ mod tests {
     /// Opens a store whose only checkpoints are the ones its writes call for, so a test
     /// knows what the journal holds however slow the disk.
     fn open_untimed(dir: &Path) -> Arc<EmbeddedStore> {
-        EmbeddedStore::open_with(dir, DEFAULT_PAGE_CACHE_BYTES, Duration::from_secs(3600)).expect("open")
+        EmbeddedStore::open_with(dir, DEFAULT_PAGE_CACHE_BYTES, Duration::from_secs(3600), journal::CAPACITY)
+            .expect("open")
     }
 
     async fn append(store: &EmbeddedStore, group: GroupId, seq: Seq) {
@@ -1096,7 +1103,7 @@ mod tests {
             if let Ok(db) = Database::create(dir.path().join("troupe.redb")) {
                 let txn = db.begin_read().expect("read");
                 let covered = txn.open_table(META).expect("meta").get(JOURNAL_COVERED).expect("get").map(|v| v.value());
-                let journal = Journal::open(&dir.path().join("troupe.journal")).expect("journal");
+                let journal = Journal::open(&dir.path().join("troupe.journal"), journal::CAPACITY).expect("journal");
                 // The open's checkpoint covered epoch 1 and the append went into epoch 2:
                 // without a last checkpoint, the next open would redo epoch 2.
                 let next = covered.unwrap_or(0) + 1;
@@ -1108,12 +1115,18 @@ mod tests {
         assert_eq!(left, Some((Some(2), 0)), "the last checkpoint covered the append's epoch");
     }
 
-    /// How many records past the last checkpoint the journal in `dir` holds.
-    fn journal_records(dir: &Path) -> usize {
+    /// The last epoch a checkpoint covers in `dir`, and the journal's records past it.
+    fn uncovered(dir: &Path, capacity: u64) -> (u64, Vec<Vec<u8>>) {
         let db = Database::create(dir.join("troupe.redb")).expect("open redb");
         let txn = db.begin_read().expect("read");
         let covered = txn.open_table(META).expect("meta").get(JOURNAL_COVERED).expect("get").map_or(0, |v| v.value());
-        Journal::open(&dir.join("troupe.journal")).expect("journal").read(covered + 1).expect("read").len()
+        let journal = Journal::open(&dir.join("troupe.journal"), capacity).expect("journal");
+        (covered, journal.read(covered + 1).expect("read"))
+    }
+
+    /// How many records past the last checkpoint the journal in `dir` holds.
+    fn journal_records(dir: &Path) -> usize {
+        uncovered(dir, journal::CAPACITY).1.len()
     }
 
     #[tokio::test]
@@ -1138,9 +1151,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_full_journal_checkpoints_and_starts_over() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let capacity = 4096;
+        let store = EmbeddedStore::open_with(dir.path(), DEFAULT_PAGE_CACHE_BYTES, Duration::from_secs(3600), capacity)
+            .expect("open");
+        let group = GroupId(2);
+        for seq in 1..=250 {
+            append(&store, group, seq).await;
+        }
+        assert_eq!(seqs(&store, group).await, (1..=250).collect::<Vec<_>>());
+
+        let image = crash_image(dir.path());
+        let (covered, held) = uncovered(image.path(), capacity);
+        let held_bytes: usize = held.iter().map(|record| journal::HEADER + record.len()).sum();
+        // 250 records of about 50 bytes each, header included: the open's checkpoint covered
+        // epoch 1, and the journal filled at least twice after it.
+        assert!(covered >= 3, "checkpoints covered epochs up to {covered}");
+        assert!(!held.is_empty() && held_bytes <= capacity as usize, "{} records, {held_bytes} bytes", held.len());
+        assert_eq!(replayed_at_open(crash_image(dir.path()).path()), held.len());
+        let recovered = EmbeddedStore::open(image.path()).expect("reopen");
+        assert_eq!(seqs(&recovered, group).await, (1..=250).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
     async fn a_checkpoint_comes_once_its_interval_has_passed() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = EmbeddedStore::open_with(dir.path(), DEFAULT_PAGE_CACHE_BYTES, Duration::ZERO).expect("open");
+        let store = EmbeddedStore::open_with(dir.path(), DEFAULT_PAGE_CACHE_BYTES, Duration::ZERO, journal::CAPACITY)
+            .expect("open");
         let group = GroupId(8);
         for seq in 1..=3 {
             append(&store, group, seq).await;

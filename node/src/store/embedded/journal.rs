@@ -25,7 +25,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// Bytes before each record's payload.
-const HEADER: usize = 16;
+pub(super) const HEADER: usize = 16;
 /// The file grows by this much at a time.
 const GROW_BY: u64 = 1 << 20;
 /// The most the journal holds: a batch that would go past it gets a checkpoint instead.
@@ -36,6 +36,8 @@ pub(super) struct Journal {
     file: File,
     /// The file's length: zeros or older records past `at`.
     len: u64,
+    /// The most the current epoch may hold ([`CAPACITY`] but in tests).
+    capacity: u64,
     /// Where the next record goes.
     at: u64,
     /// The epoch records are written with.
@@ -45,8 +47,9 @@ pub(super) struct Journal {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal at `path`. Nothing is written until [`Journal::start`].
-    pub(super) fn open(path: &Path) -> io::Result<Journal> {
+    /// Opens (or creates) the journal at `path`, to hold at most `capacity` bytes of records
+    /// an epoch. Nothing is written until [`Journal::start`].
+    pub(super) fn open(path: &Path, capacity: u64) -> io::Result<Journal> {
         let created = !path.exists();
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         if created {
@@ -56,12 +59,14 @@ impl Journal {
             }
         }
         let len = file.metadata()?.len();
-        Ok(Journal { file, len, at: 0, epoch: 0, buf: Vec::new() })
+        Ok(Journal { file, len, capacity, at: 0, epoch: 0, buf: Vec::new() })
     }
 
     /// The payloads of `epoch`'s records, in order, up to the first that is not whole.
     pub(super) fn read(&self, epoch: u64) -> io::Result<Vec<Vec<u8>>> {
-        let mut bytes = vec![0; self.len.min(CAPACITY) as usize];
+        // Records never lie past the capacity's last step; the bound keeps a stray file
+        // from costing its whole size in memory.
+        let mut bytes = vec![0; self.len.min(self.capacity.div_ceil(GROW_BY) * GROW_BY) as usize];
         self.file.read_exact_at(&mut bytes, 0)?;
         let mut payloads = Vec::new();
         let mut at = 0;
@@ -100,7 +105,7 @@ impl Journal {
 
     /// Whether `count` records with `payload_bytes` of payloads in all fit.
     pub(super) fn fits(&self, count: usize, payload_bytes: usize) -> bool {
-        self.at + (count * HEADER + payload_bytes) as u64 <= CAPACITY
+        self.at + (count * HEADER + payload_bytes) as u64 <= self.capacity
     }
 
     /// Appends the records and returns once they are durable. Callers check
@@ -150,7 +155,7 @@ mod tests {
     fn new_journal() -> (tempfile::TempDir, std::path::PathBuf, Journal) {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("journal");
-        let journal = Journal::open(&path).expect("open");
+        let journal = Journal::open(&path, CAPACITY).expect("open");
         (dir, path, journal)
     }
 
@@ -164,7 +169,7 @@ mod tests {
         journal.start(7);
         journal.append([&b"one"[..], b"two"].into_iter()).expect("append");
         journal.append([&b"three"[..]].into_iter()).expect("append");
-        let reopened = Journal::open(&path).expect("reopen");
+        let reopened = Journal::open(&path, CAPACITY).expect("reopen");
         assert_eq!(payloads(&reopened, 7), [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
         assert!(payloads(&reopened, 8).is_empty(), "another epoch's reader finds nothing");
     }
@@ -178,7 +183,7 @@ mod tests {
         // As long as the old first record, so the old second one starts right where the
         // new epoch's records end: only its epoch tells it apart.
         journal.append([&b"new one"[..]].into_iter()).expect("append");
-        let reopened = Journal::open(&path).expect("reopen");
+        let reopened = Journal::open(&path, CAPACITY).expect("reopen");
         assert_eq!(payloads(&reopened, 2), [b"new one".to_vec()]);
     }
 
@@ -190,7 +195,7 @@ mod tests {
         // Flip a byte of the second payload, as a write cut short by a crash could leave it.
         let second_payload = (HEADER + 4 + HEADER) as u64;
         journal.file.write_all_at(b"T", second_payload).expect("corrupt");
-        let reopened = Journal::open(&path).expect("reopen");
+        let reopened = Journal::open(&path, CAPACITY).expect("reopen");
         assert_eq!(payloads(&reopened, 3), [b"kept".to_vec()]);
     }
 
@@ -203,6 +208,6 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).expect("metadata").len(), 2 * GROW_BY);
         assert!(journal.fits(1, 1_000_000));
         assert!(!journal.fits(1, CAPACITY as usize), "a batch past the capacity does not fit");
-        assert_eq!(payloads(&Journal::open(&path).expect("reopen"), 1), [big]);
+        assert_eq!(payloads(&Journal::open(&path, CAPACITY).expect("reopen"), 1), [big]);
     }
 }
